@@ -1,0 +1,1 @@
+"""Board profiles, flashing over SSH and remote benchmarks (installed as ``edgeface.devices``)."""

@@ -1,0 +1,81 @@
+"""The ``edgeface`` command line: one Typer app, one module per command group.
+
+Each module in :mod:`edgeface.commands` defines its options at import time but
+imports its heavy dependencies (TensorFlow, the runtime) only inside the command
+body, so ``edgeface --help`` stays fast and TensorFlow-free.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+from typing import Callable
+
+import typer
+
+from edgeface.errors import UserError
+
+app = typer.Typer(
+    name="edgeface",
+    help="Face recognition from the workstation to the edge board: prepare, train, evaluate, export, run.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+# Command modules, in the order their commands appear in `edgeface --help`.
+COMMAND_MODULES = (
+    "data",
+)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one error line on stderr and return the exit to raise (code 2)."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Decorator for command bodies: a :class:`UserError` becomes one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(code=130) from None
+
+    return wrapper
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"edgeface.commands.{name}").register(app)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from edgeface import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the edgeface version and exit.", is_eager=True,
+                                 callback=_print_version),
+) -> None:
+    """Face recognition from the workstation to the edge board."""
+
+
+_register_all()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(app())

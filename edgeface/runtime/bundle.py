@@ -1,0 +1,130 @@
+"""Model bundles: a folder of TFLite files described by ``manifest.json``.
+
+The manifest is written by ``edgeface export`` (see ``edgeface.converters``) and
+read here, on the board: it carries what the runtime must not guess (input
+quantization, colour order, alignment template, match threshold) and a SHA-256
+per file, checked before a file is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from edgeface.errors import UserError
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+# Preference when the caller names no format: int8 is fastest on XNNPACK and on
+# the Edge TPU path; fp32 is the reference.
+FORMAT_PREFERENCE = ("int8", "fp32", "fp16", "dynamic")
+DEFAULT_THRESHOLD = 0.5
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_bundle_dir() -> Path:
+    """Where the model bundle shipped inside the package lives."""
+    return Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+@dataclass
+class Bundle:
+    """A loaded manifest and the folder it describes."""
+
+    root: Path
+    manifest: dict
+
+    @classmethod
+    def load(cls, path: Optional[str | os.PathLike] = None) -> Bundle:
+        """Load a bundle folder (or its manifest.json); the shipped default bundle when ``path`` is None."""
+        root = Path(path) if path is not None else default_bundle_dir()
+        if root.is_file() and root.name == MANIFEST_NAME:
+            root = root.parent
+        manifest_path = root / MANIFEST_NAME
+        if not manifest_path.is_file():
+            if path is None:
+                raise UserError("no default model bundle is installed: pass --model BUNDLE_DIR "
+                                "(from `edgeface export`)")
+            raise UserError(f"{root} is not a model bundle: {MANIFEST_NAME} not found "
+                            "(make one with `edgeface export`)")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{manifest_path} is not valid JSON ({exc}); re-run `edgeface export`") from None
+        version = manifest.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise UserError(f"{manifest_path} has schema version {version!r}; this edgeface reads version "
+                            f"{SCHEMA_VERSION}: re-export the bundle or upgrade edgeface")
+        return cls(root=root, manifest=manifest)
+
+    @property
+    def files(self) -> list[dict]:
+        return list(self.manifest.get("files", []))
+
+    @property
+    def formats(self) -> list[str]:
+        return [f["format"] for f in self.files]
+
+    @property
+    def threshold(self) -> float:
+        return float(self.manifest.get("threshold", {}).get("cosine", DEFAULT_THRESHOLD))
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.manifest.get("model", {}).get("embedding_dim", 0))
+
+    def entry(self, fmt: Optional[str] = None) -> dict:
+        """The manifest entry of a format (the preferred available one when ``fmt`` is None)."""
+        by_format = {f["format"]: f for f in self.files}
+        if fmt is None:
+            for candidate in FORMAT_PREFERENCE:
+                if candidate in by_format:
+                    return by_format[candidate]
+            if not by_format:
+                raise UserError(f"bundle {self.root} lists no model files")
+            return next(iter(by_format.values()))
+        if fmt not in by_format:
+            raise UserError(f"bundle {self.root} has no {fmt!r} model; it has: {', '.join(by_format) or 'none'}")
+        return by_format[fmt]
+
+    def model_path(self, fmt: Optional[str] = None, verify: bool = True) -> Path:
+        """Path of a model file, after checking its SHA-256 against the manifest."""
+        entry = self.entry(fmt)
+        path = self.root / entry["path"]
+        if verify:
+            self.verify(path, entry)
+        return path
+
+    def model_sha256(self, fmt: Optional[str] = None) -> str:
+        return str(self.entry(fmt)["sha256"])
+
+    def verify(self, path: Path, entry: dict[str, Any]) -> None:
+        """Refuse a file that is missing or whose checksum differs from the manifest."""
+        if not path.is_file():
+            raise UserError(f"bundle file missing: {path} (listed in {self.root / MANIFEST_NAME})")
+        actual = sha256_file(path)
+        if actual != entry.get("sha256"):
+            raise UserError(f"checksum mismatch for {path}: the file differs from {MANIFEST_NAME} "
+                            "(corrupted or modified); re-export or re-flash the bundle")
+
+    def detector_path(self, kind: str = "short", verify: bool = True) -> Optional[Path]:
+        """The bundled BlazeFace file of ``kind``, if the bundle carries one."""
+        for d in self.manifest.get("detectors", []):
+            if d.get("kind") == kind:
+                path = self.root / d["path"]
+                if verify:
+                    self.verify(path, d)
+                return path
+        return None

@@ -1,0 +1,246 @@
+"""The one place that imports a TFLite interpreter.
+
+Order of preference: ``ai_edge_litert`` (LiteRT, numpy 2, XNNPACK for int8),
+``tflite_runtime`` (last release 2.14: numpy<2, Python <= 3.11) and finally
+``tensorflow.lite`` (workstation only).  Everything else in edgeface asks this
+module for a :class:`TFLiteModel`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from edgeface.errors import UserError
+
+BACKENDS = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+EDGETPU_INSTALL_HINT = (
+    "install the Edge TPU runtime: on Debian/Raspberry Pi OS add Coral's apt repository and "
+    "`sudo apt-get install libedgetpu1-std` (see coral.ai/docs/accelerator/get-started)"
+)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An importable interpreter implementation."""
+
+    name: str
+    interpreter_cls: Callable[..., Any]
+    load_delegate: Optional[Callable[..., Any]]
+
+
+def _import_backend(name: str) -> Backend:
+    if name == "ai_edge_litert":
+        mod = importlib.import_module("ai_edge_litert.interpreter")
+    elif name == "tflite_runtime":
+        mod = importlib.import_module("tflite_runtime.interpreter")
+    elif name == "tensorflow":
+        tf = importlib.import_module("tensorflow")
+        mod = tf.lite
+        return Backend(name, mod.Interpreter, getattr(mod.experimental, "load_delegate", None))
+    else:
+        raise UserError(f"unknown interpreter backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    return Backend(name, mod.Interpreter, getattr(mod, "load_delegate", None))
+
+
+def get_backend(name: Optional[str] = None) -> Backend:
+    """Return the requested backend, or the first importable one in :data:`BACKENDS` order."""
+    if name:
+        if name not in BACKENDS:
+            raise UserError(f"unknown interpreter backend {name!r}: choose one of {', '.join(BACKENDS)}")
+        try:
+            return _import_backend(name)
+        except ImportError as exc:
+            raise UserError(f"interpreter backend {name!r} is not installed ({exc})") from None
+    errors = []
+    for candidate in BACKENDS:
+        try:
+            return _import_backend(candidate)
+        except ImportError as exc:
+            errors.append(f"{candidate}: {exc}")
+    raise UserError("no TFLite interpreter is installed: `pip install ai-edge-litert` (" + "; ".join(errors) + ")")
+
+
+# --- quantization helpers (pure numpy, tested without a model) -------------
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: Any) -> np.ndarray:
+    """Quantize float values to ``dtype`` with the tensor's affine parameters."""
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(x, dtype=np.float32) / np.float32(scale)) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Dequantize integer values to float32.
+
+    The values are widened to int64 before the zero point is subtracted: in
+    uint8 arithmetic ``q - zero_point`` would wrap around.
+    """
+    return (np.asarray(q).astype(np.int64) - int(zero_point)).astype(np.float32) * np.float32(scale)
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1, eps: float = 1e-12) -> np.ndarray:
+    """Scale vectors to unit Euclidean length (zero vectors stay zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    norm = np.linalg.norm(x, axis=axis, keepdims=True)
+    return x / np.maximum(norm, eps)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What a caller needs to feed or read one tensor."""
+
+    name: str
+    index: int
+    shape: tuple
+    dtype: Any
+    scale: float
+    zero_point: int
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0.0 and np.issubdtype(self.dtype, np.integer)
+
+
+def _tensor_info(detail: dict) -> TensorInfo:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    return TensorInfo(
+        name=detail["name"],
+        index=int(detail["index"]),
+        shape=tuple(int(d) for d in detail["shape"]),
+        dtype=detail["dtype"],
+        scale=float(scale),
+        zero_point=int(zero_point),
+    )
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence C-level stderr (the interpreters' noisy delegate messages) for a moment."""
+    try:
+        fd = 2
+        saved = os.dup(fd)
+    except OSError:  # no real stderr (e.g. captured by pytest)
+        yield
+        return
+    with open(os.devnull, "wb") as devnull:
+        os.dup2(devnull.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+
+
+class TFLiteModel:
+    """A TFLite file ready to run: float in, float out, quantization handled here.
+
+    ``run`` takes float input in the model's own float domain (for edgeface
+    embedders: RGB pixels 0..255) and returns dequantized float output.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        threads: Optional[int] = None,
+        backend: Optional[str] = None,
+        delegate: Optional[str] = None,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UserError(f"model file not found: {self.path}")
+        self.backend = get_backend(backend)
+        delegates = []
+        if delegate == "edgetpu":
+            delegates.append(load_edgetpu_delegate(self.backend))
+        elif delegate not in (None, "", "none", "cpu", "xnnpack"):
+            raise UserError(f"unknown delegate {delegate!r}: use 'edgetpu' or leave it out for CPU (XNNPACK)")
+        kwargs: dict = {"model_path": str(self.path)}
+        if threads:
+            kwargs["num_threads"] = int(threads)
+        if delegates:
+            kwargs["experimental_delegates"] = delegates
+        try:
+            with _quiet_stderr():
+                self.interpreter = self.backend.interpreter_cls(**kwargs)
+                self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise UserError(f"cannot load {self.path} as a TFLite model: {str(exc).splitlines()[0]}") from None
+        self.inputs = [_tensor_info(d) for d in self.interpreter.get_input_details()]
+        self.outputs = [_tensor_info(d) for d in self.interpreter.get_output_details()]
+
+    @property
+    def input(self) -> TensorInfo:
+        return self.inputs[0]
+
+    def run(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        """Run one inference; returns every output, dequantized to float32."""
+        if len(arrays) != len(self.inputs):
+            raise ValueError(f"{self.path.name} takes {len(self.inputs)} inputs, got {len(arrays)}")
+        for info, arr in zip(self.inputs, arrays):
+            arr = np.asarray(arr)
+            if arr.shape != info.shape:
+                arr = arr.reshape(info.shape)
+            if info.quantized:
+                arr = quantize(arr, info.scale, info.zero_point, info.dtype)
+            else:
+                arr = arr.astype(info.dtype, copy=False)
+            self.interpreter.set_tensor(info.index, arr)
+        self.interpreter.invoke()
+        outs = []
+        for info in self.outputs:
+            out = self.interpreter.get_tensor(info.index)
+            outs.append(dequantize(out, info.scale, info.zero_point) if info.quantized else out.astype(np.float32))
+        return outs
+
+    def op_names(self) -> list[str]:
+        """Builtin operator names of the graph, in execution order (where the backend exposes them)."""
+        getter = getattr(self.interpreter, "_get_ops_details", None)
+        if getter is None:
+            return []
+        return [op["op_name"] for op in getter()]
+
+
+def load_edgetpu_delegate(backend: Backend):
+    """Load the Edge TPU delegate, or fail with one line saying what to install."""
+    if backend.load_delegate is None:
+        raise UserError(f"the {backend.name} backend cannot load delegates; use ai_edge_litert or tflite_runtime")
+    try:
+        with _quiet_stderr():
+            return backend.load_delegate(EDGETPU_LIBRARY)
+    except (ValueError, OSError, RuntimeError):
+        raise UserError(f"cannot load the Edge TPU delegate ({EDGETPU_LIBRARY}): {EDGETPU_INSTALL_HINT}") from None
+
+
+class Embedder:
+    """A TFLite face-embedding model: aligned RGB crops in, unit-length embeddings out."""
+
+    def __init__(self, path: str | os.PathLike, threads: Optional[int] = None, backend: Optional[str] = None,
+                 delegate: Optional[str] = None) -> None:
+        self.model = TFLiteModel(path, threads=threads, backend=backend, delegate=delegate)
+        shape = self.model.input.shape
+        if len(shape) != 4 or shape[-1] != 3:
+            raise UserError(f"{path} is not a face-embedding model: its input shape is {shape}, expected (1, H, W, 3)")
+        self.input_size = (int(shape[2]), int(shape[1]))
+        out_shape = self.model.outputs[0].shape
+        if len(out_shape) != 2:
+            raise UserError(f"{path} is not a face-embedding model: its output shape is {out_shape}, expected (1, D)")
+        self.dim = int(out_shape[-1])
+
+    def embed(self, crops: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Embed aligned RGB uint8 crops (N, H, W, 3) -> (N, D) float32, L2-normalised."""
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            crops = crops[None]
+        out = np.empty((len(crops), self.dim), np.float32)
+        for i, crop in enumerate(crops):
+            out[i] = self.model.run(crop[None].astype(np.float32))[0].reshape(-1)
+        return l2_normalize(out)

@@ -1,0 +1,151 @@
+"""Embedding architectures by name (a small factory, each architecture built lazily).
+
+Every embedding model takes RGB pixels in 0..255 as float32 (N, 112, 112, 3),
+normalises them inside the graph, and ends in an ``embedding`` layer followed by
+L2 normalisation, so an exported file needs no pre-processing beyond alignment
+and int8 input quantization maps pixel values one to one.
+
+Choices made for int8 on XNNPACK (measured on this stack): ReLU rather than
+PReLU (PReLU splits the int8 graph into many delegate partitions and runs 4x
+slower than fp32), and ``tf.math.l2_normalize`` rather than
+``keras.layers.UnitNormalization`` (the former becomes one int8
+L2_NORMALIZATION op, the latter leaves float ops behind).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+from keras import layers
+
+from edgeface.errors import UserError
+
+INPUT_SIZE = 112
+EMBEDDING_LAYER = "embedding"
+
+
+@keras.saving.register_keras_serializable(package="edgeface")
+class L2Normalize(layers.Layer):
+    """Unit-length embeddings; lowers to TFLite's single L2_NORMALIZATION op under TensorFlow."""
+
+    def __init__(self, axis: int = -1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = axis
+
+    def call(self, x):
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            return tf.math.l2_normalize(x, axis=self.axis, epsilon=1e-12)
+        return keras.ops.normalize(x, axis=self.axis, order=2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
+
+
+def _pixels_in(size: int) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    inputs = keras.Input((size, size, 3), name="image")
+    # 0..255 -> about -1..1, inside the graph so every consumer feeds raw pixels.
+    x = layers.Rescaling(1.0 / 128.0, offset=-127.5 / 128.0, name="normalize_pixels")(inputs)
+    return inputs, x
+
+
+def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, act: bool = True, depthwise: bool = False):
+    if depthwise:
+        x = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    else:
+        x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(epsilon=1e-5, name=f"{name}_bn")(x)
+    if act:
+        x = layers.ReLU(name=f"{name}_relu")(x)
+    return x
+
+
+def _bottleneck(x, expansion: int, out_ch: int, stride: int, name: str):
+    in_ch = x.shape[-1]
+    y = _conv_bn(x, in_ch * expansion, 1, 1, f"{name}_expand")
+    y = _conv_bn(y, 0, 3, stride, f"{name}_depthwise", depthwise=True)
+    y = _conv_bn(y, out_ch, 1, 1, f"{name}_project", act=False)
+    if stride == 1 and in_ch == out_ch:
+        y = layers.Add(name=f"{name}_add")([x, y])
+    return y
+
+
+# (expansion t, output channels c, repeats n, first stride s), as in MobileFaceNet (Chen et al. 2018).
+MOBILEFACENET_BLOCKS = ((2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 128, 2, 1))
+
+
+def mobilefacenet(embedding_dim: int = 128, input_size: int = INPUT_SIZE, width: float = 1.0) -> keras.Model:
+    """MobileFaceNet-class network: depthwise-separable bottlenecks and a global depthwise conv (~1 M params)."""
+    c = lambda n: max(8, int(round(n * width)))  # noqa: E731
+    inputs, x = _pixels_in(input_size)
+    x = _conv_bn(x, c(64), 3, 2, "stem")
+    x = _conv_bn(x, 0, 3, 1, "stem_dw", depthwise=True)
+    for b, (t, ch, n, s) in enumerate(MOBILEFACENET_BLOCKS):
+        for i in range(n):
+            x = _bottleneck(x, t, c(ch), s if i == 0 else 1, f"block{b}_{i}")
+    x = _conv_bn(x, c(512), 1, 1, "head_expand")
+    # Global depthwise conv: a learned, position-aware pooling over the final 7x7 map.
+    k = x.shape[1]
+    x = layers.DepthwiseConv2D(k, padding="valid", use_bias=False, name="gdc_dw")(x)
+    x = layers.BatchNormalization(epsilon=1e-5, name="gdc_bn")(x)
+    x = layers.Conv2D(embedding_dim, 1, use_bias=False, name="gdc_linear")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.BatchNormalization(epsilon=1e-5, name=EMBEDDING_LAYER)(x)
+    outputs = L2Normalize(name="l2_normalize")(x)
+    return keras.Model(inputs, outputs, name="mobilefacenet")
+
+
+def seed_cnn(embedding_dim: int = 128, input_size: int = INPUT_SIZE) -> keras.Model:
+    """The classic baseline: Conv 32/64/128 with max-pooling, Dense 512, Dropout 0.5, then the embedding."""
+    inputs, x = _pixels_in(input_size)
+    for i, filters in enumerate((32, 64, 128)):
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i + 1}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(512, activation="relu", name="fc512")(x)
+    x = layers.Dropout(0.5, name="dropout")(x)
+    x = layers.Dense(embedding_dim, name=EMBEDDING_LAYER)(x)
+    outputs = L2Normalize(name="l2_normalize")(x)
+    return keras.Model(inputs, outputs, name="seed_cnn")
+
+
+ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
+    "mobilefacenet": mobilefacenet,
+    "seed-cnn": seed_cnn,
+}
+
+
+def get_model(name: str, embedding_dim: int = 128, input_size: int = INPUT_SIZE, **kwargs) -> keras.Model:
+    """Build an embedding model by architecture name."""
+    if name not in ARCHITECTURES:
+        import difflib
+
+        close = difflib.get_close_matches(name, ARCHITECTURES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"unknown architecture {name!r}{hint}: choose one of {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[name](embedding_dim=embedding_dim, input_size=input_size, **kwargs)
+
+
+def embedding_features(model: keras.Model) -> keras.KerasTensor:
+    """The pre-normalisation embedding tensor of a model built here (what margin heads train on)."""
+    return model.get_layer(EMBEDDING_LAYER).output
+
+
+def load_embedding_model(path) -> keras.Model:
+    """Load an edgeface ``.keras`` embedding model (custom layers registered above)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"model file not found: {p}")
+    if p.suffix != ".keras":
+        raise UserError(f"{p} is not a Keras model: expected a .keras file written by `edgeface train`")
+    try:
+        return keras.saving.load_model(p, compile=False)
+    except Exception as exc:  # keras raises ValueError, OSError, zipfile errors...
+        raise UserError(f"cannot load {p} as a Keras model: {str(exc).splitlines()[0][:200]}") from None

@@ -1,0 +1,47 @@
+"""The command line as a user meets it: help, no TensorFlow at start-up, clean errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from edgeface.cli import COMMAND_MODULES, app
+
+runner = CliRunner()
+
+
+def test_help_lists_every_command_with_a_one_line_help():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for cmd in app.registered_commands:
+        name = cmd.name or cmd.callback.__name__
+        assert name in result.stdout
+        assert (cmd.callback.__doc__ or "").strip(), f"{name} has no help"
+    for group in app.registered_groups:
+        assert group.name in result.stdout and group.typer_instance.info.help
+
+
+def test_help_does_not_import_tensorflow():
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from edgeface.cli import app\n"
+        "r = CliRunner().invoke(app, ['--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
+        "print(heavy)\n"
+        "sys.exit(1 if heavy else 0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_console_script_runs():
+    proc = subprocess.run([sys.executable, "-m", "edgeface", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip()
+
+
+def test_command_modules_import_lightly():
+    assert "data" in COMMAND_MODULES
