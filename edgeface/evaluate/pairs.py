@@ -1,0 +1,265 @@
+"""Verification pairs: reading LFW-style pairs files and turning image keys into aligned crops.
+
+A pairs file names images by key, ``Person_Name/Person_Name_0001`` (folder and
+file stem, no extension).  :class:`PairImages` resolves a key against either a
+folder of crops prepared by ``edgeface data prepare`` or the raw photographs,
+which it detects and aligns with the same code as training and the board.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+import numpy as np
+
+from edgeface.errors import UserError
+
+# Written by `edgeface data prepare` (edgeface.data.prepare.MANIFEST / SKIP_LOG; not imported: it is a driver module).
+MANIFEST = "manifest.jsonl"
+SKIP_LOG = "skipped.log"
+# Side of the centre square used when no face is found, as a fraction of the image's shorter side.
+# Measured on LFW deep-funneled (250x250): with a centred square of 0.55 x 250 = 137 px resized to 112,
+# the median detected eyes, nose and mouth land within about a pixel of the alignment template.
+CENTRE_CROP_FRACTION = 0.55
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One verification pair: ``fold`` is 1-based; ``a``/``b`` are image keys; ``same`` is the ground truth."""
+
+    fold: int
+    a: str
+    b: str
+    same: bool
+    line: int = 0  # line number in the pairs file (for messages)
+
+
+def image_key(name: str, number: str) -> str:
+    """LFW's key for image ``number`` of ``name``: ``Name/Name_0001``."""
+    return f"{name}/{name}_{int(number):04d}"
+
+
+def read_pairs(path: str | os.PathLike) -> list[Pair]:
+    """Read an LFW-style pairs file.
+
+    Supported layouts (whitespace separated, like LFW's own files):
+
+    * ``pairs.txt`` (View 2): header ``FOLDS<TAB>N``, then per fold N matched pairs
+      ``name i j`` followed by N mismatched pairs ``name1 i name2 j``;
+    * ``pairsDevTest.txt`` / ``pairsDevTrain.txt`` (View 1): header ``N``, then N matched and
+      N mismatched pairs, all in one fold;
+    * no header: every line is a pair, all in one fold.
+
+    A pair is matched or mismatched by its number of fields, so only the fold
+    boundaries depend on the header.  Anything else is a :class:`UserError` naming the line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"pairs file not found: {path}")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text pairs file (like LFW's pairs.txt)") from None
+    rows = [(i + 1, ln.split()) for i, ln in enumerate(text.splitlines()) if ln.strip()]
+    if not rows:
+        raise UserError(f"pairs file is empty: {path}")
+    head_line, head = rows[0]
+    if all(tok.isdigit() for tok in head) and len(head) in (1, 2):
+        n_folds, per_fold = (1, int(head[0])) if len(head) == 1 else (int(head[0]), 2 * int(head[1]))
+        if len(head) == 1:
+            per_fold *= 2  # View 1 header counts matched pairs; as many mismatched follow
+        rows = rows[1:]
+        if n_folds < 1 or per_fold < 1 or len(rows) != n_folds * per_fold:
+            raise UserError(
+                f"{path}:{head_line}: header '{' '.join(head)}' promises {n_folds * per_fold} pairs "
+                f"({n_folds} fold(s) of {per_fold}) but the file has {len(rows)}"
+            )
+    else:
+        n_folds, per_fold = 1, len(rows)
+    pairs = []
+    for index, (line, tok) in enumerate(rows):
+        fold = index // per_fold + 1
+        try:
+            if len(tok) == 3:
+                pairs.append(Pair(fold, image_key(tok[0], tok[1]), image_key(tok[0], tok[2]), True, line))
+            elif len(tok) == 4:
+                pairs.append(Pair(fold, image_key(tok[0], tok[1]), image_key(tok[2], tok[3]), False, line))
+            else:
+                raise ValueError
+        except ValueError:
+            raise UserError(
+                f"{path}:{line}: expected 'name i j' (same person) or 'name1 i name2 j' (different), "
+                f"got {' '.join(tok)!r}"
+            ) from None
+    return pairs
+
+
+def centre_crop(image: np.ndarray, size: int = 112, fraction: float = CENTRE_CROP_FRACTION) -> np.ndarray:
+    """The fallback crop when no face is found: a centred square resized to ``size``."""
+    import cv2
+
+    h, w = image.shape[:2]
+    side = max(1, int(round(min(h, w) * fraction)))
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    square = image[y0 : y0 + side, x0 : x0 + side]
+    return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR)
+
+
+def is_prepared_folder(root: str | os.PathLike) -> bool:
+    """True for a folder of aligned crops written by ``edgeface data prepare``."""
+    return (Path(root) / MANIFEST).is_file()
+
+
+class PairImages:
+    """Aligned 112x112 RGB crops for image keys, from prepared crops or raw photographs.
+
+    * Prepared folder (has ``manifest.jsonl``): the crop is read as is.  Images in
+      which ``data prepare`` found no face have no crop; they are counted in
+      :attr:`no_face` and their crop is ``None`` (a face that was never found cannot
+      match: evaluation scores such pairs as non-matches).  Point ``images_root`` at
+      the raw photographs to use the centre-crop fallback instead.
+    * Raw photographs: the largest face is detected and aligned by
+      :func:`edgeface.runtime.faces.detect_and_align`.  When no face is found the
+      image is not dropped: a centre crop stands in (the LFW convention, so every
+      pair is scored) and the key is counted in :attr:`no_face`.
+
+    Each image is decoded once; with ``cache`` the crops stay in memory so several
+    models can be evaluated on the same pairs without detecting the faces again.
+    """
+
+    def __init__(self, images_root: str | os.PathLike, detector: str = "short", cache: bool = True,
+                 size: int = 112, workers: Optional[int] = None, backend: Optional[str] = None) -> None:
+        self.root = Path(images_root)
+        if not self.root.is_dir():
+            raise UserError(f"images folder not found: {self.root}")
+        self.prepared = is_prepared_folder(self.root)
+        self.detector_kind = detector
+        self.cache = cache
+        self.size = size
+        self.workers = workers or min(4, os.cpu_count() or 1)
+        self.backend = backend
+        self.no_face: set[str] = set()
+        self._crops: dict[str, Optional[np.ndarray]] = {}
+        self._skipped: Optional[set[str]] = None
+        self._lock = threading.Lock()
+        # Idle detectors, one per worker thread at most, reused across calls (an interpreter is not thread-safe).
+        self._detectors: queue.SimpleQueue = queue.SimpleQueue()
+        if not self.prepared:
+            # Fail now (one line) rather than in a worker thread if the detector is unknown or unloadable.
+            self._detectors.put(self._new_detector())
+
+    @property
+    def source(self) -> str:
+        return "prepared crops" if self.prepared else f"raw images, {self.detector_kind} detector"
+
+    def _new_detector(self):
+        from edgeface.runtime.detector import create_detector
+
+        return create_detector(self.detector_kind, threads=1, backend=self.backend)
+
+    def path_of(self, key: str) -> Path:
+        """The file behind a key (any image extension).
+
+        Raises :class:`FileNotFoundError` for a key that ``data prepare`` logged as
+        having no face (no crop was written) and :class:`UserError` when there is no such image.
+        """
+        from edgeface.runtime.images import IMAGE_EXTENSIONS
+
+        direct = self.root / key
+        if direct.suffix.lower() in IMAGE_EXTENSIONS and direct.is_file():
+            return direct
+        preferred = (".png",) if self.prepared else (".jpg",)
+        for ext in preferred + IMAGE_EXTENSIONS:
+            p = self.root / f"{key}{ext}"
+            if p.is_file():
+                return p
+        if self.prepared and _stem(key) in self._skipped_keys():
+            raise FileNotFoundError(key)
+        raise UserError(f"image {key!r} not found under {self.root}: is --images the folder of the pairs' images "
+                        f"(e.g. lfw-deepfunneled or its prepared crops)?")
+
+    def _skipped_keys(self) -> set[str]:
+        """Keys `data prepare` skipped (no face / unreadable), from its skipped.log; read once."""
+        if self._skipped is None:
+            self._skipped = set()
+            log = self.root / SKIP_LOG
+            if log.is_file():
+                for line in log.read_text().splitlines():
+                    parts = line.split("\t")
+                    if len(parts) >= 2:
+                        self._skipped.add(_stem(parts[1]))
+        return self._skipped
+
+    def _load(self, key: str) -> Optional[np.ndarray]:
+        from edgeface.runtime.images import UnreadableImage, read_image
+
+        try:
+            path = self.path_of(key)
+        except FileNotFoundError:
+            with self._lock:
+                self.no_face.add(key)
+            return None
+        try:
+            image = read_image(path)
+        except (UnreadableImage, OSError):
+            raise UserError(f"cannot read image {path}: not a decodable image file") from None
+        if self.prepared:
+            if image.shape[:2] != (self.size, self.size):
+                import cv2
+
+                image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA)
+            return image
+        from edgeface.runtime.faces import detect_and_align
+
+        try:
+            detector = self._detectors.get_nowait()
+        except queue.Empty:
+            detector = self._new_detector()
+        try:
+            faces = detect_and_align(image, detector, self.size)
+        finally:
+            self._detectors.put(detector)
+        if faces:
+            return faces[0].crop
+        with self._lock:
+            self.no_face.add(key)
+        return centre_crop(image, self.size)
+
+    def crops(self, keys: Sequence[str], progress: Optional[Callable[[int, int], None]] = None
+              ) -> list[Optional[np.ndarray]]:
+        """Crops for ``keys`` in order (``None`` for a prepared image without a face).
+
+        Detection runs on a few threads: the interpreter and OpenCV release the GIL.
+        """
+        known = self._crops
+        todo = [k for k in dict.fromkeys(keys) if k not in known]
+        found: dict[str, Optional[np.ndarray]] = {}
+        if todo:
+            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+                for i, (key, crop) in enumerate(zip(todo, pool.map(self._load, todo))):
+                    found[key] = crop
+                    if progress:
+                        progress(i + 1, len(todo))
+        if self.cache:
+            known.update(found)
+        return [found[k] if k in found else known[k] for k in keys]
+
+    def prefetch(self, keys: Iterable[str], progress: Optional[Callable[[int, int], None]] = None) -> None:
+        """Detect and align ``keys`` now (with ``cache``), e.g. to show alignment and embedding as two stages."""
+        if not self.cache:
+            return
+        self.crops(list(dict.fromkeys(keys)), progress)
+
+
+def _stem(key: str) -> str:
+    """A key or relative path without its image extension."""
+    from edgeface.runtime.images import is_image_file
+
+    # Only an image extension is a suffix: LFW names may contain dots ("Mr._X").
+    return key.rsplit(".", 1)[0] if is_image_file(key) else key
