@@ -27,6 +27,7 @@ app = typer.Typer(
 # Command modules, in the order their commands appear in `edgeface --help`.
 COMMAND_MODULES = (
     "data",
+    "train",
     "evaluate",
 )
 

@@ -23,6 +23,10 @@ from edgeface.errors import UserError
 
 INPUT_SIZE = 112
 EMBEDDING_LAYER = "embedding"
+# Keras' default 0.99 needs hundreds of steps before the moving statistics mean anything: a short
+# run (tens of steps on a small dataset) then infers with near-initial statistics and outputs noise.
+# 0.9 is PyTorch's 0.1 as used by InsightFace.
+BN_MOMENTUM = 0.9
 
 
 @keras.saving.register_keras_serializable(package="edgeface")
@@ -59,7 +63,7 @@ def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, act: bool = T
         x = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
     else:
         x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(epsilon=1e-5, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(epsilon=1e-5, momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     if act:
         x = layers.ReLU(name=f"{name}_relu")(x)
     return x
@@ -92,10 +96,10 @@ def mobilefacenet(embedding_dim: int = 128, input_size: int = INPUT_SIZE, width:
     # Global depthwise conv: a learned, position-aware pooling over the final 7x7 map.
     k = x.shape[1]
     x = layers.DepthwiseConv2D(k, padding="valid", use_bias=False, name="gdc_dw")(x)
-    x = layers.BatchNormalization(epsilon=1e-5, name="gdc_bn")(x)
+    x = layers.BatchNormalization(epsilon=1e-5, momentum=BN_MOMENTUM, name="gdc_bn")(x)
     x = layers.Conv2D(embedding_dim, 1, use_bias=False, name="gdc_linear")(x)
     x = layers.Flatten(name="flatten")(x)
-    x = layers.BatchNormalization(epsilon=1e-5, name=EMBEDDING_LAYER)(x)
+    x = layers.BatchNormalization(epsilon=1e-5, momentum=BN_MOMENTUM, name=EMBEDDING_LAYER)(x)
     outputs = L2Normalize(name="l2_normalize")(x)
     return keras.Model(inputs, outputs, name="mobilefacenet")
 

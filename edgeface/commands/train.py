@@ -1,0 +1,142 @@
+"""``edgeface train``: train a face-embedding network on aligned crops."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping, Optional
+
+import typer
+
+from edgeface.cli import user_errors
+from edgeface.errors import UserError
+
+_DISTRIBUTE_HELP = (
+    "none, or mirrored: tf.distribute.MirroredStrategy over this machine's GPUs (the batch is split across them). "
+    "With the TF_CONFIG environment variable set (a JSON cluster spec, the same command started on every "
+    "machine) mirrored becomes MultiWorkerMirroredStrategy across machines; the chief (or worker 0) writes RUN. "
+    "TensorFlow backend only."
+)
+
+
+def resolve_distribute(flag: str, environ: Mapping[str, str]) -> str:
+    """The trainer's distribute mode from ``--distribute`` and TF_CONFIG (read here, in the CLI layer only)."""
+    flag = flag.strip().lower()
+    if flag == "mirrored" and environ.get("TF_CONFIG", "").strip():
+        try:
+            cluster = json.loads(environ["TF_CONFIG"]).get("cluster", {})
+        except (json.JSONDecodeError, AttributeError):
+            raise UserError("TF_CONFIG is not valid JSON: expected {\"cluster\": {...}, \"task\": {...}}") from None
+        workers = sum(len(v) for v in cluster.values()) if isinstance(cluster, dict) else 0
+        return "multi-worker" if workers > 1 else "mirrored"
+    return flag
+
+
+def parse_margins(text: Optional[str]) -> Optional[tuple[float, float, float]]:
+    """``"1,0.3,0.2"`` -> (1.0, 0.3, 0.2)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--margins must be three numbers m1,m2,m3 (e.g. 1,0.3,0.2), got {text!r}") from None
+    if len(values) != 3:
+        raise UserError(f"--margins must be three numbers m1,m2,m3 (e.g. 1,0.3,0.2), got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+@user_errors
+def train_cmd(
+    data: Path = typer.Argument(..., help="Aligned crops, DATA/<person>/<image> (from `edgeface data prepare`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: model.keras, train.json, log.csv, checkpoints/."),
+    arch: str = typer.Option("mobilefacenet", help="Architecture: mobilefacenet or seed-cnn."),
+    embedding_dim: int = typer.Option(128, help="Embedding size."),
+    head: str = typer.Option("arcface", help="Head: arcface, cosface, combined (m1,m2,m3) or softmax."),
+    scale: Optional[float] = typer.Option(None, help="Margin heads: logit scale s (default 64)."),
+    margin: Optional[float] = typer.Option(None, help="Margin heads: the margin (arcface 0.5 rad, cosface 0.35)."),
+    margins: Optional[str] = typer.Option(None, help="Margin heads: all three as m1,m2,m3 for cos(m1*t+m2)-m3."),
+    optimizer: str = typer.Option("auto", help="auto (adam for softmax, sgd for margin heads), adam or sgd."),
+    lr: Optional[float] = typer.Option(None, help="Initial learning rate (default adam 1e-3, sgd 0.05)."),
+    momentum: float = typer.Option(0.9, help="SGD momentum."),
+    weight_decay: Optional[float] = typer.Option(None, help="Decoupled weight decay (default sgd 5e-4, adam 0)."),
+    lr_schedule: str = typer.Option("cosine", help="cosine (decay to 1% over the epochs) or constant."),
+    epochs: int = typer.Option(20, help="Epochs (in total, counting those before a --resume)."),
+    batch_size: int = typer.Option(64, help="Batch size (global: split across devices with --distribute)."),
+    val: Optional[Path] = typer.Option(None, help="Validation identity folder (e.g. test/ of the same people). "
+                                       "Per-epoch val figures use BatchNorm's running averages, which lag on short "
+                                       "runs; the final table recomputes them with precise statistics."),
+    val_split: float = typer.Option(0.0, help="Hold out this fraction of each identity's images for validation."),
+    exclude_people: Optional[str] = typer.Option(None, help="People file to leave out (FILE or FILE:FOLD, e.g. "
+                                                 "LFW people.txt:10 or pairs.txt)."),
+    min_images: int = typer.Option(1, help="Skip identities with fewer images."),
+    patience: int = typer.Option(10, help="Early stopping: epochs without improvement (0 = off)."),
+    monitor: str = typer.Option("auto", help="Metric for early stopping: auto (val_accuracy with validation, else "
+                                "loss), val_loss, loss, accuracy."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    augment: bool = typer.Option(True, help="Augmentation on/off (each kind can also be set to 0 below)."),
+    rotation: float = typer.Option(10.0, help="Augment: max rotation, degrees."),
+    shift: float = typer.Option(0.08, help="Augment: max width/height shift, fraction."),
+    shear: float = typer.Option(0.1, help="Augment: max shear, fraction."),
+    zoom: float = typer.Option(0.1, help="Augment: max zoom in/out, fraction."),
+    flip: bool = typer.Option(True, help="Augment: random horizontal flip."),
+    brightness: float = typer.Option(0.2, help="Augment: max brightness change, fraction."),
+    contrast: float = typer.Option(0.2, help="Augment: max contrast change, fraction."),
+    precision: str = typer.Option("float32", help="float32, mixed_float16 (GPU) or mixed_bfloat16 (recent CPUs, "
+                                  "TPU). The saved model is float32 either way."),
+    distribute: str = typer.Option("none", help=_DISTRIBUTE_HELP),
+    seed: int = typer.Option(0, help="Random seed (split, shuffling, augmentation, initialisation)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (progress is not shown)."),
+) -> None:
+    """Train a face-embedding CNN (MobileFaceNet or the seed CNN) with a softmax or margin head."""
+    # Heavy imports only now: `edgeface --help` must not load Keras or TensorFlow.
+    from edgeface.train.augment import AugmentConfig
+    from edgeface.train.progress import training_progress
+    from edgeface.train.trainer import TrainConfig, train
+
+    aug = AugmentConfig(rotation, shift, shear, zoom, flip, brightness, contrast) if augment else AugmentConfig.off()
+    cfg = TrainConfig(
+        data=data, out=out, arch=arch, embedding_dim=embedding_dim, head=head, scale=scale, margin=margin,
+        margins=parse_margins(margins), optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+        lr_schedule=lr_schedule, epochs=epochs, batch_size=batch_size, val=val, val_split=val_split,
+        exclude_people=exclude_people, min_images=min_images, patience=patience, monitor=monitor, resume=resume,
+        augment=aug, precision=precision, distribute=resolve_distribute(distribute, os.environ), seed=seed,
+    )
+    with training_progress(disable=as_json) as progress:
+        result = train(cfg, progress=progress)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    print_result(result, cfg)
+
+
+def print_result(result, cfg) -> None:
+    """The final table of a run (stdout)."""
+    from edgeface.console import print_table
+
+    m = result.metrics
+    rows = [
+        ["model", str(result.model_path)],
+        ["architecture / head", f"{cfg.arch} / {cfg.head}"],
+        ["identities", result.num_classes],
+        ["train images", result.train_images],
+    ]
+    if result.val_images:
+        rows.append(["val images", result.val_images])
+    stop = " (stopped early)" if result.stopped_early else ""
+    rows.append(["epochs", f"{result.epochs_run}{stop}"])
+    for key, label in (("loss", "train loss"), ("accuracy", "train accuracy (augmented)"), ("val_loss", "val loss")):
+        if key in m:
+            rows.append([label, f"{m[key]:.4f}"])
+    if "val_accuracy" in m:
+        rows.append(["val accuracy (closed-set)", f"{m['val_accuracy']:.4f}"])
+    if "val_rank1" in m:
+        rows.append(["val rank-1 vs train gallery", f"{m['val_rank1']:.4f} (chance {m['chance_rank1']:.4f})"])
+    if "val_unseen_rank1" in m:
+        rows.append(["rank-1 among unseen val people", f"{m['val_unseen_rank1']:.4f}"])
+    rows += [["train img/s", f"{result.images_per_second:.1f}"], ["seconds", f"{result.seconds:.1f}"]]
+    print_table("edgeface train", ["", "value"], rows)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)

@@ -1,0 +1,58 @@
+"""Precise BatchNorm statistics: recompute the moving mean/variance after training.
+
+During training BatchNorm keeps exponential moving averages that start at
+mean 0 / variance 1 and forget them at ``momentum`` per step.  A short run (tens
+of steps, as on a small dataset) ends with statistics still far from the real
+ones (measured here: moving variance 0.09 for a real 0.013 after 24 steps), so
+the inference-mode network, the one that gets saved and exported, outputs
+near-constant embeddings.  Averaging the batch statistics over a pass of
+un-augmented training images fixes that and matches inference inputs better
+("precise BN", as in pycls/detectron2).  Runs eagerly, backend-agnostic.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+def batchnorm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
+    """Every BatchNormalization layer of a model, nested models included."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found.extend(batchnorm_layers(layer))
+    return found
+
+
+def recalibrate_batchnorm(model: keras.Model, images: np.ndarray, batch_size: int = 64,
+                          max_images: int = 2048, seed: int = 0) -> int:
+    """Replace every BatchNorm's moving statistics by the mean of batch statistics over ``images``.
+
+    Up to ``max_images`` images (a random subset, seeded) in batches of
+    ``batch_size``; only moving statistics change, no trainable weight does.
+    Returns the number of batches used (0 when the model has no BatchNorm).
+    """
+    bns = batchnorm_layers(model)
+    if not bns or len(images) == 0:
+        return 0
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(images))[:max_images]
+    # Batches of one give a zero variance; fold a short tail into the previous batch instead.
+    starts = list(range(0, len(order), batch_size))
+    if len(starts) > 1 and len(order) - starts[-1] < max(2, batch_size // 2):
+        starts.pop()
+    bounds = [(s, starts[i + 1] if i + 1 < len(starts) else len(order)) for i, s in enumerate(starts)]
+    saved = [bn.momentum for bn in bns]
+    try:
+        for k, (a, b) in enumerate(bounds):
+            # moving = moving * k/(k+1) + batch / (k+1): the running mean of the k+1 batch statistics.
+            for bn in bns:
+                bn.momentum = k / (k + 1.0)
+            model(images[np.sort(order[a:b])].astype(np.float32), training=True)
+    finally:
+        for bn, m in zip(bns, saved):
+            bn.momentum = m
+    return len(bounds)

@@ -1,0 +1,206 @@
+"""Classification heads for training an embedding network, chosen by name.
+
+``softmax`` is a plain dense layer on the pre-normalisation embedding trained
+with cross-entropy.  The margin heads (``arcface``, ``cosface``, ``combined``)
+share one layer and one loss, in the combined-margin form of InsightFace:
+
+    the layer outputs cos(theta_j) = <e / |e|, W_j / |W_j|>  (logits for accuracy)
+    the loss replaces the target logit by cos(m1 * theta_y + m2) - m3,
+    multiplies every logit by the scale s and applies cross-entropy.
+
+ArcFace is (m1, m2, m3) = (1, 0.5, 0), CosFace (1, 0, 0.35); SphereFace-style
+multiplicative margins use m1 > 1.  Keeping the margin in the loss (not in the
+layer) means the layer needs no labels, its argmax is the margin-free
+prediction (so ``accuracy`` is meaningful on validation data) and a later task
+(distillation) can reuse the training loop with a different loss.
+
+Everything is written with ``keras.ops`` so it trains under TensorFlow and JAX.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import keras
+import numpy as np
+from keras import ops
+
+from edgeface.errors import UserError
+
+# Angles are clipped this far away from 0 and pi: arccos has an infinite slope at +-1.
+_COS_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One row of the head table: how the logits are made and the default margins."""
+
+    name: str
+    margin: bool  # False: dense softmax head; True: cosine layer + combined-margin loss
+    scale: float = 1.0
+    m1: float = 1.0
+    m2: float = 0.0
+    m3: float = 0.0
+    primary: str = ""  # which of m1/m2/m3 `--margin` sets
+    default_optimizer: str = "sgd"
+    help: str = ""
+
+
+HEADS: dict[str, HeadSpec] = {
+    "softmax": HeadSpec("softmax", margin=False, default_optimizer="adam",
+                        help="dense layer + cross-entropy on the pre-normalisation embedding"),
+    "arcface": HeadSpec("arcface", margin=True, scale=64.0, m2=0.5, primary="m2",
+                        help="additive angular margin cos(theta + m), Deng et al. 2019"),
+    "cosface": HeadSpec("cosface", margin=True, scale=64.0, m3=0.35, primary="m3",
+                        help="additive cosine margin cos(theta) - m, Wang et al. 2018"),
+    "combined": HeadSpec("combined", margin=True, scale=64.0, m1=1.0, m2=0.3, m3=0.2, primary="m2",
+                         help="cos(m1 * theta + m2) - m3 with InsightFace's combined defaults"),
+}
+
+
+def get_head_spec(name: str) -> HeadSpec:
+    """The table row for a head name; unknown names get a suggestion."""
+    if name not in HEADS:
+        import difflib
+
+        close = difflib.get_close_matches(name, HEADS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"unknown head {name!r}{hint}: choose one of {', '.join(HEADS)}")
+    return HEADS[name]
+
+
+@dataclass(frozen=True)
+class Margins:
+    """Resolved margin parameters of a margin head."""
+
+    scale: float
+    m1: float
+    m2: float
+    m3: float
+
+
+def resolve_margins(spec: HeadSpec, scale: Optional[float] = None, margin: Optional[float] = None,
+                    margins: Optional[tuple[float, float, float]] = None) -> Margins:
+    """Apply user overrides to a margin head's defaults and check them (one line on bad values)."""
+    m1, m2, m3 = spec.m1, spec.m2, spec.m3
+    if margins is not None:
+        if len(margins) != 3:
+            raise UserError(f"margins must be three numbers m1,m2,m3, got {len(margins)}")
+        m1, m2, m3 = (float(v) for v in margins)
+    if margin is not None:
+        if spec.primary == "m2":
+            m2 = float(margin)
+        elif spec.primary == "m3":
+            m3 = float(margin)
+    s = spec.scale if scale is None else float(scale)
+    if s <= 0:
+        raise UserError(f"head scale must be > 0, got {s}")
+    if m1 < 1 or m2 < 0 or m3 < 0 or m2 >= math.pi:
+        raise UserError(f"margins need m1 >= 1, 0 <= m2 < pi, m3 >= 0; got m1={m1}, m2={m2}, m3={m3}")
+    return Margins(s, m1, m2, m3)
+
+
+@keras.saving.register_keras_serializable(package="edgeface")
+class CosineHead(keras.layers.Layer):
+    """cos(theta) between the L2-normalised features and L2-normalised class weights.
+
+    Computed in float32 even under a mixed-precision policy: the margin maths
+    (arccos near +-1, a scale of 64) needs the precision.
+    """
+
+    def __init__(self, num_classes: int, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            name="kernel", shape=(int(input_shape[-1]), self.num_classes),
+            initializer=keras.initializers.GlorotNormal(), trainable=True,
+        )
+
+    def call(self, x):
+        x = ops.normalize(ops.cast(x, "float32"), axis=-1, order=2)
+        w = ops.normalize(self.kernel, axis=0, order=2)
+        return ops.matmul(x, w)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.num_classes)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+def margin_target(cos_t, m1: float, m2: float, m3: float):
+    """cos(m1 * theta + m2) - m3 for cos_t = cos(theta), kept monotonic in theta.
+
+    Past theta_max = (pi - m2) / m1 the curve would rise again (a wrong sample
+    would earn a smaller loss the more wrong it is), so there it continues as
+    cos(theta) - cos(theta_max) - 1 - m3: continuous at theta_max and
+    decreasing, the role ArcFace's ``th``/``mm`` constants play.
+    """
+    cos_t = ops.clip(cos_t, -1.0 + _COS_EPS, 1.0 - _COS_EPS)
+    if m1 == 1.0:
+        # cos(theta + m2) by the angle-sum identity: no arccos, smooth gradients.
+        sin_t = ops.sqrt(ops.maximum(1.0 - cos_t * cos_t, 0.0))
+        target = cos_t * math.cos(m2) - sin_t * math.sin(m2)
+    else:
+        target = ops.cos(m1 * ops.arccos(cos_t) + m2)
+    if m1 == 1.0 and m2 == 0.0:
+        return target - m3
+    cos_max = math.cos((math.pi - m2) / m1)
+    return ops.where(cos_t > cos_max, target, cos_t - cos_max - 1.0) - m3
+
+
+@keras.saving.register_keras_serializable(package="edgeface")
+class CombinedMarginLoss(keras.losses.Loss):
+    """Cross-entropy on s * [cos(theta_j), target logit cos(m1 theta_y + m2) - m3] (sparse integer labels)."""
+
+    def __init__(self, scale: float = 64.0, m1: float = 1.0, m2: float = 0.5, m3: float = 0.0,
+                 name: str = "combined_margin_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.scale, self.m1, self.m2, self.m3 = float(scale), float(m1), float(m2), float(m3)
+
+    def call(self, y_true, y_pred):
+        cos = ops.cast(y_pred, "float32")
+        labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+        onehot = ops.one_hot(labels, ops.shape(cos)[-1], dtype="float32")
+        target = margin_target(cos, self.m1, self.m2, self.m3)
+        logits = self.scale * (onehot * target + (1.0 - onehot) * cos)
+        return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "m1": self.m1, "m2": self.m2, "m3": self.m3}
+
+
+def build_head(spec: HeadSpec, num_classes: int, name: str = "head") -> keras.layers.Layer:
+    """The layer that maps the pre-normalisation embedding to per-class logits (float32)."""
+    if spec.margin:
+        return CosineHead(num_classes, name=name)
+    return keras.layers.Dense(num_classes, dtype="float32", name=name)
+
+
+def build_loss(spec: HeadSpec, margins: Optional[Margins]) -> keras.losses.Loss:
+    """The loss that goes with a head: plain cross-entropy or the combined-margin loss."""
+    if not spec.margin:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    margins = margins or resolve_margins(spec)
+    return CombinedMarginLoss(margins.scale, margins.m1, margins.m2, margins.m3)
+
+
+def head_logits_numpy(spec: HeadSpec, weights: list[np.ndarray], features: np.ndarray) -> np.ndarray:
+    """The head's inference logits in numpy from its weights and pre-normalisation features.
+
+    Softmax: ``features @ W + b``; margin heads: cos(theta) (no margin at inference).
+    Used for the final metrics on the float32 embedding model, whatever the training precision/strategy.
+    """
+    f = np.asarray(features, np.float64)
+    if not spec.margin:
+        kernel, bias = weights
+        return f @ kernel + bias
+    (kernel,) = weights
+    f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    w = kernel / np.maximum(np.linalg.norm(kernel, axis=0, keepdims=True), 1e-12)
+    return f @ w

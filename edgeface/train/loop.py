@@ -1,0 +1,293 @@
+"""The generic training loop: Keras ``fit`` with per-epoch checkpoints, resume, early stopping, a CSV log,
+progress events and throughput, and atomic writing of a run's files.
+
+Nothing here knows about faces or heads: :mod:`edgeface.train.trainer` uses it
+with a classification head, and distillation can use it with a regression
+target.  A run folder looks like::
+
+    RUN/model.keras              the embedding network (head and augmentation removed)
+    RUN/train.json               config, dataset hash, epochs, final metrics, speed
+    RUN/log.csv                  one row per epoch (rewritten whole each epoch)
+    RUN/checkpoints/last.keras   the training model with optimizer state (for --resume)
+    RUN/checkpoints/best.weights.h5   weights of the best epoch by the monitored metric
+    RUN/checkpoints/state.json   epochs done, early-stopping state, history, run fingerprint
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import keras
+import numpy as np
+
+from edgeface.errors import UserError
+
+
+@dataclass
+class TrainProgress:
+    """One progress event: ``phase`` is "batch" (after each training step) or "epoch" (epoch finished)."""
+
+    phase: str
+    epoch: int  # 1-based
+    epochs: int
+    step: int  # training steps done in this epoch
+    steps: int
+    logs: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        """Fraction of the whole run done (epochs before a resume count as done)."""
+        return ((self.epoch - 1) * self.steps + self.step) / max(1, self.epochs * self.steps)
+
+
+ProgressFn = Callable[[TrainProgress], None]
+
+
+@dataclass
+class RunFiles:
+    """The paths of one run folder."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    model = property(lambda self: self.root / "model.keras")
+    train_json = property(lambda self: self.root / "train.json")
+    log_csv = property(lambda self: self.root / "log.csv")
+    split_json = property(lambda self: self.root / "split.json")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    last = property(lambda self: self.root / "checkpoints" / "last.keras")
+    best = property(lambda self: self.root / "checkpoints" / "best.weights.h5")
+    state = property(lambda self: self.root / "checkpoints" / "state.json")
+
+    def check(self, resume: bool) -> Optional[dict]:
+        """Refuse to overwrite a run by accident; with ``resume`` return its saved state."""
+        if resume:
+            if not (self.state.is_file() and self.last.is_file()):
+                raise UserError(f"nothing to resume in {self.root}: no checkpoints/last.keras "
+                                "(drop --resume to start a new run)")
+            return json.loads(self.state.read_text())
+        if self.state.is_file() or self.model.is_file():
+            raise UserError(f"{self.root} already holds a training run: pass --resume to continue it "
+                            "or choose another --out")
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"--out {self.root} exists and is not a folder")
+        return None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file so a reader never sees half of it (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    """JSON version of :func:`atomic_write_text` (numpy scalars become Python numbers)."""
+    atomic_write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_keras_atomic(model: keras.Model, path: Path, weights_only: bool = False) -> None:
+    """``model.save`` / ``save_weights`` through a temp file in the same folder, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Keras picks the format from the suffix, so the temp name keeps it.
+    suffix = ".weights.h5" if weights_only else ".keras"
+    tmp = path.parent / f".tmp-{os.getpid()}-{path.name.split('.')[0]}{suffix}"
+    try:
+        if weights_only:
+            model.save_weights(tmp)
+        else:
+            model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def monitor_mode(monitor: str) -> str:
+    """'min' for losses, 'max' for accuracies and the like."""
+    return "min" if "loss" in monitor else "max"
+
+
+class _RunCallback(keras.callbacks.Callback):
+    """Progress events, epoch timing, checkpoints, early stopping and the CSV log, in one place."""
+
+    def __init__(self, run: RunFiles, epochs: int, steps: int, images_per_epoch: int, monitor: str,
+                 patience: int, save_best: bool, state: dict, progress: Optional[ProgressFn], write: bool):
+        super().__init__()
+        self.run, self.epochs, self.steps, self.images_per_epoch = run, epochs, steps, images_per_epoch
+        self.monitor, self.mode, self.patience, self.save_best = monitor, monitor_mode(monitor), patience, save_best
+        self.state, self.progress, self.write = state, progress, write
+        self.stopped_early = False
+        self._t0 = self._t_train = 0.0
+        self._epoch = 0
+
+    def _better(self, value: float) -> bool:
+        best = self.state.get("best")
+        if best is None:
+            return True
+        return value < best if self.mode == "min" else value > best
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._t0 = self._t_train = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._t_train = time.perf_counter()
+        if self.progress:
+            self.progress(TrainProgress("batch", self._epoch + 1, self.epochs, batch + 1, self.steps,
+                                        _floats(logs)))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = _floats(logs)
+        train_s = max(1e-9, self._t_train - self._t0)
+        row = {"epoch": epoch + 1, **logs, "lr": _current_lr(self.model),
+               "seconds": round(time.perf_counter() - self._t0, 3),
+               "images_per_second": round(self.images_per_epoch / train_s, 2)}
+        st = self.state
+        st["epoch"] = epoch + 1
+        st["history"].append(row)
+        value = logs.get(self.monitor)
+        if value is not None and math.isfinite(value):
+            if self._better(value):
+                st.update(best=value, best_epoch=epoch + 1, wait=0)
+                if self.save_best and self.write:
+                    save_keras_atomic(self.model, self.run.best, weights_only=True)
+            else:
+                st["wait"] = st.get("wait", 0) + 1
+        if self.patience and st.get("wait", 0) >= self.patience:
+            self.model.stop_training = True
+            self.stopped_early = True
+        if self.write:
+            save_keras_atomic(self.model, self.run.last)
+            atomic_write_json(self.run.state, st)
+            atomic_write_text(self.run.log_csv, history_csv(st["history"]))
+        if self.progress:
+            self.progress(TrainProgress("epoch", epoch + 1, self.epochs, self.steps, self.steps, row))
+
+
+def _floats(logs) -> dict[str, float]:
+    return {k: float(v) for k, v in (logs or {}).items()}
+
+
+def _current_lr(model: keras.Model) -> float:
+    try:
+        return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    except Exception:  # an optimizer without a readable rate is no reason to fail an epoch
+        return float("nan")
+
+
+def history_csv(history: list[dict]) -> str:
+    """The epoch log as CSV text (columns: the union of keys, epoch first)."""
+    cols: list[str] = []
+    for row in history:
+        cols.extend(k for k in row if k not in cols)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    w.writerows(history)
+    return buf.getvalue()
+
+
+@dataclass
+class FitOutcome:
+    """What the loop did: epochs, timing, early stopping and the per-epoch history."""
+
+    epochs_run: int
+    epochs_this_session: int
+    stopped_early: bool
+    best_epoch: Optional[int]
+    best_value: Optional[float]
+    restored_best: bool
+    seconds: float
+    images_per_second: float
+    history: list[dict]
+
+
+def new_state(fingerprint: dict, monitor: str) -> dict:
+    """A fresh checkpoint state (epoch 0)."""
+    return {"epoch": 0, "best": None, "best_epoch": None, "wait": 0, "monitor": monitor,
+            "fingerprint": fingerprint, "history": []}
+
+
+def check_resume_state(state: dict, fingerprint: dict, run: RunFiles) -> None:
+    """A checkpoint only resumes the same kind of run (same model, head, classes, optimizer)."""
+    saved = state.get("fingerprint", {})
+    diff = [k for k in sorted(set(saved) | set(fingerprint)) if saved.get(k) != fingerprint.get(k)]
+    if diff:
+        k = diff[0]
+        raise UserError(f"cannot resume {run.root}: its {k} was {saved.get(k)!r}, now {fingerprint.get(k)!r} "
+                        "(use the same options and data, or start a new run)")
+
+
+def restore_checkpoint(model: keras.Model, run: RunFiles) -> None:
+    """Load weights and optimizer state of ``checkpoints/last.keras`` into a freshly compiled model."""
+    # The optimizer's slots exist only once it is built; otherwise Keras skips them with a warning.
+    model.optimizer.build(model.trainable_variables)
+    try:
+        model.load_weights(run.last)
+    except Exception as exc:
+        raise UserError(f"cannot resume from {run.last}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def fit(model: keras.Model, train_seq, val_seq, run: RunFiles, *, epochs: int, monitor: str, patience: int,
+        state: dict, progress: Optional[ProgressFn] = None, write: bool = True) -> FitOutcome:
+    """Run ``model.fit`` from ``state['epoch']`` to ``epochs`` with the run's callbacks.
+
+    ``state`` is :func:`new_state` or the one read back for a resume (the model
+    must already hold the checkpoint, see :func:`restore_checkpoint`).  With
+    ``patience`` > 0 training stops after that many epochs without improvement of
+    ``monitor``; when it stops so and ``monitor`` is a validation metric, the
+    best epoch's weights are restored (Keras' ``restore_best_weights``).  ``write`` False (non-chief workers of a
+    multi-worker run) skips every file write.
+    """
+    start = int(state["epoch"])
+    save_best = monitor.startswith("val_")
+    cb = _RunCallback(run, epochs, len(train_seq), getattr(train_seq, "images_per_epoch", 0), monitor,
+                      patience, save_best, state, progress, write)
+    t0 = time.perf_counter()
+    if start < epochs:
+        model.fit(train_seq, validation_data=val_seq, epochs=epochs, initial_epoch=start, verbose=0,
+                  callbacks=[cb])
+    seconds = time.perf_counter() - t0
+    restored = False
+    best_epoch = state.get("best_epoch")
+    stopped_early = cb.stopped_early or bool(patience and state.get("wait", 0) >= patience)
+    if stopped_early and save_best and best_epoch and best_epoch != state["epoch"] and run.best.is_file():
+        model.load_weights(run.best)
+        restored = True
+    rates = [r["images_per_second"] for r in state["history"][start:]]
+    # The first epoch of a session includes graph tracing; the steady rate is what the hardware does.
+    steady = rates[1:] or rates
+    return FitOutcome(
+        epochs_run=int(state["epoch"]), epochs_this_session=int(state["epoch"]) - start,
+        stopped_early=stopped_early,
+        best_epoch=best_epoch, best_value=state.get("best"), restored_best=restored, seconds=seconds,
+        images_per_second=float(np.median(steady)) if steady else 0.0, history=state["history"],
+    )

@@ -1,0 +1,487 @@
+"""Train a face-embedding network as an identity classifier: ``train(TrainConfig(...))``.
+
+The network (by architecture name) ends in the pre-normalisation ``embedding``
+layer; the training model puts the augmentation layers in front of it and a
+head (softmax, ArcFace, CosFace or combined margin) behind it.  After training
+the head and the augmentation are dropped and the embedding network, rebuilt in
+float32 whatever the training precision, is saved as ``RUN/model.keras``.
+
+Backend-agnostic (TensorFlow or JAX via ``KERAS_BACKEND``): data are numpy
+arrays fed through a :class:`keras.utils.PyDataset`, maths in ``keras.ops``;
+only ``distribute`` needs TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import platform
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import keras
+import numpy as np
+
+from edgeface.data.dataset import CropSet, load_crops, read_people_file
+from edgeface.errors import UserError
+from edgeface.train import data as tdata
+from edgeface.train import loop
+from edgeface.train.augment import AugmentConfig, apply_augmentation
+from edgeface.train.batchnorm import recalibrate_batchnorm
+from edgeface.train.heads import HeadSpec, build_head, build_loss, get_head_spec, head_logits_numpy, resolve_margins
+from edgeface.train.models import ARCHITECTURES, embedding_features, get_model
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """One row of the optimizer table."""
+
+    name: str
+    lr: float
+    weight_decay: float
+    help: str
+
+
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    "adam": OptimizerSpec("adam", 1e-3, 0.0, "Adam (the classic softmax recipe)"),
+    "sgd": OptimizerSpec("sgd", 0.05, 5e-4, "SGD with momentum and weight decay (the margin-head recipe)"),
+}
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+DISTRIBUTE = ("none", "mirrored", "multi-worker")
+LR_SCHEDULES = ("cosine", "constant")
+MONITORS = ("auto", "val_accuracy", "val_loss", "accuracy", "loss")
+
+
+def _choice(kind: str, value: str, choices) -> str:
+    if value not in choices:
+        import difflib
+
+        close = difflib.get_close_matches(value, list(choices), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"unknown {kind} {value!r}{hint}: choose one of {', '.join(choices)}")
+    return value
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run depends on (the CLI flags map one to one).
+
+    data: identity folder of aligned crops (``edgeface data prepare`` output).
+    out: run folder.  val: a second identity folder to validate on; val_split:
+    fraction of each identity's images held out instead.  exclude_people: a
+    people file (``people.txt``, ``people.txt:10``, a plain list) whose people
+    are left out of training and validation.  head/scale/margin/margins: see
+    :mod:`edgeface.train.heads`.  optimizer "auto" is Adam for softmax and SGD
+    with momentum for margin heads; lr/weight_decay None take the optimizer's
+    defaults.  patience: epochs without improvement of ``monitor`` before
+    stopping (0 = never); monitor "auto" is val_accuracy with validation data, else
+    loss.  precision: a Keras dtype policy.  distribute: "mirrored"
+    (tf.distribute.MirroredStrategy over this machine's GPUs) or "multi-worker"
+    (MultiWorkerMirroredStrategy, cluster from TF_CONFIG).  input_size other
+    than 112 is for experiments and fast tests (exports expect 112).
+    """
+
+    data: Path
+    out: Path
+    arch: str = "mobilefacenet"
+    embedding_dim: int = 128
+    head: str = "arcface"
+    scale: Optional[float] = None
+    margin: Optional[float] = None
+    margins: Optional[tuple[float, float, float]] = None
+    optimizer: str = "auto"
+    lr: Optional[float] = None
+    momentum: float = 0.9
+    weight_decay: Optional[float] = None
+    lr_schedule: str = "cosine"
+    epochs: int = 20
+    batch_size: int = 64
+    val: Optional[Path] = None
+    val_split: float = 0.0
+    exclude_people: Optional[str] = None
+    min_images: int = 1
+    patience: int = 10
+    monitor: str = "auto"
+    resume: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    precision: str = "float32"
+    distribute: str = "none"
+    seed: int = 0
+    input_size: int = 112
+
+    def __post_init__(self) -> None:
+        self.data = Path(self.data)
+        self.out = Path(self.out)
+        self.val = Path(self.val) if self.val is not None else None
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig(**self.augment)
+
+    @property
+    def optimizer_name(self) -> str:
+        """The optimizer actually used ("auto" resolved by the head)."""
+        return get_head_spec(self.head).default_optimizer if self.optimizer == "auto" else self.optimizer
+
+    def check(self) -> None:
+        """Reject bad values with one clear line each, before any data is read."""
+        _choice("architecture", self.arch, ARCHITECTURES)
+        get_head_spec(self.head)
+        _choice("optimizer", self.optimizer, ("auto", *OPTIMIZERS))
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("distribute mode", self.distribute, DISTRIBUTE)
+        _choice("learning-rate schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("monitor", self.monitor, MONITORS)
+        for name, v, lo in (("epochs", self.epochs, 1), ("batch size", self.batch_size, 1),
+                            ("embedding dim", self.embedding_dim, 2), ("min images", self.min_images, 1),
+                            ("input size", self.input_size, 32)):
+            if int(v) < lo:
+                raise UserError(f"{name} must be at least {lo}, got {v}")
+        if self.patience < 0:
+            raise UserError(f"patience must be >= 0 (0 = no early stopping), got {self.patience}")
+        if self.lr is not None and not self.lr > 0:
+            raise UserError(f"learning rate must be > 0, got {self.lr}")
+        if not 0.0 <= self.val_split < 1.0:
+            raise UserError(f"--val-split must be in [0, 1), got {self.val_split}")
+        if self.val is not None and self.val_split:
+            raise UserError("give either --val DIR or --val-split F, not both")
+        if not self.data.is_dir():
+            raise UserError(f"training data folder not found: {self.data} (expected crops from `edgeface data "
+                            "prepare`)")
+        if self.val is not None and not self.val.is_dir():
+            raise UserError(f"validation folder not found: {self.val}")
+        if self.distribute != "none" and keras.backend.backend() != "tensorflow":
+            raise UserError(f"--distribute {self.distribute} needs the TensorFlow backend, "
+                            f"KERAS_BACKEND is {keras.backend.backend()!r}")
+        if self.head != "softmax" or self.margins is not None or self.margin is not None:
+            resolve_margins(get_head_spec(self.head), self.scale, self.margin, self.margins)
+        self.augment.check()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready config (paths as strings)."""
+        d = dataclasses.asdict(self)
+        for k in ("data", "out", "val"):
+            d[k] = str(d[k]) if d[k] is not None else None
+        d["margins"] = list(self.margins) if self.margins is not None else None
+        d["optimizer_resolved"] = self.optimizer_name
+        return d
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced: the files, the data, the epochs and the final metrics."""
+
+    run_dir: Path
+    model_path: Path
+    train_json: Path
+    num_classes: int
+    train_images: int
+    val_images: int
+    epochs_run: int
+    stopped_early: bool
+    best_epoch: Optional[int]
+    seconds: float
+    images_per_second: float
+    metrics: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k in ("run_dir", "model_path", "train_json"):
+            d[k] = str(d[k])
+        return d
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class _Data:
+    train: CropSet
+    val: Optional[CropSet]  # labels in the training index space; None without validation
+    val_unseen: Optional[CropSet]  # validation people absent from training (open-set rank-1 only)
+    excluded: int
+    val_source: str
+    dataset_hash: str
+    split: Optional[dict] = None
+
+
+def load_training_data(cfg: TrainConfig) -> _Data:
+    """Crops of DATA (minus excluded people) and the validation set: a folder, a split, or none."""
+    exclude = read_people_file(cfg.exclude_people) if cfg.exclude_people else set()
+    crops = load_crops(cfg.data, exclude=exclude, size=cfg.input_size, min_images=cfg.min_images)
+    if crops.num_classes < 2:
+        raise UserError(f"{cfg.data} has {crops.num_classes} identity after exclusions and --min-images: "
+                        "a classifier needs at least 2 (better hundreds)")
+    digest = tdata.dataset_hash(crops, cfg.data)
+    if cfg.val_split:
+        tr, held = tdata.stratified_split(crops.labels, cfg.val_split, cfg.seed)
+        if len(held) == 0:
+            raise UserError(f"--val-split {cfg.val_split} holds out nothing: every identity has one image")
+        split = {"seed": cfg.seed, "fraction": cfg.val_split,
+                 "val": [str(Path(p).relative_to(cfg.data)) for p in np.array(crops.paths, dtype=object)[held]]}
+        return _Data(tdata.subset(crops, tr), tdata.subset(crops, held), None, len(exclude),
+                     f"{cfg.val_split:g} of each identity's images", digest, split)
+    if cfg.val is not None:
+        other = load_crops(cfg.val, exclude=exclude, size=cfg.input_size)
+        labels, known = tdata.map_labels(other, crops.class_names)
+        val = CropSet(other.images[known], labels[known], crops.class_names,
+                      [p for p, k in zip(other.paths, known) if k])
+        unseen = tdata.subset(other, np.flatnonzero(~known)) if (~known).any() else None
+        if not len(val) and unseen is None:
+            raise UserError(f"no usable validation images in {cfg.val}")
+        return _Data(crops, val if len(val) else None, unseen, len(exclude), str(cfg.val), digest)
+    return _Data(crops, None, None, len(exclude), "none", digest)
+
+
+# --------------------------------------------------------------------------- model
+
+
+def build_training_model(backbone: keras.Model, num_classes: int, cfg: TrainConfig) -> keras.Model:
+    """image -> augmentation (training only) -> embedding network (up to ``embedding``) -> head logits."""
+    spec = get_head_spec(cfg.head)
+    inputs = keras.Input(backbone.input_shape[1:], name="image")
+    x = apply_augmentation(inputs, cfg.augment, seed=cfg.seed)
+    features = keras.Model(backbone.input, embedding_features(backbone), name="embedding_net")(x)
+    logits = build_head(spec, num_classes)(features)
+    return keras.Model(inputs, logits, name=f"{backbone.name}_{spec.name}")
+
+
+def build_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """The optimizer with its (cosine-decayed by default) learning rate."""
+    spec = OPTIMIZERS[cfg.optimizer_name]
+    lr = cfg.lr if cfg.lr is not None else spec.lr
+    wd = cfg.weight_decay if cfg.weight_decay is not None else spec.weight_decay
+    rate: Any = lr
+    if cfg.lr_schedule == "cosine":
+        # Down to 1% of the initial rate over the planned epochs; checkpoints carry the step count.
+        rate = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, cfg.epochs * steps_per_epoch),
+                                                      alpha=0.01)
+    if spec.name == "sgd":
+        return keras.optimizers.SGD(rate, momentum=cfg.momentum, weight_decay=wd or None)
+    return keras.optimizers.Adam(rate, weight_decay=wd or None)
+
+
+def _fingerprint(cfg: TrainConfig, class_names: list[str]) -> dict:
+    return {"arch": cfg.arch, "embedding_dim": cfg.embedding_dim, "head": cfg.head, "input_size": cfg.input_size,
+            "optimizer": cfg.optimizer_name, "precision": cfg.precision, "num_classes": len(class_names),
+            "classes_sha256": hashlib.sha256("\n".join(class_names).encode()).hexdigest()}
+
+
+def _strategy(mode: str):
+    if mode == "none":
+        return None
+    import tensorflow as tf
+
+    if mode == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def _is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                             and "chief" not in resolver.cluster_spec().as_dict())
+
+
+@contextlib.contextmanager
+def _dtype_policy(name: str):
+    old = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(old)
+
+
+def float32_copy(model: keras.Model, cfg: TrainConfig) -> keras.Model:
+    """The embedding network rebuilt in float32 with the trained weights (what is saved and exported)."""
+    with _dtype_policy("float32"):
+        clean = get_model(cfg.arch, embedding_dim=cfg.embedding_dim, input_size=cfg.input_size)
+    clean.set_weights(model.get_weights())
+    return clean
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def embed(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """L2-normalised embeddings of uint8 crops through an embedding model."""
+    out = [np.asarray(model.predict_on_batch(images[i:i + batch_size].astype(np.float32)), np.float32)
+           for i in range(0, len(images), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), np.float32)
+
+
+def _leave_one_out_rank1(emb: np.ndarray, labels: np.ndarray) -> Optional[float]:
+    """Rank-1 of each image against all the others (identities with >= 2 images)."""
+    counts = np.bincount(labels)
+    probe = counts[labels] >= 2
+    if probe.sum() == 0:
+        return None
+    sim = emb @ emb.T
+    np.fill_diagonal(sim, -np.inf)
+    best = np.argmax(sim, axis=1)
+    return float(np.mean(labels[best][probe] == labels[probe]))
+
+
+def embed_with_features(embedder: keras.Model, images: np.ndarray, batch_size: int = 64
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(pre-normalisation ``embedding`` features, L2-normalised embeddings) of uint8 crops."""
+    both = keras.Model(embedder.input, [embedding_features(embedder), embedder.output])
+    feats, embs = [], []
+    for i in range(0, len(images), batch_size):
+        f, e = both.predict_on_batch(images[i:i + batch_size].astype(np.float32))
+        feats.append(np.asarray(f, np.float32))
+        embs.append(np.asarray(e, np.float32))
+    return np.concatenate(feats), np.concatenate(embs)
+
+
+def evaluate_run(embedder: keras.Model, head: HeadSpec, head_weights: list[np.ndarray], d: _Data,
+                 batch_size: int) -> dict[str, float]:
+    """Final metrics of the saved (float32) network: closed-set accuracy of the head and rank-1 against the
+    training images as gallery on validation people seen in training; leave-one-out rank-1 among unseen ones."""
+    from edgeface.evaluate.protocols import rank1
+
+    m: dict[str, float] = {}
+    if d.val is not None and len(d.val):
+        feats, probe = embed_with_features(embedder, d.val.images, batch_size)
+        logits = head_logits_numpy(head, head_weights, feats)
+        m["val_accuracy"] = float(np.mean(np.argmax(logits, axis=1) == d.val.labels))
+        gallery = embed(embedder, d.train.images, batch_size)
+        m["val_rank1"] = rank1(gallery, d.train.labels, probe, d.val.labels)
+        m["chance_rank1"] = 1.0 / d.train.num_classes
+    if d.val_unseen is not None:
+        r = _leave_one_out_rank1(embed(embedder, d.val_unseen.images, batch_size), d.val_unseen.labels)
+        if r is not None:
+            m["val_unseen_rank1"] = r
+    return m
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def train(config: TrainConfig, progress: Optional[loop.ProgressFn] = None) -> TrainResult:
+    """Train, checkpointing every epoch, and write ``RUN/model.keras`` and ``RUN/train.json``.
+
+    ``progress`` receives a :class:`edgeface.train.loop.TrainProgress` after every
+    training step and every epoch.  Raises :class:`UserError` on bad input.
+    """
+    cfg = config
+    cfg.check()
+    run = loop.RunFiles(cfg.out)
+    saved_state = run.check(cfg.resume)
+    t_start = time.perf_counter()
+    if cfg.precision == "mixed_float16" and not _has_gpu():
+        warnings.warn("mixed_float16 on a CPU is slower than float32: use it on a GPU, or mixed_bfloat16 on a "
+                      "CPU with AVX512-BF16/AMX", stacklevel=2)
+
+    d = load_training_data(cfg)
+    spec = get_head_spec(cfg.head)
+    margins = resolve_margins(spec, cfg.scale, cfg.margin, cfg.margins) if spec.margin else None
+    fingerprint = _fingerprint(cfg, d.train.class_names)
+    # Identification is the goal: val_accuracy, since val_loss of a small set rises with confidence even while
+    # accuracy still improves.
+    monitor = cfg.monitor if cfg.monitor != "auto" else ("val_accuracy" if d.val is not None else "loss")
+    if monitor.startswith("val_") and d.val is None:
+        raise UserError(f"--monitor {monitor} needs validation data: pass --val DIR or --val-split F")
+    if saved_state is not None:
+        loop.check_resume_state(saved_state, fingerprint, run)
+        state = saved_state
+    else:
+        state = loop.new_state(fingerprint, monitor)
+
+    keras.utils.set_random_seed(cfg.seed)
+    strategy = _strategy(cfg.distribute)
+    chief = strategy is None or _is_chief(strategy)
+    train_seq = tdata.ArraySequence(d.train.images, d.train.labels, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    val_seq = (tdata.ArraySequence(d.val.images, d.val.labels, cfg.batch_size)
+               if d.val is not None and len(d.val) else None)
+
+    with _dtype_policy(cfg.precision), (strategy.scope() if strategy else contextlib.nullcontext()):
+        backbone = get_model(cfg.arch, embedding_dim=cfg.embedding_dim, input_size=cfg.input_size)
+        model = build_training_model(backbone, d.train.num_classes, cfg)
+        model.compile(optimizer=build_optimizer(cfg, len(train_seq)), loss=build_loss(spec, margins),
+                      metrics=["accuracy"],
+                      # XLA on CPU ran 5x slower here; JAX always compiles.
+                      jit_compile="auto" if keras.backend.backend() == "jax" else False)
+        if saved_state is not None:
+            loop.restore_checkpoint(model, run)
+
+    if chief:
+        run.root.mkdir(parents=True, exist_ok=True)
+        if d.split is not None:
+            loop.atomic_write_json(run.split_json, d.split)
+    outcome = loop.fit(model, train_seq, val_seq, run, epochs=cfg.epochs, monitor=monitor, patience=cfg.patience,
+                       state=state, progress=progress, write=chief)
+
+    embedder = float32_copy(backbone, cfg)
+    # The saved network's BatchNorm statistics, computed on un-augmented training crops (see batchnorm.py).
+    recalibrate_batchnorm(embedder, d.train.images, batch_size=max(cfg.batch_size, 32), seed=cfg.seed)
+    head_weights = [np.asarray(w) for w in model.get_layer("head").get_weights()]
+    metrics = {k: v for k, v in outcome.history[-1].items() if k in ("loss", "accuracy", "val_loss")} \
+        if outcome.history else {}
+    if outcome.restored_best:
+        best_row = outcome.history[outcome.best_epoch - 1]
+        metrics.update({k: best_row[k] for k in ("loss", "accuracy", "val_loss") if k in best_row})
+    metrics.update(evaluate_run(embedder, spec, head_weights, d, max(cfg.batch_size, 32)))
+    seconds = time.perf_counter() - t_start
+
+    result = TrainResult(
+        run_dir=run.root, model_path=run.model, train_json=run.train_json, num_classes=d.train.num_classes,
+        train_images=len(d.train), val_images=len(d.val) if d.val is not None else 0,
+        epochs_run=outcome.epochs_run, stopped_early=outcome.stopped_early, best_epoch=outcome.best_epoch,
+        seconds=round(seconds, 2), images_per_second=round(outcome.images_per_second, 2), metrics=metrics,
+    )
+    if chief:
+        loop.save_keras_atomic(embedder, run.model)
+        loop.atomic_write_json(run.train_json, _train_json(cfg, d, outcome, result, margins, monitor, strategy))
+    return result
+
+
+def _has_gpu() -> bool:
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return any(dev.platform == "gpu" for dev in jax.devices())
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return False
+
+
+def _train_json(cfg: TrainConfig, d: _Data, outcome: loop.FitOutcome, result: TrainResult, margins, monitor: str,
+                strategy) -> dict:
+    from edgeface import __version__
+
+    return {
+        "edgeface_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "task": "classification",
+        "config": cfg.to_dict(),
+        "model": {"arch": cfg.arch, "embedding_dim": cfg.embedding_dim, "input_size": cfg.input_size,
+                  "file": result.model_path.name},
+        "head": {"name": cfg.head, **(dataclasses.asdict(margins) if margins else {})},
+        "dataset": {"root": str(cfg.data), "sha256": d.dataset_hash, "num_classes": d.train.num_classes,
+                    "images": len(d.train) + (len(d.val) if d.val is not None and cfg.val_split else 0),
+                    "train_images": len(d.train), "val_images": result.val_images,
+                    "val_unseen_images": len(d.val_unseen) if d.val_unseen is not None else 0,
+                    "val_source": d.val_source, "excluded_people": d.excluded},
+        "epochs_run": outcome.epochs_run,
+        "epochs_this_session": outcome.epochs_this_session,
+        "stopped_early": outcome.stopped_early,
+        "monitor": monitor,
+        "best_epoch": outcome.best_epoch,
+        "restored_best": outcome.restored_best,
+        "metrics": result.metrics,
+        "images_per_second": result.images_per_second,
+        "seconds": result.seconds,
+        "history": outcome.history,
+        "environment": {"keras_backend": keras.backend.backend(), "keras_version": keras.__version__,
+                        "precision": cfg.precision, "distribute": cfg.distribute,
+                        "replicas": int(strategy.num_replicas_in_sync) if strategy else 1,
+                        "python": platform.python_version(), "machine": platform.machine()},
+    }
