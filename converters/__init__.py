@@ -1,4 +1,7 @@
-"""TFLite conversion and quantization of edgeface embedding models (installed as ``edgeface.converters``).
+"""TFLite conversion, quantization and Edge TPU checks for ``edgeface export``.
 
-TensorFlow is imported inside the functions that convert, never at import time.
+Installed as ``edgeface.converters``.  Importing the package is cheap: TensorFlow
+is imported only inside the functions that convert or calibrate, so the
+pure-numpy parts (format table, graph reader, Edge TPU rules, manifest helpers)
+work on a board without it.
 """

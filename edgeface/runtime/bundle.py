@@ -21,7 +21,8 @@ MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
 # Preference when the caller names no format: int8 is fastest on XNNPACK and on
 # the Edge TPU path; fp32 is the reference.
-FORMAT_PREFERENCE = ("int8", "fp32", "fp16", "dynamic")
+# int8_mixed is the accuracy-budgeted int8 file (`export --auto-mixed`): written only when plain int8 lost too much.
+FORMAT_PREFERENCE = ("int8_mixed", "int8", "fp32", "fp16", "dynamic")
 DEFAULT_THRESHOLD = 0.5
 
 
@@ -89,9 +90,11 @@ class Bundle:
         """The manifest entry of a format (the preferred available one when ``fmt`` is None)."""
         by_format = {f["format"]: f for f in self.files}
         if fmt is None:
+            # A file that failed verification stays in the bundle for inspection but is never picked by default.
+            usable = {k: f for k, f in by_format.items() if f.get("verified", True) is not False}
             for candidate in FORMAT_PREFERENCE:
-                if candidate in by_format:
-                    return by_format[candidate]
+                if candidate in usable:
+                    return usable[candidate]
             if not by_format:
                 raise UserError(f"bundle {self.root} lists no model files")
             return next(iter(by_format.values()))

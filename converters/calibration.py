@@ -1,0 +1,175 @@
+"""Face crops for int8 calibration and for verifying exported files.
+
+``--calib DIR`` is an identity-folder dataset (``DIR/<person>/<image>``, or a flat
+folder of images): either aligned crops (``edgeface data prepare`` output, or any
+folder whose images are already the model's input size) or raw photos, which are
+detected and aligned here exactly as the runtime does.  Images are picked round
+robin over identities so a few people with many photos do not dominate the
+quantization ranges, and the verification crops are held out from calibration.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from edgeface.errors import UserError
+
+PREPARED_MANIFEST = "manifest.jsonl"  # written by `edgeface data prepare`
+
+
+@dataclass
+class FaceCrops:
+    """Aligned RGB uint8 crops (N, S, S, 3) with the identity and source file of each."""
+
+    images: np.ndarray
+    identities: list[str] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, idx: list[int]) -> FaceCrops:
+        return FaceCrops(self.images[idx], [self.identities[i] for i in idx], [self.paths[i] for i in idx])
+
+
+@dataclass
+class CalibrationSet:
+    """What export needs: calibration crops, held-out verification crops, and how they were obtained."""
+
+    calib: FaceCrops
+    verify: FaceCrops
+    source: str  # "crops" or "detected"
+    scanned: int  # images read
+    no_face: int  # images without a detectable face
+    overlap: bool  # True when the folder was too small to hold out verification crops
+
+    def summary(self) -> dict:
+        return {"calib_images": len(self.calib), "verify_images": len(self.verify), "source": self.source,
+                "scanned": self.scanned, "no_face": self.no_face, "overlap": self.overlap,
+                "identities": len(set(self.calib.identities) | set(self.verify.identities))}
+
+
+def list_images(root: Path) -> list[tuple[str, Path]]:
+    """(identity, path) for ``root/<person>/<image>``, or ("", path) for a flat folder of images."""
+    from edgeface.data.dataset import scan_identity_folder
+    from edgeface.runtime.images import is_image_file
+
+    if not root.is_dir():
+        raise UserError(f"--calib folder not found: {root}")
+    try:
+        return scan_identity_folder(root)
+    except UserError:
+        flat = sorted(p for p in root.iterdir() if p.is_file() and is_image_file(p))
+        if not flat:
+            raise UserError(f"--calib folder {root} has no images: expected {root}/<person>/<image> "
+                            "(raw photos or aligned crops)") from None
+        return [("", p) for p in flat]
+
+
+def spread_over_identities(items: list[tuple[str, Path]], seed: int = 0) -> list[tuple[str, Path]]:
+    """All items reordered round robin over identities (each identity's images shuffled with ``seed``)."""
+    rng = random.Random(seed)
+    groups: dict[str, list[Path]] = {}
+    for ident, path in items:
+        groups.setdefault(ident, []).append(path)
+    names = sorted(groups)
+    rng.shuffle(names)
+    for name in names:
+        rng.shuffle(groups[name])
+    out = []
+    depth = max(len(v) for v in groups.values())
+    for i in range(depth):
+        for name in names:
+            if i < len(groups[name]):
+                out.append((name, groups[name][i]))
+    return out
+
+
+def looks_like_crops(root: Path, sample: list[Path], size: int) -> bool:
+    """Prepared crops: a ``data prepare`` manifest, or every sampled image already size x size."""
+    from edgeface.runtime.images import UnreadableImage, read_image
+
+    if (root / PREPARED_MANIFEST).is_file():
+        return True
+    shapes = set()
+    for p in sample[:8]:
+        try:
+            shapes.add(read_image(p).shape[:2])
+        except (UnreadableImage, OSError):
+            continue
+    return shapes == {(size, size)}
+
+
+def load_calibration(root: str | os.PathLike, calib_count: int = 200, verify_count: int = 100, size: int = 112,
+                     detector: str = "short", seed: int = 0,
+                     progress: Optional[Callable[[int, int], None]] = None) -> CalibrationSet:
+    """Pick ``calib_count`` + ``verify_count`` faces spread over identities, detect/align if needed."""
+    import cv2
+
+    from edgeface.runtime.images import UnreadableImage, read_image
+
+    root = Path(root)
+    if calib_count < 1:
+        raise UserError(f"--calib-count must be at least 1 (got {calib_count})")
+    if verify_count < 1:
+        raise UserError(f"--verify-count must be at least 1 (got {verify_count})")
+    ordered = spread_over_identities(list_images(root), seed)
+    crops_given = looks_like_crops(root, [p for _, p in ordered], size)
+    det = None
+    if not crops_given:
+        from edgeface.runtime.detector import create_detector
+
+        det = create_detector(detector, threads=1)
+    wanted = calib_count + verify_count
+    images, identities, paths = [], [], []
+    scanned = no_face = 0
+    for ident, path in ordered:
+        if len(images) >= wanted:
+            break
+        scanned += 1
+        try:
+            img = read_image(path)
+        except (UnreadableImage, OSError):
+            no_face += 1
+            continue
+        if det is None:
+            crop = img if img.shape[:2] == (size, size) else cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+        else:
+            from edgeface.runtime.faces import detect_and_align
+
+            faces = detect_and_align(img, det, size)
+            if not faces:
+                no_face += 1
+                continue
+            crop = faces[0].crop
+        images.append(crop)
+        identities.append(ident)
+        paths.append(path)
+        if progress:
+            progress(len(images), min(wanted, len(ordered)))
+    if not images:
+        raise UserError(f"no faces found in {scanned} images of --calib {root}: give photos with a visible face "
+                        "or aligned crops from `edgeface data prepare`")
+    crops = FaceCrops(np.stack(images), identities, paths)
+    n = len(crops)
+    # Round-robin order: the first calib_count are spread over identities, the rest too.
+    if n >= 2:
+        if n >= wanted:
+            n_calib, n_verify = calib_count, verify_count
+        else:  # a small folder: keep a third (at least one face) for verification
+            n_verify = min(verify_count, max(1, n // 3))
+            n_calib = min(calib_count, n - n_verify)
+        calib = crops.subset(list(range(n_calib)))
+        verify = crops.subset(list(range(n_calib, n_calib + n_verify)))
+        overlap = False
+    else:
+        calib = verify = crops
+        overlap = True
+    return CalibrationSet(calib=calib, verify=verify, source="crops" if crops_given else "detected",
+                          scanned=scanned, no_face=no_face, overlap=overlap)

@@ -1,0 +1,96 @@
+"""``edgeface info``: what a model bundle holds (files, sizes, checksums, threshold, provenance)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgeface.cli import user_errors
+from edgeface.console import print_table, stdout
+
+
+def file_status(root: Path, entry: dict) -> tuple[int, str]:
+    """(size on disk, checksum verdict: ok, MISMATCH or missing) of one listed file."""
+    from edgeface.runtime.bundle import sha256_file
+
+    path = root / entry.get("path", "")
+    if not path.is_file():
+        return 0, "missing"
+    return path.stat().st_size, "ok" if sha256_file(path) == entry.get("sha256") else "MISMATCH"
+
+
+def bundle_report(bundle) -> dict:
+    """The bundle's manifest plus what is actually on disk."""
+    files, detectors = [], []
+    for entry in bundle.files:
+        size, status = file_status(bundle.root, entry)
+        files.append({**entry, "size_on_disk": size, "checksum": status})
+    for entry in bundle.manifest.get("detectors", []):
+        size, status = file_status(bundle.root, entry)
+        detectors.append({**entry, "size_on_disk": size, "checksum": status})
+    return {"path": str(bundle.root.resolve()), "files": files, "detectors": detectors,
+            "total_bytes": sum(f["size_on_disk"] for f in files + detectors), "manifest": bundle.manifest}
+
+
+def _io(spec: Optional[dict]) -> str:
+    """dtype, with scale/zero point when quantized (shapes are in --json)."""
+    if not spec:
+        return "-"
+    q = f" ({spec.get('scale', 0):.3g},{spec.get('zero_point', 0)})" if spec.get("scale") else ""
+    return f"{spec.get('dtype')}{q}"
+
+
+@user_errors
+def info_cmd(
+    bundle: Optional[Path] = typer.Argument(None, help="Bundle folder from `edgeface export` (default: the "
+                                                       "bundle shipped with edgeface)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (only JSON on stdout)."),
+) -> None:
+    """Show a model bundle: path, files, sizes, checksums and manifest."""
+    from edgeface.errors import UserError
+    from edgeface.runtime.bundle import MANIFEST_NAME, Bundle, default_bundle_dir
+
+    if bundle is None and not (default_bundle_dir() / MANIFEST_NAME).is_file():
+        raise UserError("no default model bundle is installed: `edgeface info BUNDLE_DIR` (a folder written by "
+                        "`edgeface export`)")
+    b = Bundle.load(bundle)
+    report = bundle_report(b)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    m = b.manifest
+    model = m.get("model", {})
+    stdout.print(f"bundle {report['path']}  (schema {m.get('schema_version')}, edgeface "
+                  f"{m.get('edgeface_version')}, created {m.get('created')})")
+    stdout.print(f"model {model.get('name')} ({model.get('arch')}): {model.get('embedding_dim')}-d embedding, "
+                  f"{model.get('input_size')}x{model.get('input_size')} {model.get('color_order')} "
+                  f"{model.get('input_range')}, {model.get('normalization')}")
+    rows = []
+    for f in report["files"]:
+        acc = f.get("accuracy")
+        rows.append([f["format"], f["path"], f"{f['size_on_disk'] / 1e6:.2f}", f["checksum"],
+                     "yes" if f.get("verified", True) else "no", _io(f.get("input")), _io(f.get("output")),
+                     f"{f['cosine_min']:.4f}" if f.get("cosine_min") is not None else "-",
+                     f"{100 * acc:.2f}" if acc is not None else "-"])
+    print_table("files", ["Format", "File", "MB", "SHA-256", "Verified", "In", "Out", "Cosine min", "Acc %"], rows)
+    if report["detectors"]:
+        print_table("detectors", ["Kind", "File", "MB", "SHA-256", "License"],
+                    [[d["kind"], d["path"], f"{d['size_on_disk'] / 1e6:.2f}", d["checksum"], d.get("license", "")]
+                     for d in report["detectors"]])
+    th = m.get("threshold", {})
+    far = f", FAR {th['far']:g}" if th.get("far") else ""
+    stdout.print(f"match threshold: cosine {th.get('cosine')} ({th.get('source')}{far})")
+    prov = m.get("provenance", {})
+    stdout.print(f"source: {prov.get('source_model')} sha256 {str(prov.get('source_sha256', ''))[:16]}..., "
+                  f"exported {prov.get('date')}")
+    bad = [f["path"] for f in report["files"] + report["detectors"] if f["checksum"] != "ok"]
+    if bad:
+        stdout.print(f"[red]warning:[/red] {len(bad)} file(s) missing or modified: {', '.join(bad)}; "
+                      "the runtime will refuse them")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("info", help="Show a model bundle: path, files, sizes, checksums and manifest.")(info_cmd)

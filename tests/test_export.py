@@ -1,0 +1,530 @@
+"""`edgeface export` and `edgeface info`: conversion, verification, manifest, Edge TPU check, bad input.
+
+The heavy tests export the session's briefly trained model (``trained_model``)
+once to every format, calibrated and verified on real aligned faces (AT&T crops),
+with a small pairs file over those crops so the accuracy columns and the
+threshold calibration run too.  The pure-numpy parts (format table, compiler-log
+parser, static Edge TPU rules, mixed-precision search) are tested without models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgeface.cli import app
+from edgeface.converters.calibration import spread_over_identities
+from edgeface.converters.convert import ConversionError, captured_output, check_graph, integer_only_problems
+from edgeface.converters.edgetpu import (
+    AFTER_CUT,
+    BAD_TYPE,
+    MAPPED,
+    NOT_SUPPORTED,
+    check_compatibility,
+    find_compiler,
+    parse_compiler_log,
+)
+from edgeface.converters.formats import FORMATS, get_format, resolve_formats
+from edgeface.converters.mixed import LayerError, parse_layer_statistics, search_float_layers, short_layer_name
+from edgeface.converters.tflite_graph import Graph, OperatorDesc, TensorDesc, read_graph
+from edgeface.converters.verify import row_cosines
+from edgeface.errors import UserError
+
+runner = CliRunner()
+
+# Per-face cosine to the Keras embedding on real aligned faces.  Float files must
+# be near-identical; full-integer files are held to the format table's bounds
+# (min 0.90 per face, mean 0.97): a correct calibration averages ~0.985 on AT&T
+# crops, a broken one (per-tensor weights, wrong input scale) averages near 0.
+FLOAT_BOUND = 0.99
+FORMAT_ORDER = ["fp32", "fp16", "dynamic", "int8", "edgetpu"]
+INT8_BOUND = get_format("int8").min_cosine
+INT8_MEAN_BOUND = get_format("int8").mean_cosine
+
+
+# --- pure parts -------------------------------------------------------------------
+
+
+def test_format_table_drives_the_choices():
+    assert [f.name for f in resolve_formats("all")] == ["fp32", "fp16", "dynamic", "int8", "edgetpu"]
+    assert [f.name for f in resolve_formats("int8, fp32,int8")] == ["fp32", "int8"]  # table order, no duplicates
+    assert len({f.suffix for f in FORMATS}) == len(FORMATS)
+    assert get_format("int8").integer_only and get_format("int8").input_dtype == "int8"
+    assert get_format("edgetpu").input_dtype == "uint8" and get_format("edgetpu").needs_calibration
+
+
+def test_unknown_format_gets_a_suggestion():
+    with pytest.raises(UserError, match=r"unknown export format 'int9' \(did you mean 'int8'\?\)"):
+        resolve_formats("fp32,int9")
+
+
+def test_calibration_order_spreads_over_identities():
+    items = [("a", Path(f"a{i}")) for i in range(10)] + [("b", Path("b0")), ("c", Path("c0")), ("c", Path("c1"))]
+    order = spread_over_identities(items, seed=1)
+    assert sorted(order) == sorted(items)
+    assert {ident for ident, _ in order[:3]} == {"a", "b", "c"}  # one of each before any repeats
+    assert [ident for ident, _ in order[-7:]] == ["a"] * 7
+
+
+def test_row_cosines():
+    a = np.array([[1, 0], [0, 2]], np.float32)
+    b = np.array([[2, 0], [1, 1]], np.float32)
+    np.testing.assert_allclose(row_cosines(a, b), [1.0, np.sqrt(0.5)], rtol=1e-6)
+
+
+def test_captured_output_silences_c_level_writes(capfd):
+    with captured_output() as log:
+        print("Saved artifact at '/tmp/x'. The following endpoints are available")  # TF prints from Python
+        os.write(2, b"MLIR noise\n")  # and logs from C++
+        seen = log()
+    out, err = capfd.readouterr()
+    assert "Saved artifact" not in out and "MLIR" not in err
+    assert "Saved artifact" in seen and "MLIR noise" in seen
+    print("after")
+    assert capfd.readouterr().out == "after\n"
+
+
+def _t(i, dtype="int8", shape=(1, 8), constant=False, sig=None):
+    return TensorDesc(i, f"t{i}", dtype, shape, sig, constant, (0.1,) if "int" in dtype else (), (0,))
+
+
+def test_flex_and_dynamic_batch_are_refused():
+    fmt = get_format("fp32")
+    flex = Graph([_t(0, "float32"), _t(1, "float32")], [OperatorDesc(0, "FlexConv2D", True, (0,), (1,))], [0], [1])
+    with pytest.raises(ConversionError, match="Flex ops .*FlexConv2D.*never ships them"):
+        check_graph(flex, fmt)
+    dyn = Graph([_t(0, "float32", sig=(-1, 8)), _t(1, "float32")], [OperatorDesc(0, "RELU", False, (0,), (1,))],
+                [0], [1])
+    with pytest.raises(ConversionError, match="fixed batch of 1"):
+        check_graph(dyn, fmt)
+
+
+def test_integer_only_check_names_the_float_op():
+    g = Graph([_t(0), _t(1, "float32"), _t(2)],
+              [OperatorDesc(0, "DEQUANTIZE", False, (0,), (1,)), OperatorDesc(1, "QUANTIZE", False, (1,), (2,))],
+              [0], [2])
+    problems = integer_only_problems(g)
+    assert len(problems) == 2 and problems[0].startswith("DEQUANTIZE (op 0) uses float tensor t1")
+
+
+def test_static_edgetpu_check_cuts_the_graph_at_the_first_unsupported_op():
+    tensors = [_t(i) for i in range(5)]
+    ops = [OperatorDesc(0, "CONV_2D", False, (0,), (1,), {"dilationWFactor": 1, "dilationHFactor": 1}),
+           OperatorDesc(1, "SIN", False, (1,), (2,)),
+           OperatorDesc(2, "ADD", False, (2, 2), (3,), {"fusedActivationFunction": "NONE"}),
+           OperatorDesc(3, "MAX_POOL_2D", False, (3,), (4,), {"fusedActivationFunction": "RELU"})]
+    report = check_compatibility(Graph(tensors, ops, [0], [4]))
+    assert report.rows == [("CONV_2D", 1, MAPPED), ("SIN", 1, NOT_SUPPORTED), ("ADD", 1, AFTER_CUT),
+                           ("MAX_POOL_2D", 1, "Operation is otherwise supported, but not mapped: no fused "
+                                           "activation function allowed (has RELU)")]
+    assert (report.tpu_ops, report.cpu_ops) == (1, 3) and not report.fully_mapped
+    assert "op 1 SIN" in report.problems[0]
+
+
+def test_static_edgetpu_check_rejects_float_tensors():
+    g = Graph([_t(0, "float32"), _t(1, "float32")], [OperatorDesc(0, "RELU", False, (0,), (1,))], [0], [1])
+    report = check_compatibility(g)
+    assert report.rows == [("RELU", 1, BAD_TYPE)] and report.tpu_ops == 0
+    assert any("not 8-bit" in p for p in report.problems)
+
+
+COMPILER_LOG = """Edge TPU Compiler version 16.0.384591198
+Started a compilation timeout timer of 180 seconds.
+
+Model compiled successfully in 612 ms.
+
+Input model: model_full_integer_quant.tflite
+Input size: 1.25MiB
+Output model: model_full_integer_quant_edgetpu.tflite
+Output size: 1.38MiB
+Number of Edge TPU subgraphs: 1
+Total number of operations: 68
+Operation log: model_full_integer_quant_edgetpu.log
+
+Model successfully compiled but not all operations are supported by the Edge TPU. A percentage of the model \
+will instead run on the CPU, which is slower.
+Number of operations that will run on Edge TPU: 66
+Number of operations that will run on CPU: 2
+
+Operator                       Count      Status
+
+CONV_2D                        33         Mapped to Edge TPU
+DEPTHWISE_CONV_2D              17         Mapped to Edge TPU
+ADD                            13         Mapped to Edge TPU
+QUANTIZE                       1          Mapped to Edge TPU
+MUL                            1          Mapped to Edge TPU
+RESHAPE                        1          Mapped to Edge TPU
+L2_NORMALIZATION               1          Operation is otherwise supported, but not mapped due to some \
+unspecified limitation
+QUANTIZE                       1          More than one subgraph is not supported
+"""
+
+
+def test_compiler_log_is_parsed_into_the_same_table():
+    report = parse_compiler_log(COMPILER_LOG)
+    assert report.compiler_version == "16.0.384591198"
+    assert (report.tpu_ops, report.cpu_ops) == (66, 2)
+    assert report.rows[0] == ("CONV_2D", 33, MAPPED)
+    assert report.rows[-1] == ("QUANTIZE", 1, AFTER_CUT)
+    assert len(report.rows) == 8 and sum(c for _, c, _ in report.rows) == 68
+    assert report.problems == ["1 x L2_NORMALIZATION: Operation is otherwise supported, but not mapped due to "
+                               "some unspecified limitation", f"1 x QUANTIZE: {AFTER_CUT}"]
+
+
+def test_layer_statistics_are_ranked_by_rmse_over_scale():
+    dump = ("op_name,tensor_idx,num_elements,stddev,mean_error,max_abs_error,mean_squared_error,scale,zero_point,"
+            "tensor_name\n"
+            "CONV_2D,5,100,0.1,0.0,0.3,0.0004,0.01,0,model/block0_0_expand_conv_1/Conv2D\n"
+            "ADD,9,100,0.1,0.0,0.3,0.0100,0.02,0,model/block1_add_1/Add\n"
+            "MUL,3,100,0.1,0.0,0.3,nan,0.02,0,model/broken\n")
+    ranking = parse_layer_statistics(dump)
+    assert [e.layer for e in ranking] == ["block1_add", "block0_0_expand_conv"]
+    assert ranking[0].rmse_over_scale == pytest.approx(5.0) and ranking[1].rmse_over_scale == pytest.approx(2.0)
+    assert short_layer_name("mobilefacenet_1/gdc_linear_1/convolution;x/y") == "gdc_linear"
+    assert short_layer_name("m_1/m_1/block2_0_project_bn_1/batchnorm/add_1;m_1/m_1/x/Conv2D") == "block2_0_project_bn"
+
+
+def _ranking(n):
+    return [LayerError(f"model/layer{i}/op", "CONV_2D", float(n - i)) for i in range(n)]
+
+
+def test_mixed_search_finds_the_fewest_float_layers():
+    tried = []
+
+    def build(names):
+        return f"{len(names)}".encode()
+
+    def judge(data):
+        k = int(data)
+        tried.append(k)
+        return k >= 5, float(k), {}
+
+    res = search_float_layers(_ranking(20), build, judge)
+    assert res.met_budget and len(res.float_layers) == 5 and res.data == b"5"
+    assert res.float_layers == [f"model/layer{i}/op" for i in range(5)]  # the worst-ranked ones
+    assert tried == [1, 2, 4, 8, 6, 5]  # doubling, then bisection
+
+
+def test_mixed_search_keeps_the_best_file_when_the_budget_cannot_be_met():
+    res = search_float_layers(_ranking(6), lambda names: bytes([len(names)]),
+                              lambda data: (False, {1: 0.2, 2: 0.9, 4: 0.5, 6: 0.4}[data[0]], {}))
+    assert not res.met_budget and res.data == bytes([2]) and len(res.float_layers) == 2
+    assert "budget not met" in res.message and "kept the best file (2 float layers)" in res.message
+
+
+# --- bad input (CLI, exit code 2, one line) ------------------------------------------
+
+
+def _export(*args):
+    return runner.invoke(app, ["export", *map(str, args)])
+
+
+def _one_error_line(result, pattern):
+    """Exit 2 and exactly one ``error:`` line, the last thing printed, matching ``pattern``; no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.output
+    assert "Traceback" not in result.output
+    assert re.search(pattern, errors[0]), errors[0]
+
+
+def test_not_a_keras_file(tmp_path, att_crops):
+    txt = tmp_path / "model.txt"
+    txt.write_text("hello")
+    _one_error_line(_export(txt, "--calib", att_crops, "--out", tmp_path / "b"), r"is not a Keras model")
+    fake = tmp_path / "fake.keras"
+    fake.write_bytes(b"not a zip")
+    _one_error_line(_export(fake, "--calib", att_crops, "--out", tmp_path / "b"), r"cannot load .* as a Keras model")
+    assert not (tmp_path / "b").exists()
+
+
+def test_unknown_format_exits_2(trained_model, att_crops, tmp_path):
+    _one_error_line(_export(trained_model, "--formats", "fp32,int9", "--calib", att_crops, "--out", tmp_path / "b"),
+                    r"unknown export format 'int9' \(did you mean 'int8'\?\)")
+
+
+def test_calibration_folder_problems(trained_model, tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "someone").mkdir(parents=True)
+    _one_error_line(_export(trained_model, "--calib", empty, "--out", tmp_path / "b"),
+                    r"--calib folder .* has no images")
+    _one_error_line(_export(trained_model, "--calib", tmp_path / "nope", "--out", tmp_path / "b"),
+                    r"--calib folder not found")
+    import cv2
+
+    blank = tmp_path / "faceless"
+    for person in ("p1", "p2"):
+        (blank / person).mkdir(parents=True)
+        for i in range(3):  # raw photos (not crop-sized) of a grey wall: the detector finds nothing
+            img = np.full((240, 320, 3), 90 + 20 * i, np.uint8)
+            cv2.putText(img, person, (20, 120), cv2.FONT_HERSHEY_SIMPLEX, 2, (200, 200, 200), 3)
+            cv2.imwrite(str(blank / person / f"{i}.jpg"), img)
+    _one_error_line(_export(trained_model, "--formats", "fp32", "--calib", blank, "--out", tmp_path / "b"),
+                    r"no faces found in 6 images of --calib")
+    assert not (tmp_path / "b").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".b.tmp")]
+
+
+def test_output_not_an_embedding(tmp_path, att_crops):
+    import keras
+
+    inp = keras.Input((112, 112, 3))
+    model = keras.Model(inp, keras.layers.Conv2D(4, 3)(inp))
+    path = tmp_path / "featuremap.keras"
+    model.save(path)
+    _one_error_line(_export(path, "--calib", att_crops, "--out", tmp_path / "b"),
+                    r"is not a face-embedding model: its output has shape \(None, 110, 110, 4\)")
+
+
+def test_output_dir_not_writable(trained_model, att_crops, tmp_path):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    _one_error_line(_export(trained_model, "--calib", att_crops, "--out", a_file / "bundle"),
+                    r"output folder is not writable: cannot create .* is a file")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    _one_error_line(_export(trained_model, "--calib", att_crops, "--out", other),
+                    r"exists and is not an edgeface bundle")
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores directory permissions")
+def test_output_dir_without_write_permission(trained_model, att_crops, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        _one_error_line(_export(trained_model, "--calib", att_crops, "--out", locked / "bundle"),
+                        r"output folder is not writable")
+    finally:
+        locked.chmod(0o755)
+
+
+def test_pairs_need_images(trained_model, att_crops, tmp_path, lfw_dir):
+    _one_error_line(_export(trained_model, "--calib", att_crops, "--pairs", lfw_dir / "pairs.txt", "--out",
+                            tmp_path / "b"), r"--pairs and --images go together")
+
+
+# --- a real export of the trained model ------------------------------------------------
+
+
+def _att_pairs(att_crops: Path, root: Path) -> tuple[Path, Path]:
+    """A 2-fold LFW-style pairs file over AT&T crops: 150 same + 150 different pairs per fold (20 people each).
+
+    Pairs files name images LFW's way (``s8/s8_0004``), so the crops are copied
+    under such names into a prepared-crops folder; returns (pairs file, images folder).
+    One pair is 1/300 of a fold (0.33 pt), hence the test's --max-drop of 1.5 pt.
+    """
+    images = root / "att_lfw_names"
+    for person in sorted(p for p in att_crops.iterdir() if p.is_dir()):
+        (images / person.name).mkdir(parents=True)
+        for crop in person.glob("*.png"):
+            shutil.copyfile(crop, images / person.name / f"{person.name}_{int(crop.stem):04d}.png")
+    (images / "manifest.jsonl").write_text("")  # marks a folder of prepared crops
+    rng = random.Random(3)
+    lines = ["2\t150"]
+    for fold in range(2):
+        people = [f"s{i}" for i in range(1 + 20 * fold, 21 + 20 * fold)]
+        same = rng.sample([(p, i, j) for p in people for i in range(1, 11) for j in range(i + 1, 11)], 150)
+        lines += [f"{p}\t{i}\t{j}" for p, i, j in same]
+        for _ in range(150):
+            p, q = rng.sample(people, 2)
+            lines.append(f"{p}\t{rng.randint(1, 10)}\t{q}\t{rng.randint(1, 10)}")
+    path = root / "pairs.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path, images
+
+
+@pytest.fixture(scope="module")
+def full_export(trained_model, att_crops, tmp_path_factory):
+    """Every format, through the CLI with --json, with accuracy on a small pairs file."""
+    tmp = tmp_path_factory.mktemp("export_all")
+    pairs, images = _att_pairs(att_crops, tmp)
+    out = tmp / "bundle"
+    result = runner.invoke(app, ["export", str(trained_model), "--formats", "all", "--calib", str(att_crops),
+                                 "--calib-count", "100", "--verify-count", "40", "--pairs", str(pairs),
+                                 "--images", str(images), "--out", str(out), "--max-drop", "1.5",
+                                 "--auto-mixed", "--json"])
+    assert result.exit_code in (0, 1), result.output
+    report = json.loads(result.stdout)
+    return out, report, result.exit_code
+
+
+def test_every_format_exports_and_verifies(full_export):
+    out, report, code = full_export
+    rows = {r["format"]: r for r in report["formats"]}
+    assert list(rows)[:5] == FORMAT_ORDER
+    for fmt in FORMAT_ORDER:
+        r = rows[fmt]
+        assert r["status"] == "ok", (fmt, r)
+        assert (out / r["file"]).is_file() and r["size_bytes"] == (out / r["file"]).stat().st_size
+        assert r["accuracy"] is not None and r["accuracy_drop_pt"] <= 1.5
+    assert code == 0
+    assert rows["fp32"]["cosine_min"] >= 0.9999
+    for fmt in ("fp16", "dynamic"):
+        assert rows[fmt]["cosine_min"] >= FLOAT_BOUND
+    for fmt in ("int8", "edgetpu"):
+        assert rows[fmt]["cosine_min"] >= INT8_BOUND and rows[fmt]["cosine_mean"] >= INT8_MEAN_BOUND
+    # Quantized files are smaller: int8 weights are a quarter of float32 plus per-channel scales.
+    assert rows["int8"]["size_bytes"] < 0.35 * rows["fp32"]["size_bytes"]
+    assert rows["fp16"]["size_bytes"] < 0.55 * rows["fp32"]["size_bytes"]
+    assert report["threshold"]["source"] == "pairs" and report["threshold"]["far"] == 1e-3
+    tpu = report["edgetpu"]["static"]
+    assert tpu["fully_mapped"] and tpu["cpu_ops"] == 0 and tpu["tpu_ops"] == rows["edgetpu"]["ops_total"]
+    if find_compiler() is None:  # the usual case: Coral's compiler is x86-64 Debian only, installed by hand
+        assert report["edgetpu"]["compiler_hint"].startswith("edgetpu_compiler not found")
+        assert "edgetpu_compiled" not in rows
+    else:
+        assert rows["edgetpu_compiled"]["status"] == "ok" and report["edgetpu"]["compiler"]["cpu_ops"] == 0
+    # --auto-mixed has nothing to do when int8 is within budget, and says so.
+    assert report["mixed"]["met_budget"] and report["mixed"]["float_layers"] == []
+
+
+def test_files_match_keras_through_the_runtime(full_export, trained_model, att_crops):
+    """Independent of export's own check: other faces, the runtime Embedder, the Keras model."""
+    from edgeface.data.dataset import load_crops
+    from edgeface.runtime.interpreter import Embedder
+    from edgeface.train.models import load_embedding_model
+
+    out, report, _ = full_export
+    crops = load_crops(att_crops).images[5::20]  # 20 faces, 20 people
+    keras_emb = np.asarray(load_embedding_model(trained_model)(crops.astype(np.float32), training=False))
+    for r in report["formats"][:5]:  # an edgetpu_compiled file would need the Edge TPU itself
+        cos = row_cosines(keras_emb, Embedder(out / r["file"]).embed(crops))
+        if r["format"] in ("fp32", "fp16", "dynamic"):
+            assert cos.min() >= FLOAT_BOUND, (r["format"], cos.min())
+        else:
+            assert cos.min() >= INT8_BOUND and cos.mean() >= INT8_MEAN_BOUND, (r["format"], cos.min(), cos.mean())
+
+
+def test_integer_files_are_integer_only(full_export):
+    out, report, _ = full_export
+    rows = {r["format"]: r for r in report["formats"]}
+    for fmt, io_dtype in (("int8", "int8"), ("edgetpu", "uint8")):
+        g = read_graph(out / rows[fmt]["file"])
+        assert [t.dtype for t in g.input_tensors() + g.output_tensors()] == [io_dtype, io_dtype]
+        assert integer_only_problems(g) == []
+        assert {t.dtype for t in g.tensors} <= {"int8", "uint8", "int32"}
+        assert not g.custom_ops() and g.input_tensors()[0].shape == (1, 112, 112, 3)
+    assert set(read_graph(out / rows["int8"]["file"]).op_counts()) >= {"CONV_2D", "DEPTHWISE_CONV_2D",
+                                                                       "L2_NORMALIZATION"}
+    assert "DEQUANTIZE" in rows["fp16"]["ops"]  # fp16 weights are dequantized once at load
+
+
+def test_manifest_describes_and_verifies_every_file(full_export, trained_model):
+    from edgeface.runtime.bundle import Bundle, sha256_file
+
+    out, report, _ = full_export
+    b = Bundle.load(out)
+    m = b.manifest
+    assert m["schema_version"] == 1 and b.formats[:5] == FORMAT_ORDER
+    assert m["model"]["embedding_dim"] == b.embedding_dim == 128 and m["model"]["color_order"] == "RGB"
+    assert len(m["alignment"]["template"]) == 4
+    assert m["threshold"]["source"] == "pairs" and -1.0 <= b.threshold <= 1.0
+    assert m["provenance"]["source_sha256"] == sha256_file(trained_model)
+    int8 = b.entry("int8")
+    assert int8["input"]["dtype"] == "int8" and int8["input"]["shape"] == [1, 112, 112, 3]
+    assert int8["input"]["scale"] > 0 and int8["output"]["dtype"] == "int8" and int8["verified"]
+    for fmt in b.formats:
+        assert b.model_path(fmt).is_file()  # checks the SHA-256
+    kinds = {d["kind"]: d for d in m["detectors"]}
+    assert set(kinds) == {"short", "full"} and "Apache" in kinds["short"]["license"]
+    assert b.detector_path("short").is_file()
+    assert not [p for p in out.parent.iterdir() if ".tmp-" in p.name]  # temp folder renamed away
+
+
+def test_exported_bundle_fixture_and_tampering(exported_bundle, tmp_path):
+    from edgeface.runtime.bundle import Bundle
+
+    b = Bundle.load(exported_bundle)
+    assert b.formats == ["fp32", "int8"] and b.detector_path("short") is not None
+    copy = tmp_path / "bundle"
+    shutil.copytree(exported_bundle, copy)
+    path = copy / Bundle.load(copy).entry("int8")["path"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"checksum mismatch for .*_int8\.tflite: the file differs from manifest.json"):
+        Bundle.load(copy).model_path("int8")
+    assert Bundle.load(copy).model_path("fp32").is_file()  # untouched files still load
+
+    result = runner.invoke(app, ["info", str(copy), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert {f["format"]: f["checksum"] for f in info["files"]} == {"fp32": "ok", "int8": "MISMATCH"}
+    result = runner.invoke(app, ["info", str(exported_bundle)])
+    assert result.exit_code == 0 and "int8" in result.stdout and "match threshold" in result.stdout
+
+
+def test_info_on_a_folder_without_manifest(tmp_path):
+    result = runner.invoke(app, ["info", str(tmp_path)])
+    assert result.exit_code == 2 and "is not a model bundle: manifest.json not found" in result.output
+
+
+@pytest.mark.slow
+def test_auto_mixed_keeps_the_worst_layers_in_float(trained_model, att_crops, tmp_path):
+    """The real debugger and re-quantizer: float layers raise fidelity; the search stops at the fewest."""
+    from edgeface.converters.convert import batch_one
+    from edgeface.converters.mixed import LayerDebugger
+    from edgeface.converters.verify import keras_embeddings
+    from edgeface.data.dataset import load_crops
+    from edgeface.runtime.interpreter import Embedder
+    from edgeface.train.models import load_embedding_model
+
+    crops = load_crops(att_crops).images
+    calib, held_out = crops[::4][:100], crops[2::10]
+    model = load_embedding_model(trained_model)
+    reference = keras_embeddings(model, held_out)
+    dbg = LayerDebugger(batch_one(model), calib, held_out[:16])
+    ranking = dbg.rank()
+    assert len(ranking) >= 30
+    assert ranking[0].rmse_over_scale >= ranking[len(ranking) // 2].rmse_over_scale >= ranking[-1].rmse_over_scale
+
+    def fidelity(data: bytes) -> float:
+        path = tmp_path / "mixed.tflite"
+        path.write_bytes(data)
+        return float(row_cosines(reference, Embedder(path).embed(held_out)).mean())
+
+    plain = fidelity(dbg.quantize([]))
+    floated = fidelity(dbg.quantize([e.tensor for e in ranking]))
+    assert floated > plain
+    target = plain + 0.5 * (floated - plain)
+    res = search_float_layers(ranking, dbg.quantize, lambda d: ((f := fidelity(d)) >= target, f, {}))
+    assert res.met_budget and 1 <= len(res.float_layers) < len(ranking)
+    g = read_graph(res.data)
+    assert "DEQUANTIZE" in g.op_counts() and any(t.dtype == "float32" for t in g.tensors)
+
+
+@pytest.mark.slow
+def test_auto_mixed_rescues_an_int8_file_that_misses_its_budget(trained_model, att_crops, tmp_path, monkeypatch):
+    """End to end: int8 held to an average cosine no 8-bit file reaches -> ❎, then --auto-mixed
+    writes an int8_mixed file with the fewest float layers that pass the normal int8 bounds."""
+    import dataclasses
+
+    from edgeface.converters import formats
+    from edgeface.converters.export import ExportConfig, export_bundle
+    from edgeface.runtime.bundle import Bundle
+
+    strict = tuple(dataclasses.replace(f, mean_cosine=0.9999) if f.name == "int8" else f for f in formats.FORMATS)
+    monkeypatch.setattr(formats, "FORMATS", strict)
+    out = tmp_path / "bundle"
+    result = export_bundle(ExportConfig(model=trained_model, out=out, formats="int8", calib=att_crops,
+                                        calib_count=100, verify_count=40, auto_mixed=True))
+    rows = {r.format: r for r in result.formats}
+    assert rows["int8"].status == "failed_verification" and "cosine mean" in rows["int8"].notes[0]
+    mixed = rows["int8_mixed"]
+    assert mixed.status == "ok" and result.mixed["met_budget"] and result.mixed["float_layers"]
+    # The cost is reported, whatever its sign (a float activation layer adds no weights; float I/O drops two ops).
+    assert result.mixed["cost"]["size_bytes"] == mixed.size_bytes - rows["int8"].size_bytes
+    assert result.mixed["cost"]["mixed_p50_ms"] > 0
+    entry = Bundle.load(out).entry("int8_mixed")
+    assert entry["verified"] and entry["mixed"]["float_layers"] == result.mixed["float_layers"]
+    assert "DEQUANTIZE" in entry["ops"] and not Bundle.load(out).entry("int8")["verified"]
