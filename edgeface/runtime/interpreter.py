@@ -123,8 +123,8 @@ def _tensor_info(detail: dict) -> TensorInfo:
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
-    """Silence C-level stderr (the interpreters' noisy delegate messages) for a moment."""
+def quiet_stderr():
+    """Silence C-level stderr for a moment (the interpreters' delegate messages, FFmpeg's parse errors)."""
     try:
         fd = 2
         saved = os.dup(fd)
@@ -169,7 +169,7 @@ class TFLiteModel:
         if delegates:
             kwargs["experimental_delegates"] = delegates
         try:
-            with _quiet_stderr():
+            with quiet_stderr():
                 self.interpreter = self.backend.interpreter_cls(**kwargs)
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
@@ -214,10 +214,26 @@ def load_edgetpu_delegate(backend: Backend):
     if backend.load_delegate is None:
         raise UserError(f"the {backend.name} backend cannot load delegates; use ai_edge_litert or tflite_runtime")
     try:
-        with _quiet_stderr():
+        with quiet_stderr():
             return backend.load_delegate(EDGETPU_LIBRARY)
     except (ValueError, OSError, RuntimeError):
         raise UserError(f"cannot load the Edge TPU delegate ({EDGETPU_LIBRARY}): {EDGETPU_INSTALL_HINT}") from None
+
+
+def check_edgetpu_library() -> None:
+    """Fail with one line when the Edge TPU runtime library is not installed.
+
+    Only the shared library is loaded (``ctypes``), not the delegate, so the TPU
+    device itself is not opened twice; call it before anything slow so a board
+    without the runtime learns it at once.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL(EDGETPU_LIBRARY)
+    except OSError:
+        raise UserError(f"the Edge TPU runtime library {EDGETPU_LIBRARY} is not installed: {EDGETPU_INSTALL_HINT}") \
+            from None
 
 
 class Embedder:

@@ -1,0 +1,389 @@
+"""``edgeface run``, ``edgeface enroll`` and ``edgeface gallery``: the on-board runtime commands.
+
+Nothing here imports TensorFlow: a board with only the light install runs them.
+The runtime modules are imported inside the command bodies, so ``edgeface --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from edgeface.cli import user_errors
+from edgeface.console import print_table, progress_bar
+from edgeface.errors import UserError
+
+# One table per family of choices; the options' help and the checks both read them.
+DETECTOR_CHOICES = ("short", "full", "haar")
+BACKEND_CHOICES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+DELEGATE_CHOICES = ("edgetpu",)
+FORMAT_CHOICES = ("int8", "fp32", "fp16", "dynamic", "edgetpu", "edgetpu_compiled")
+PICK_CHOICES = ("largest",)
+DEFAULT_GALLERY = "gallery.npz"  # = edgeface.runtime.gallery.DEFAULT_GALLERY (not imported: --help stays light)
+
+MODEL_HELP = "Model bundle folder (from `edgeface export`); default: the bundle shipped in the package."
+GALLERY_HELP = f"Gallery file (.npz); default: ./{DEFAULT_GALLERY}."
+
+
+def _choice(value: Optional[str], choices: tuple, option: str) -> Optional[str]:
+    """Reject an unknown choice with the nearest valid one as a suggestion."""
+    if value is None or value in choices:
+        return value
+    close = difflib.get_close_matches(value, choices, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise UserError(f"{option} {value!r} is not valid{hint}: choose one of {', '.join(choices)}")
+
+
+def _parse_size(text: Optional[str]) -> Optional[tuple[int, int]]:
+    if not text:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise UserError(f"--capture-size {text!r} is not WIDTHxHEIGHT (e.g. 640x480)")
+    return int(parts[0]), int(parts[1])
+
+
+def _positive(value: Optional[float], option: str) -> None:
+    if value is not None and value <= 0:
+        raise UserError(f"{option} must be positive, got {value}")
+
+
+class _Stopper:
+    """Ctrl-C / SIGTERM set a flag the loop checks, so the run ends cleanly with its summary.
+
+    A second Ctrl-C raises KeyboardInterrupt at once (for a stuck device).
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal_name: Optional[str] = None
+        self._saved: dict = {}
+
+    def __enter__(self) -> _Stopper:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        logging.getLogger("edgeface").warning("%s received: stopping after this frame", self.signal_name)
+        self.event.set()
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+
+
+def run_cmd(
+    source: Optional[str] = typer.Option(None, "--source", "-s", help="Camera index (0) or /dev/videoN, picamera2[:N], "
+                                         "video file, rtsp:// or http:// URL, folder of images, or one image."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    gallery: Optional[Path] = typer.Option(None, "--gallery", "-g", help=GALLERY_HELP + " Without one, every face "
+                                           "is 'unknown'."),
+    detector: str = typer.Option("short", help="Face detector: short (BlazeFace 128, faces near the camera), full "
+                                 "(BlazeFace 192, faces up to ~5 m), haar (OpenCV fallback)."),
+    threshold: Optional[float] = typer.Option(None, help="Cosine similarity needed to name a face (default: the "
+                                              "bundle's threshold)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Model file of the bundle to run: int8 (default when "
+                                      "present), fp32, fp16, dynamic."),
+    threads: Optional[int] = typer.Option(None, help="Interpreter threads (default: the interpreter's choice)."),
+    backend: Optional[str] = typer.Option(None, help="TFLite interpreter: ai_edge_litert, tflite_runtime or "
+                                          "tensorflow (default: the first one installed)."),
+    delegate: Optional[str] = typer.Option(None, help="edgetpu: run the bundle's Edge TPU model on a Coral "
+                                           "(needs libedgetpu.so.1)."),
+    events: Optional[Path] = typer.Option(None, help="Append the JSON lines to this file instead of stdout."),
+    max_frames: Optional[int] = typer.Option(None, help="Stop after this many processed frames."),
+    fps_limit: Optional[float] = typer.Option(None, help="Process at most this many frames per second."),
+    preview: Optional[str] = typer.Option(None, help="Serve a live preview page at HOST:PORT (host 127.0.0.1 "
+                                          "unless given, e.g. 0.0.0.0:8080 for the whole network)."),
+    save_unknown: Optional[Path] = typer.Option(None, help="Save crops of unknown faces in this folder (to enroll "
+                                                "them later)."),
+    capture_size: Optional[str] = typer.Option(None, help="Camera resolution WIDTHxHEIGHT (cameras and picamera2)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No rolling status line on stderr."),
+    self_test: bool = typer.Option(False, "--self-test", help="Check that this machine runs the bundle correctly; "
+                                   "print JSON; exit 1 if a check fails."),
+) -> None:
+    """Recognise faces live: detect, align, embed and match every frame of a camera, stream, video or folder."""
+    _choice(detector, DETECTOR_CHOICES, "--detector")
+    _choice(backend, BACKEND_CHOICES, "--backend")
+    _choice(delegate, DELEGATE_CHOICES, "--delegate")
+    _choice(fmt, FORMAT_CHOICES, "--format")
+    if self_test:
+        _self_test(model, fmt, detector, threads, backend, delegate)
+        return
+    if source is None:
+        raise UserError("--source is required: a camera index (0), /dev/videoN, picamera2, a video file, a stream "
+                        "URL or a folder of images")
+    _positive(fps_limit, "--fps-limit")
+    _positive(max_frames, "--max-frames")
+    _positive(threads, "--threads")
+
+    from edgeface.runtime.capture import CaptureConfig, open_source, parse_source
+    from edgeface.runtime.pipeline import EventWriter, StatusLine, UnknownSaver, load_recognizer, run_loop
+    from edgeface.runtime.preview import PreviewServer, parse_host_port
+
+    spec = parse_source(source)  # before the models load: a typo in the source fails at once
+    size = _parse_size(capture_size)
+    host_port = parse_host_port(preview) if preview else None
+
+    status = StatusLine(sys.stderr, enabled=not quiet)
+    logger = logging.getLogger("edgeface")
+    saved_level, saved_propagate = logger.level, logger.propagate
+    logger.addHandler(status)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    out = None
+    src = server = None
+    try:
+        # The source first: a missing camera or unreadable file is reported before anything slow, and a
+        # live source's thread is already warming up while the models load.
+        src = open_source(spec, CaptureConfig(size=size))
+        rt = load_recognizer(model, gallery, fmt=fmt, detector=detector, threshold=threshold, threads=threads,
+                             backend=backend, delegate=delegate)
+        # Appended: on a board the events file is a log that outlives one run (each run ends with its summary).
+        out = open(events, "a", encoding="utf-8") if events else sys.stdout  # noqa: SIM115 (closed below)
+        stopper = _Stopper()
+        writer = EventWriter(out, stop=stopper.event)
+        sinks: list = [writer, status]
+        if host_port:
+            server = PreviewServer(*host_port, source=src.description).start()  # logs "preview at URL"
+            sinks.append(server)
+        saver = UnknownSaver(save_unknown, rt.threshold) if save_unknown else None
+        if saver:
+            sinks.append(saver)
+        logger.info("running %s on %s: %d people in the gallery, threshold %.3f", rt.model_path.name,
+                    src.description, len(rt.gallery.names()), rt.threshold)
+        with stopper:
+            stats = run_loop(src, rt.recognizer, sinks, max_frames=max_frames, fps_limit=fps_limit,
+                             stop=stopper.event, keep_image=bool(server or saver))
+        status.clear()
+        summary = stats.summary({
+            "source": spec.text,
+            "model": str(rt.model_path),
+            "backend": rt.recognizer.embedder.model.backend.name,
+            "detector": getattr(rt.recognizer.detector, "kind", detector),
+            "threshold": rt.threshold,
+            "gallery": str(rt.gallery_path) if rt.gallery_path else None,
+            "people": len(rt.gallery.names()),
+            "stopped_by": stopper.signal_name,
+            "capture": src.stats.to_dict(),
+            **({"unknown_saved": saver.saved} if saver else {}),
+        })
+        writer.write_summary(summary)
+    finally:
+        if src is not None:
+            src.close()
+        if server is not None:
+            server.close()
+        if out is not None and out is not sys.stdout:
+            out.close()
+        status.clear()
+        logger.removeHandler(status)
+        logger.setLevel(saved_level)
+        logger.propagate = saved_propagate
+    _print_summary(summary)
+
+
+def _print_summary(s: dict) -> None:
+    m = s["median_ms"]
+    rows = [[s["frames"], s["faces"], f"{s['fps']:.1f}", *(f"{m[k]:.2f}" for k in m), f"{s['median_frame_ms']:.2f}"]]
+    print_table("run summary (median ms per stage)", ["frames", "faces", "fps", *m, "frame"], rows, to_stdout=False)
+    if s["identities"]:
+        print_table("identities seen", ["identity", "faces"], [[k, v] for k, v in s["identities"].items()],
+                    to_stdout=False)
+    notes = []
+    if s.get("first_frame_s") is not None:
+        notes.append(f"first frame {s['first_frame_s']:.2f} s after start")
+    if s.get("peak_rss_mb") is not None:
+        notes.append(f"peak RSS {s['peak_rss_mb']:.0f} MiB")
+    cap = s.get("capture", {})
+    if cap.get("dropped"):
+        notes.append(f"{cap['dropped']} frames dropped (newest frame kept)")
+    if cap.get("reconnects") or cap.get("outages"):
+        notes.append(f"source dropped {cap.get('outages', 0)}x, reopened {cap.get('reconnects', 0)}x")
+    if cap.get("skipped"):
+        notes.append(f"{cap['skipped']} unreadable images skipped")
+    if cap.get("ended_early"):
+        notes.append(cap["ended_early"])
+    if s.get("stopped_by"):
+        notes.append(f"stopped by {s['stopped_by']}")
+    if notes:
+        typer.echo("; ".join(notes), err=True)
+
+
+def _self_test(model, fmt, detector, threads, backend, delegate) -> None:
+    from edgeface.runtime.selftest import self_test
+
+    result = self_test(model, fmt=fmt, detector=detector, threads=threads, backend=backend, delegate=delegate)
+    typer.echo(json.dumps(result, indent=2))
+    if not result["ok"]:
+        failed = [k for k, v in result["checks"].items() if not v]
+        reason = result.get("error") or f"failed checks: {', '.join(failed)}"
+        typer.echo(f"error: self-test failed: {reason}", err=True)
+        raise typer.Exit(code=1)
+
+
+# --- enroll ---------------------------------------------------------------------------------
+
+
+def _expand_photos(paths: List[Path]) -> list[Path]:
+    from edgeface.runtime.images import is_image_file
+
+    photos: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f))
+            if not found:
+                raise UserError(f"no images in folder {p}")
+            photos.extend(found)
+        elif p.is_file():
+            photos.append(p)
+        else:
+            raise UserError(f"photo not found: {p}")
+    return photos
+
+
+def enroll_cmd(
+    name: str = typer.Argument(..., help="The person's name, as `edgeface run` will report it."),
+    images: List[Path] = typer.Argument(..., help="Photos of this person (files or folders), one face each."),
+    gallery: Path = typer.Option(Path(DEFAULT_GALLERY), "--gallery", "-g", help="Gallery file to add to (created if "
+                                 "missing)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Model file of the bundle (default: int8 when present)."),
+    detector: str = typer.Option("short", help="Face detector: short, full or haar."),
+    pick: Optional[str] = typer.Option(None, help="With several faces in a photo: 'largest' enrolls the largest "
+                                       "(default: skip the photo)."),
+    replace: bool = typer.Option(False, "--replace", help="Replace this person's existing embeddings instead of "
+                                 "adding to them."),
+    threads: Optional[int] = typer.Option(None, help="Interpreter threads."),
+    backend: Optional[str] = typer.Option(None, help="TFLite interpreter: ai_edge_litert, tflite_runtime, tensorflow."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Enroll a person from photos: detect, align and embed one face per photo into the gallery."""
+    from edgeface.runtime.gallery import Gallery, check_name
+    from edgeface.runtime.pipeline import enroll_photos, load_recognizer
+
+    check_name(name)
+    _choice(detector, DETECTOR_CHOICES, "--detector")
+    _choice(pick, PICK_CHOICES, "--pick")
+    _choice(backend, BACKEND_CHOICES, "--backend")
+    _choice(fmt, FORMAT_CHOICES, "--format")
+    photos = _expand_photos(images)
+    rt = load_recognizer(model, None, fmt=fmt, detector=detector, threads=threads, backend=backend)
+    # Read (and check) the gallery before the work: a corrupt one or another model's stops us here, untouched.
+    store = Gallery.open_or_create(gallery, rt.model_id)
+    with progress_bar(f"enrolling {name}", disable=as_json) as advance:
+        embeddings, sources, rows = enroll_photos(rt.recognizer, photos, pick=pick, progress=advance)
+    if not len(embeddings):
+        reasons = "; ".join(f"{Path(r.photo).name}: {r.detail}" for r in rows[:5])
+        raise UserError(f"no photo of {name!r} could be enrolled ({reasons}); {gallery} was not changed")
+    warnings = _lookalike_warnings(store, name, embeddings, sources, rt.threshold)
+    replaced = store.remove(name) if replace and name in store.names() else 0
+    store.add(name, embeddings, sources)
+    store.save(gallery)
+    report = {"name": name, "gallery": str(gallery), "enrolled": len(embeddings), "replaced": replaced,
+              "skipped": len(rows) - len(embeddings), "people": len(store.names()), "embeddings": len(store),
+              "photos": [r.to_dict() for r in rows], "warnings": warnings}
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    print_table(f"enroll {name}", ["photo", "faces", "result", "detail"],
+                [[Path(r.photo).name, r.faces, r.status, r.detail] for r in rows])
+    for w in warnings:
+        typer.echo(f"warning: {w}", err=True)
+    typer.echo(f"{name}: {len(embeddings)} embedding(s) added{f', {replaced} replaced' if replaced else ''}; "
+               f"{gallery} holds {len(store.names())} people, {len(store)} embeddings", err=True)
+
+
+def _lookalike_warnings(store, name: str, embeddings, sources, threshold: float) -> list[str]:
+    """Photos that already match somebody else: a mislabelled photo or two names for one person."""
+    if not len(store):
+        return []
+    from edgeface.runtime.matcher import Matcher
+
+    others = [i for i, label in enumerate(store.labels) if label != name]
+    if not others:
+        return []
+    matcher = Matcher(store.embeddings[others], [store.labels[i] for i in others], threshold)
+    return [f"{Path(src).name} matches {m.identity!r} (cosine {m.score:.2f}): check that it shows {name}"
+            for src, m in zip(sources, matcher.match(embeddings)) if m.known]
+
+
+# --- gallery ----------------------------------------------------------------------------------
+
+gallery_app = typer.Typer(help="List, remove and rename enrolled people.", no_args_is_help=True)
+
+
+@gallery_app.command("list")
+@user_errors
+def gallery_list(
+    gallery: Path = typer.Option(Path(DEFAULT_GALLERY), "--gallery", "-g", help="Gallery file."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """List enrolled people with their number of embeddings."""
+    from edgeface.runtime.gallery import Gallery
+
+    g = Gallery.load(gallery)
+    people = g.people()
+    if as_json:
+        typer.echo(json.dumps({"gallery": str(gallery), "model": g.model.to_dict(), "created": g.created,
+                               "updated": g.updated, "embeddings": len(g), "people": people}, indent=2))
+        return
+    print_table(f"{gallery}: {len(people)} people, {len(g)} embeddings",
+                ["name", "embeddings", "first added", "last added"],
+                [[p["name"], p["embeddings"], _when(p["first_added"]), _when(p["last_added"])] for p in people])
+    typer.echo(f"model {g.model.short()}, {g.model.embedding_dim}-d embeddings", err=True)
+
+
+def _when(iso: Optional[str]) -> str:
+    """'2025-01-31T12:34:56+00:00' -> '2025-01-31 12:34' for tables (the JSON keeps the full time)."""
+    return (iso or "")[:16].replace("T", " ")
+
+
+@gallery_app.command("remove")
+@user_errors
+def gallery_remove(
+    name: str = typer.Argument(..., help="The person to remove."),
+    gallery: Path = typer.Option(Path(DEFAULT_GALLERY), "--gallery", "-g", help="Gallery file."),
+) -> None:
+    """Remove a person and all their embeddings."""
+    from edgeface.runtime.gallery import Gallery
+
+    g = Gallery.load(gallery)
+    n = g.remove(name)
+    g.save(gallery)
+    typer.echo(f"removed {name} ({n} embedding(s)); {gallery} holds {len(g.names())} people", err=True)
+
+
+@gallery_app.command("rename")
+@user_errors
+def gallery_rename(
+    old: str = typer.Argument(..., help="Current name."),
+    new: str = typer.Argument(..., help="New name."),
+    gallery: Path = typer.Option(Path(DEFAULT_GALLERY), "--gallery", "-g", help="Gallery file."),
+) -> None:
+    """Rename a person."""
+    from edgeface.runtime.gallery import Gallery
+
+    g = Gallery.load(gallery)
+    n = g.rename(old, new)
+    g.save(gallery)
+    typer.echo(f"renamed {old} to {new} ({n} embedding(s))", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(user_errors(run_cmd))
+    app.command("enroll")(user_errors(enroll_cmd))
+    app.add_typer(gallery_app, name="gallery", help="List, remove and rename enrolled people.")

@@ -1,0 +1,306 @@
+"""The gallery: enrolled face embeddings, one file, tied to the model that made them.
+
+Format (``.npz``, version 1), chosen over SQLite because the runtime needs the
+embeddings as one contiguous float32 matrix for vectorised matching, a gallery
+is small enough to be rewritten whole on every change (so one temp file + one
+``os.replace`` makes every write atomic, with no journal or WAL files beside it),
+and the zip container's CRC-32 per member catches corruption when it is read.
+Nothing in it needs pickle: it is read with ``allow_pickle=False``.
+
+Members:
+
+- ``header``: UTF-8 JSON as a uint8 array: ``format``, ``version``, the model's
+  identity (``model.sha256`` of the TFLite file, ``model.source_sha256`` of the
+  trained network it was exported from, name, embedding dimension), created/updated
+  times, and one entry per embedding row (``name``, ``source``, ``added``).
+- ``embeddings``: float32 (N, D), unit length.
+
+Embeddings are only comparable when made by the same network, so a gallery made
+with another model is refused.  The identity compared is the trained network's
+checksum from the bundle's provenance when both sides have it (the fp32, int8 and
+Edge TPU files of one network produce interchangeable embeddings), otherwise the
+TFLite file's own SHA-256.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from edgeface.errors import UserError
+
+FORMAT_NAME = "edgeface-gallery"
+FORMAT_VERSION = 1
+UNKNOWN = "unknown"  # the identity reported for faces matching nobody; not enrollable
+DEFAULT_GALLERY = Path("gallery.npz")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class ModelId:
+    """What identifies the embedding model a gallery belongs to."""
+
+    sha256: str
+    embedding_dim: int
+    source_sha256: Optional[str] = None
+    name: str = ""
+
+    @classmethod
+    def from_bundle(cls, bundle, fmt: Optional[str] = None) -> ModelId:
+        """The identity of the model file ``fmt`` of a :class:`edgeface.runtime.bundle.Bundle`."""
+        provenance = bundle.manifest.get("provenance") or {}
+        return cls(
+            sha256=bundle.model_sha256(fmt),
+            embedding_dim=bundle.embedding_dim,
+            source_sha256=provenance.get("source_sha256") or None,
+            name=str(bundle.manifest.get("model", {}).get("name", "")),
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelId:
+        return cls(sha256=str(d["sha256"]), embedding_dim=int(d["embedding_dim"]),
+                   source_sha256=d.get("source_sha256") or None, name=str(d.get("name", "")))
+
+    def to_dict(self) -> dict:
+        return {"sha256": self.sha256, "source_sha256": self.source_sha256, "name": self.name,
+                "embedding_dim": self.embedding_dim}
+
+    def same_network(self, other: ModelId) -> bool:
+        """True when embeddings of the two models can be compared."""
+        if self.embedding_dim != other.embedding_dim:
+            return False
+        if self.source_sha256 and other.source_sha256:
+            return self.source_sha256 == other.source_sha256
+        return self.sha256 == other.sha256
+
+    def short(self) -> str:
+        digest = self.source_sha256 or self.sha256
+        return f"{self.name or 'model'} ({digest[:12]})"
+
+
+class GalleryError(UserError):
+    """A gallery file that cannot be used (corrupt, other model, unknown version)."""
+
+
+@dataclass
+class Gallery:
+    """Enrolled embeddings with their names; load with :meth:`load`, write with :meth:`save`."""
+
+    model: ModelId
+    embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    entries: list[dict] = field(default_factory=list)  # one per row: name, source, added
+    created: str = field(default_factory=_now)
+    updated: str = field(default_factory=_now)
+
+    def __post_init__(self) -> None:
+        if self.embeddings.size == 0:
+            self.embeddings = np.zeros((0, self.model.embedding_dim), np.float32)
+
+    # --- queries ---------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def labels(self) -> list[str]:
+        """The name of every embedding row."""
+        return [e["name"] for e in self.entries]
+
+    def names(self) -> dict[str, int]:
+        """Enrolled people and how many embeddings each has, in enrollment order."""
+        counts: dict[str, int] = {}
+        for e in self.entries:
+            counts[e["name"]] = counts.get(e["name"], 0) + 1
+        return counts
+
+    def people(self) -> list[dict]:
+        """One row per person: name, embeddings, first and last time added."""
+        rows: dict[str, dict] = {}
+        for e in self.entries:
+            r = rows.setdefault(e["name"], {"name": e["name"], "embeddings": 0, "first_added": e.get("added"),
+                                            "last_added": e.get("added")})
+            r["embeddings"] += 1
+            r["last_added"] = e.get("added")
+        return list(rows.values())
+
+    # --- changes (in memory; call save) -----------------------------------------
+
+    def add(self, name: str, embeddings: np.ndarray, sources: Sequence[str]) -> None:
+        """Append embeddings (N, D) of ``name``, one source description per row."""
+        check_name(name)
+        embeddings = np.asarray(embeddings, np.float32).reshape(-1, self.model.embedding_dim)
+        if len(embeddings) != len(sources):
+            raise ValueError("one source per embedding row is required")
+        if not np.isfinite(embeddings).all():
+            raise UserError(f"refusing to enroll {name!r}: the model produced non-finite embeddings")
+        added = _now()
+        self.embeddings = np.concatenate([self.embeddings, embeddings]).astype(np.float32)
+        self.entries.extend({"name": name, "source": str(s), "added": added} for s in sources)
+        self.updated = added
+
+    def remove(self, name: str) -> int:
+        """Remove every embedding of ``name``; returns how many were removed."""
+        self._require(name)
+        keep = np.array([e["name"] != name for e in self.entries], bool)
+        removed = int((~keep).sum())
+        self.embeddings = self.embeddings[keep]
+        self.entries = [e for e, k in zip(self.entries, keep) if k]
+        self.updated = _now()
+        return removed
+
+    def rename(self, old: str, new: str) -> int:
+        """Rename a person; refuses to merge into an existing name. Returns the rows renamed."""
+        self._require(old)
+        check_name(new)
+        if new != old and new in self.names():
+            raise UserError(f"{new!r} is already enrolled: remove it first or choose another name")
+        n = 0
+        for e in self.entries:
+            if e["name"] == old:
+                e["name"] = new
+                n += 1
+        self.updated = _now()
+        return n
+
+    def _require(self, name: str) -> None:
+        names = self.names()
+        if name not in names:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(names), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            listed = ", ".join(list(names)[:10]) or "nobody"
+            raise UserError(f"{name!r} is not in the gallery{hint}; enrolled: {listed}")
+
+    def check_model(self, model: ModelId, path: str | os.PathLike = "the gallery") -> None:
+        """Refuse to match against embeddings made by another network."""
+        if not self.model.same_network(model):
+            raise GalleryError(
+                f"{path} was enrolled with model {self.model.short()}, dim {self.model.embedding_dim}, but the "
+                f"current model is {model.short()}, dim {model.embedding_dim}: embeddings of different models "
+                "cannot be compared; pass the gallery's --model or re-enroll into a new gallery"
+            )
+
+    # --- file -------------------------------------------------------------------
+
+    def header(self) -> dict:
+        return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "model": self.model.to_dict(),
+                "created": self.created, "updated": self.updated, "count": len(self.entries),
+                "entries": self.entries}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the gallery atomically: a temp file in the same folder, then ``os.replace``."""
+        path = Path(path)
+        header = np.frombuffer(json.dumps(self.header()).encode("utf-8"), dtype=np.uint8)
+        buf = io.BytesIO()
+        np.savez(buf, header=header, embeddings=np.ascontiguousarray(self.embeddings, np.float32))
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(buf.getvalue())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, model: Optional[ModelId] = None) -> Gallery:
+        """Read a gallery; with ``model``, also refuse one made by another network.
+
+        Any defect (truncated, not a gallery, bad checksum, unknown version) raises
+        :class:`GalleryError` with one line; the file itself is never touched.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise GalleryError(f"gallery not found: {path} (create it with `edgeface enroll NAME PHOTO... "
+                               f"--gallery {path}`)")
+        header, emb = _read_members(path)
+        if header.get("format") != FORMAT_NAME:
+            raise GalleryError(f"{path} is not an edgeface gallery (no '{FORMAT_NAME}' header)")
+        version = header.get("version")
+        if version != FORMAT_VERSION:
+            raise GalleryError(f"{path} is gallery format version {version!r}; this edgeface reads version "
+                               f"{FORMAT_VERSION}: upgrade edgeface or re-enroll")
+        try:
+            gallery_model = ModelId.from_dict(header["model"])
+            entries = list(header["entries"])
+            names_ok = all(isinstance(e.get("name"), str) for e in entries)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise GalleryError(f"{path} is corrupt: its header is incomplete; restore a backup or re-enroll") from None
+        if not names_ok or emb.ndim != 2 or emb.shape != (len(entries), gallery_model.embedding_dim) \
+                or emb.dtype != np.float32:
+            raise GalleryError(f"{path} is corrupt: {emb.shape} embeddings for {len(entries)} entries of dimension "
+                               f"{gallery_model.embedding_dim}; restore a backup or re-enroll")
+        gallery = cls(model=gallery_model, embeddings=emb, entries=entries,
+                      created=str(header.get("created", "")), updated=str(header.get("updated", "")))
+        if model is not None:
+            gallery.check_model(model, path)
+        return gallery
+
+    @classmethod
+    def open_or_create(cls, path: str | os.PathLike, model: ModelId) -> Gallery:
+        """The gallery at ``path`` (checked against ``model``), or a new empty one if the file does not exist."""
+        if Path(path).exists():
+            return cls.load(path, model)
+        return cls(model=model)
+
+
+def _read_members(path: Path) -> tuple[dict, np.ndarray]:
+    corrupt = f"{path} is corrupt or truncated"
+    hint = "; it was left untouched: restore a backup or delete it and re-enroll"
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":  # every .npz is a zip archive
+        what = "empty file" if not magic else "not an .npz archive"
+        raise GalleryError(f"{corrupt} ({what}){hint}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            members = set(npz.files)
+            if not {"header", "embeddings"} <= members:
+                if members:
+                    raise GalleryError(f"{path} is not an edgeface gallery (members: {', '.join(sorted(members))})")
+                raise GalleryError(f"{corrupt} (no members){hint}")
+            raw = npz["header"]
+            emb = npz["embeddings"]
+    except GalleryError:
+        raise
+    except zipfile.BadZipFile as exc:
+        raise GalleryError(f"{corrupt} ({exc}){hint}") from None
+    except (ValueError, OSError, EOFError, zipfile.LargeZipFile) as exc:
+        # np.load raises ValueError/OSError for files that are not npz at all, and for
+        # object arrays (which would need pickle).
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise GalleryError(f"{corrupt} ({reason}){hint}") from None
+    try:
+        if raw.dtype != np.uint8:
+            raise ValueError("header is not uint8 text")
+        header = json.loads(raw.tobytes().decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise GalleryError(f"{corrupt} (unreadable header: {exc}){hint}") from None
+    return header, emb
+
+
+def check_name(name: str) -> None:
+    """Names are free text, except empty ones and the reserved 'unknown'."""
+    if not name or not name.strip():
+        raise UserError("a person's name cannot be empty")
+    if name.strip().lower() == UNKNOWN:
+        raise UserError(f"{name!r} is reserved for faces that match nobody: choose another name")
+    if name != name.strip():
+        raise UserError(f"{name!r} has leading or trailing spaces: remove them")

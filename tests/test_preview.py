@@ -1,0 +1,160 @@
+"""The --preview web page: address parsing, the MJPEG server, and the real page in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeface.errors import UserError
+from edgeface.runtime.images import read_image
+from edgeface.runtime.preview import KNOWN_BGR, UNKNOWN_BGR, PreviewServer, annotate, parse_host_port
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1000,700"]
+
+
+def test_parse_host_port():
+    assert parse_host_port("8080") == ("127.0.0.1", 8080)
+    assert parse_host_port(":9000") == ("127.0.0.1", 9000)
+    assert parse_host_port("0.0.0.0:8080") == ("0.0.0.0", 8080)
+    assert parse_host_port("[::1]:8080") == ("::1", 8080)
+    for bad in ("localhost", "host:", "a:b:c", "[::1]"):
+        with pytest.raises(UserError, match=r"is not HOST:PORT \(e\.g\. 127\.0\.0\.1:8080"):
+            parse_host_port(bad)
+    with pytest.raises(UserError, match="port 70000 is out of range"):
+        parse_host_port("127.0.0.1:70000")
+
+
+def face(box, identity="ada", score=0.8):
+    return SimpleNamespace(box=np.array(box, np.float32), identity=identity, score=score)
+
+
+def test_annotate_draws_boxes_in_the_identity_colour():
+    image = np.full((200, 300, 3), 128, np.uint8)
+    out = annotate(image, [face([20, 60, 100, 150]), face([150, 60, 250, 150], "unknown", 0.1)])
+    assert out.shape == image.shape and image[100, 20].tolist() == [128, 128, 128]  # input untouched
+    assert out[100, 20].tolist() == list(KNOWN_BGR) and out[100, 150].tolist() == list(UNKNOWN_BGR)
+
+
+def read_mjpeg_parts(url: str, n: int, timeout: float = 10) -> list[np.ndarray]:
+    """Read ``n`` JPEG parts of a multipart/x-mixed-replace stream."""
+    parts = []
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        assert resp.headers["Content-Type"].startswith("multipart/x-mixed-replace; boundary=")
+        while len(parts) < n:
+            line = resp.readline()
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+                resp.readline()  # blank line before the body
+                parts.append(cv2.imdecode(np.frombuffer(resp.read(length), np.uint8), cv2.IMREAD_COLOR))
+    return parts
+
+
+def test_server_streams_frames_page_and_status(media_dir):
+    image = read_image(media_dir / "obama_small.jpg")
+    server = PreviewServer(port=0, source="test source", max_fps=50).start()
+    stop = threading.Event()
+
+    def feed():
+        while not stop.is_set():
+            server.publish(image, [face([10, 10, 60, 60], "obama", 0.9)])
+            time.sleep(0.02)
+
+    threading.Thread(target=feed, daemon=True).start()
+    try:
+        assert server.host == "127.0.0.1" and server.url.startswith("http://127.0.0.1:")
+        page = urllib.request.urlopen(server.url, timeout=5).read().decode()
+        assert '<img id="stream"' in page and "/stream.mjpg" in page and "test source" in page
+        parts = read_mjpeg_parts(server.url + "stream.mjpg", 3)
+        assert all(p.shape == image.shape for p in parts)
+        assert server.frames_sent >= 3
+        status = json.loads(urllib.request.urlopen(server.url + "status.json", timeout=5).read())
+        assert status["frame"] > 0 and status["fps"] > 0
+        assert status["detections"] == [{"box": [10.0, 10.0, 60.0, 60.0], "identity": "obama", "score": 0.9}]
+        jpeg = urllib.request.urlopen(server.url + "frame.jpg", timeout=5).read()
+        assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == image.shape
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(server.url + "nothing", timeout=5)
+    finally:
+        stop.set()
+        server.close()
+
+
+def test_port_in_use_is_one_clear_line():
+    first = PreviewServer(port=0).start()
+    try:
+        with pytest.raises(UserError, match=rf"^cannot serve the preview on 127\.0\.0\.1:{first.port}: .*choose "
+                                            "another port"):
+            PreviewServer(port=first.port).start()
+    finally:
+        first.close()
+
+
+@pytest.fixture(scope="module")
+def two_people_video(media_dir, tmp_path_factory) -> Path:
+    """Ten seconds of two_people.jpg as a video: every frame has two faces to box."""
+    image = cv2.imread(str(media_dir / "two_people.jpg"))
+    h, w = image.shape[:2]
+    image = cv2.resize(image, (640, round(h * 640 / w) // 2 * 2))
+    path = tmp_path_factory.mktemp("video") / "two_people.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, image.shape[1::-1])
+    for _ in range(300):
+        writer.write(image)
+    writer.release()
+    return path
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package `chromium`; .ci/run installs "
+                                             "it)")
+def test_preview_page_in_headless_chromium(exported_bundle, two_people_video, tmp_path):
+    """`edgeface run --preview` on a real video; Chromium loads the page, shows the stream, takes a screenshot."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeface", "run", "-s", str(two_people_video), "-m", str(exported_bundle),
+         "--preview", "127.0.0.1:0", "--fps-limit", "30", "--events", str(tmp_path / "events.jsonl")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        url = None
+        for line in proc.stderr:
+            if "preview at " in line:
+                url = line.split("preview at ", 1)[1].strip()
+                break
+        assert url and url.startswith("http://127.0.0.1:"), "the run did not announce its preview URL"
+        threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep draining the status output
+        shot = tmp_path / "preview.png"
+        common = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}",
+                  "--virtual-time-budget=2500"]
+        subprocess.run([*common, f"--screenshot={shot}", url], capture_output=True, timeout=90)
+        dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=90).stdout
+        status = json.loads(urllib.request.urlopen(url + "status.json", timeout=5).read())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert proc.returncode == 0
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    # The page loaded and its script ran: the status line shows the frame counter and the two faces.
+    assert '<img id="stream" alt="live stream" src="/stream.mjpg">' in dom
+    assert '<div id="status">frame ' in dom and dom.count("unknown ") >= 2
+    # The browsers received MJPEG frames, and the screenshot shows one with its boxes drawn.
+    assert status["frames_sent"] >= 2 and len(status["detections"]) == 2
+    png = cv2.imread(str(shot)).astype(int)
+    assert len(np.unique(png.reshape(-1, 3), axis=0)) > 2000, "no video frame in the screenshot"
+    box_pixels = (np.abs(png - np.array(UNKNOWN_BGR)).sum(axis=2) < 40).sum()
+    assert box_pixels > 300, "no face box in the screenshot"
