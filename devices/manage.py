@@ -1,0 +1,144 @@
+"""``edgeface rollback`` and ``edgeface status``: move `current` back, and report what a board runs."""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from edgeface.devices.flash import FlashResult, StepCallback, StepFailed, StepRunner, connect_step
+from edgeface.devices.inventory import Board
+from edgeface.devices.profiles import detect_profile
+from edgeface.devices.release import run_args
+from edgeface.devices.remote import (
+    RELEASES,
+    append_event,
+    failed_checks,
+    health_check,
+    read_service_info,
+    remote_probe,
+    switch_current,
+)
+from edgeface.devices.service import restart_service, service_state
+from edgeface.devices.ssh import SSHConnection, SSHOptions
+from edgeface.errors import UserError
+
+
+def rollback_board(board: Board, options: SSHOptions, to: Optional[str] = None, check: bool = True,
+                   health_timeout: float = 300.0, on_step: Optional[StepCallback] = None) -> FlashResult:
+    """Make the previous healthy release (or ``to``) current again, and restart the service on it."""
+    result = FlashResult(board=board.name, address=board.address)
+    steps = StepRunner(result, on_step)
+    t0 = time.perf_counter()
+    conn = SSHConnection(board, options)
+    ctx: dict = {}
+    try:
+        steps.run("connect", lambda: connect_step(conn))
+
+        def pick() -> str:
+            ident = remote_probe(conn, board.python, "identity", board.remote_dir)
+            ctx["identity"], ctx["root"] = ident, ident["remote_dir"]
+            state = remote_probe(conn, board.python, "state", ctx["root"], "0")
+            current = state.get("current")
+            result.previous = current
+            ids = [r["id"] for r in state["releases"]]
+            healthy = [r["id"] for r in state["releases"] if r["healthy"]]
+            if not ids:
+                raise UserError(f"nothing to roll back on {board.address}: no release under {ctx['root']}")
+            if to:
+                if to not in ids:
+                    raise UserError(f"no release {to!r} on {board.address}: it has {', '.join(ids)}")
+                if to not in healthy:
+                    raise UserError(f"release {to} on {board.address} never passed its health check; "
+                                    "refusing to make it current")
+                target = to
+            else:
+                older = [r for r in healthy if current is None or r < current]
+                if not older:
+                    raise UserError(f"no release older than {current} on {board.address} to roll back to "
+                                    f"(releases: {', '.join(ids)})")
+                target = older[-1]
+            if target == current:
+                raise UserError(f"release {target} is already current on {board.address}")
+            ctx["release_id"] = target
+            ctx["release_dir"] = f"{ctx['root']}/{RELEASES}/{target}"
+            info = next(r for r in state["releases"] if r["id"] == target)["info"]
+            ctx["settings"] = info.get("settings") or {}
+            result.version = info.get("edgeface_version")
+            return f"{current or 'none'} -> {target}"
+
+        steps.run("check", pick)
+        if check:
+            def health() -> str:
+                args = run_args(ctx["settings"], self_test=True)
+                report = health_check(conn, ctx["release_dir"], args, health_timeout)
+                if not report.get("ok"):
+                    raise UserError(f"release {ctx['release_id']} fails its self-test now: {failed_checks(report)}")
+                return "self-test passed"
+
+            steps.run("health", health)
+        else:
+            steps.record("health", "skipped", 0.0, "skipped: --no-check")
+
+        def switch() -> str:
+            switch_current(conn, ctx["root"], ctx["release_id"])
+            return f"current -> {RELEASES}/{ctx['release_id']}"
+
+        steps.run("switch", switch)
+        result.release = ctx["release_id"]
+
+        def service() -> str:
+            info = read_service_info(conn, ctx["root"])
+            if info is None:
+                return "skipped: no service was installed by edgeface flash"
+            if not ctx["identity"].get("systemd"):
+                return "skipped: systemd is not running on this board"
+            ok, state = restart_service(conn, info)
+            if not ok:
+                # Leave the board as it was rather than on a release whose service will not start.
+                back = ""
+                if result.previous:
+                    switch_current(conn, ctx["root"], result.previous)
+                    result.release = result.previous
+                    again, _ = restart_service(conn, info)
+                    back = f"; back on release {result.previous}" + ("" if again else " (its service is down too)")
+                raise UserError(f"the {info['name']} service did not stay up after the rollback ({state}){back}")
+            return f"{info['name']} restarted: {state}"
+
+        steps.run("service", service)
+        result.ok = True
+    except StepFailed as exc:
+        result.failed_step, result.error = exc.step, exc.message
+        if result.release is None:
+            result.release = result.previous
+    finally:
+        result.seconds = time.perf_counter() - t0
+        if ctx.get("root"):
+            append_event(conn, ctx["root"], {
+                "event": "rollback", "status": "ok" if result.ok else "failed", "release": ctx.get("release_id"),
+                "current": result.release, "previous": result.previous, "step": result.failed_step,
+                "message": result.error, "seconds": round(result.seconds, 2),
+            })
+        conn.close()
+    return result
+
+
+def board_status(board: Board, options: SSHOptions, events: int = 10) -> dict:
+    """Identity, releases, `current`, service state and the last events of one board."""
+    with SSHConnection(board, options) as conn:
+        ident = remote_probe(conn, board.python, "identity", board.remote_dir)
+        state = remote_probe(conn, board.python, "state", ident["remote_dir"], str(events))
+        info = read_service_info(conn, ident["remote_dir"])
+        if info is None:
+            service = {"state": "not installed", "detail": "no service installed by edgeface flash"}
+        elif not ident.get("systemd"):
+            service = {"state": "unknown", "detail": "systemd is not running", **info}
+        else:
+            service = {"state": service_state(conn, info), **info}
+    try:
+        profile = board.profile or detect_profile(ident.get("model") if ident.get("model_from_device_tree") else None,
+                                                  ident.get("machine", ""), ident.get("usb_ids", [])).profile.name
+    except UserError as exc:  # an architecture without a profile: say so, the rest of the status stands
+        profile = f"none ({exc})"
+    return {"board": board.name, "address": board.address, "identity": ident, "profile": profile,
+            "current": state.get("current"), "releases": state["releases"], "incomplete": state["incomplete"],
+            "service": service, "events": state["events"], "remote_dir": state["remote_dir"]}

@@ -1,0 +1,160 @@
+"""A release before it reaches a board: the checked bundle and gallery, the wheel, and its settings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from edgeface.devices.inventory import Board
+from edgeface.devices.profiles import BoardProfile, detect_profile, get_profile
+from edgeface.devices.remote import GALLERY_NAME, q
+from edgeface.devices.wheels import build_runtime_wheel
+from edgeface.errors import UserError
+
+
+@dataclass
+class LocalRelease:
+    """What is uploaded to every board, prepared once per command."""
+
+    wheel: Path
+    bundle_root: Path
+    bundle_files: list[tuple[Path, str]]  # (local file, path inside bundle/)
+    manifest: dict
+    gallery: Optional[Path]
+    content_id: str
+    edgeface_version: str
+    workdir: Path
+    seconds: float = 0.0  # time spent preparing it
+
+    @property
+    def model_name(self) -> str:
+        return str(self.manifest.get("model", {}).get("name", "model"))
+
+    @property
+    def formats(self) -> list[str]:
+        return [f["format"] for f in self.manifest.get("files", [])]
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def prepare_release(bundle_dir: Path, gallery: Optional[Path] = None, fmt: Optional[str] = None,
+                    wheel: Optional[Path] = None, workdir: Optional[Path] = None) -> LocalRelease:
+    """Check the bundle and gallery here, build the wheel: everything that does not need the board."""
+    from edgeface import __version__
+    from edgeface.runtime.bundle import MANIFEST_NAME, Bundle, sha256_file
+
+    t0 = time.perf_counter()
+    bundle = Bundle.load(bundle_dir)
+    if not bundle.files:
+        raise UserError(f"bundle {bundle.root} lists no model files: re-run `edgeface export`")
+    files: list[tuple[Path, str]] = [(bundle.root / MANIFEST_NAME, MANIFEST_NAME)]
+    for entry in list(bundle.files) + list(bundle.manifest.get("detectors", [])):
+        path = bundle.root / entry["path"]
+        bundle.verify(path, entry)  # refuse a corrupted bundle here, before touching any board
+        files.append((path, entry["path"]))
+    if fmt is not None:
+        bundle.entry(fmt)  # fails with the formats the bundle has
+    if gallery is not None:
+        gallery = Path(gallery)
+        if not gallery.is_file():
+            raise UserError(f"gallery file not found: {gallery} (make one with `edgeface enroll`)")
+        from edgeface.runtime.gallery import Gallery, ModelId
+
+        # Refuses a gallery enrolled with another model (its embeddings would not compare).
+        Gallery.load(gallery, ModelId.from_bundle(bundle, fmt if fmt in bundle.formats else None))
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="edgeface-flash-"))
+    if wheel is not None:
+        wheel = Path(wheel)
+        if not wheel.is_file() or not wheel.name.startswith("edgeface-") or wheel.suffix != ".whl":
+            raise UserError(f"--wheel {wheel}: not an edgeface wheel file (edgeface-X-py3-none-any.whl)")
+    else:
+        wheel = build_runtime_wheel(workdir)
+    h = hashlib.sha256()
+    for path in [wheel] + [p for p, _ in files] + ([gallery] if gallery else []):
+        h.update(sha256_file(path).encode())
+    version = wheel.name.split("-")[1] if wheel.name.count("-") >= 2 else __version__
+    return LocalRelease(wheel=wheel, bundle_root=bundle.root, bundle_files=files, manifest=bundle.manifest,
+                        gallery=gallery, content_id=h.hexdigest(), edgeface_version=version, workdir=workdir,
+                        seconds=time.perf_counter() - t0)
+
+
+def resolve_profile(board: Board, cfg_profile: Optional[str], identity: dict) -> tuple[BoardProfile, str]:
+    """The profile to use: --profile, else the inventory's, else detected from the board."""
+    name = cfg_profile or board.profile
+    if name:
+        return get_profile(name), "given"
+    det = detect_profile(identity.get("model") if identity.get("model_from_device_tree") else None,
+                         identity.get("machine", ""), identity.get("usb_ids", []))
+    return det.profile, f"detected: {det.reason}"
+
+
+def release_settings(profile: BoardProfile, board: Board, local: LocalRelease, fmt: Optional[str] = None,
+                     source: Optional[str] = None, threads: Optional[int] = None) -> dict:
+    """The settings ``edgeface run`` gets on this board: flags beat the inventory, which beats the profile."""
+    if fmt is None:
+        fmt = profile.model_format if profile.model_format in local.formats else None
+        if fmt is None and profile.delegate == "edgetpu":
+            raise UserError(f"profile {profile.name} runs an Edge TPU model but bundle {local.bundle_root} has "
+                            f"none ({', '.join(local.formats)}): compile one with `edgeface export --format "
+                            "edgetpu`, or pick another --profile")
+    return {
+        "profile": profile.name,
+        "model": "bundle",
+        "format": fmt,
+        "source": source or board.source or profile.source,
+        "threads": threads or board.threads or profile.threads,
+        "backend": profile.backend,
+        "delegate": profile.delegate,
+        "gallery": GALLERY_NAME if local.gallery else None,
+    }
+
+
+def run_args(settings: dict, self_test: bool = False) -> list[str]:
+    """``edgeface run`` arguments for a release's settings (paths relative to the release folder)."""
+    args = ["run", "--model", settings["model"]]
+    if settings.get("format"):
+        args += ["--format", settings["format"]]
+    if settings.get("threads"):
+        args += ["--threads", str(settings["threads"])]
+    if settings.get("backend"):
+        args += ["--backend", settings["backend"]]
+    if settings.get("delegate"):
+        args += ["--delegate", settings["delegate"]]
+    if self_test:
+        return args + ["--self-test"]
+    args += ["--source", settings["source"]]
+    if settings.get("gallery"):
+        args += ["--gallery", settings["gallery"]]
+    return args
+
+
+def config_toml(settings: dict, release_id: str) -> str:
+    """``edgeface.toml`` of a release: a record of what it runs with."""
+    lines = [f"# Written by `edgeface flash` for release {release_id}; run.sh runs edgeface with these settings.",
+             "[run]"]
+    for key in ("model", "format", "source", "threads", "backend", "delegate", "gallery"):
+        value = settings.get(key)
+        if value is not None:
+            lines.append(f"{key} = {json.dumps(value)}")
+    lines += ["", "[board]", f"profile = {json.dumps(settings['profile'])}", ""]
+    return "\n".join(lines)
+
+
+def run_script(settings: dict) -> str:
+    """``run.sh``: start the runtime from the release folder (what the service and a person run)."""
+    args = " ".join(q(a) for a in run_args(settings))
+    return ("#!/bin/sh\n"
+            "# Written by `edgeface flash`: runs this release's runtime with its settings (edgeface.toml).\n"
+            'cd "$(dirname "$(readlink -f "$0")")" || exit 1\n'
+            f'exec ./venv/bin/edgeface {args} "$@"\n')

@@ -1,0 +1,85 @@
+"""The systemd unit that keeps ``edgeface run`` going on a board (system-wide or ``systemctl --user``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from edgeface.devices.remote import CURRENT, RUN_SCRIPT, SERVICE_INFO, q
+from edgeface.devices.ssh import SSHConnection
+from edgeface.errors import UserError
+
+SERVICE_MODES = ("system", "user", "none")
+SERVICE_SETTLE_S = 3.0
+
+
+def unit_file(mode: str, root: str, user: str, release_id: str) -> str:
+    """The systemd unit running ``current/run.sh``."""
+    service_user = f"User={user}\n" if mode == "system" and user and user != "root" else ""
+    wanted = "multi-user.target" if mode == "system" else "default.target"
+    return (
+        "[Unit]\n"
+        "Description=edgeface face recognition (written by edgeface flash)\n"
+        "After=network-online.target\nWants=network-online.target\n\n"
+        "[Service]\nType=simple\n"
+        f"{service_user}"
+        f"WorkingDirectory={root}/{CURRENT}\n"
+        f"ExecStart={root}/{CURRENT}/{RUN_SCRIPT}\n"
+        "Environment=PYTHONUNBUFFERED=1\n"
+        "Restart=on-failure\nRestartSec=5\n\n"
+        f"[Install]\nWantedBy={wanted}\n"
+        f"# release at install time: {release_id}\n"
+    )
+
+
+def systemctl(mode: str, uid: int) -> str:
+    if mode == "user":
+        return "systemctl --user"
+    return "systemctl" if uid == 0 else "sudo -n systemctl"
+
+
+def service_state(conn: SSHConnection, info: dict) -> str:
+    """``active`` / ``failed`` / ... of the unit described by service.json."""
+    cmd = f"{systemctl(info['mode'], int(info.get('uid', 1)))} is-active {q(info['name'])}"
+    return conn.run(cmd, timeout=30).stdout.strip() or "unknown"
+
+
+def install_unit(conn: SSHConnection, mode: str, name: str, root: str, ident: dict, release_id: str) -> dict:
+    """Write and enable the unit running ``root/current/run.sh``; record it in service.json; its description."""
+    uid = int(ident.get("uid", 1))
+    if mode == "system":
+        path = f"/etc/systemd/system/{name}.service"
+        writer = f"tee {q(path)} >/dev/null" if uid == 0 else f"sudo -n tee {q(path)} >/dev/null"
+    else:
+        path = f"{ident['home']}/.config/systemd/user/{name}.service"
+        writer = f"mkdir -p {q(os.path.dirname(path))} && cat > {q(path)}"
+    unit = unit_file(mode, root, ident.get("user") or "", release_id)
+    res = conn.run(writer, input=unit, timeout=60)
+    if not res.ok:
+        hint = " (the user needs passwordless sudo for a system service; or use --service user)" \
+            if "sudo" in res.stderr else ""
+        raise UserError(f"writing {path} failed: {res.tail()}{hint}")
+    sc = systemctl(mode, uid)
+    conn.check(f"{sc} daemon-reload && {sc} enable {q(name)}", "enabling the service")
+    if mode == "user":  # keep the user's services running without a login session
+        conn.run(f"loginctl enable-linger {q(ident.get('user') or '')}", timeout=30)
+    info = {"mode": mode, "name": name, "unit": path, "uid": uid}
+    conn.check(f"printf '%s\\n' {q(json.dumps(info))} > {q(root + '/' + SERVICE_INFO)}", "recording the service")
+    return info
+
+
+def restart_service(conn: SSHConnection, info: dict) -> tuple[bool, str]:
+    """Restart the unit and check it is still up a moment later; (ok, state or journal tail)."""
+    sc = systemctl(info["mode"], int(info.get("uid", 1)))
+    res = conn.run(f"{sc} restart {q(info['name'])}", timeout=120)
+    if not res.ok:
+        return False, res.tail()
+    time.sleep(SERVICE_SETTLE_S)
+    state = service_state(conn, info)
+    if state == "active":
+        return True, state
+    journal = "journalctl --user" if info["mode"] == "user" else ("journalctl" if int(info.get("uid", 1)) == 0
+                                                                   else "sudo -n journalctl")
+    log = conn.run(f"{journal} -u {q(info['name'])} -n 5 --no-pager -o cat", timeout=30)
+    return False, f"{state}: {log.tail(2)}"

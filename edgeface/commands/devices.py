@@ -1,0 +1,511 @@
+"""Board commands: ``edgeface flash``, ``rollback``, ``status``, ``benchmark`` and the ``devices`` group."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from edgeface.cli import user_errors
+from edgeface.console import console
+from edgeface.errors import UserError
+
+devices_app = typer.Typer(help="Board profiles: list them, detect a board's.", no_args_is_help=True)
+
+# --- options shared by every command that reaches a board ----------------------------------
+
+TARGET_HELP = "user@host[:port], or a board or group name from --inventory."
+INVENTORY = typer.Option(None, "--inventory", "-I", help="Inventory TOML file listing boards (see README).",
+                         exists=True, dir_okay=False)
+IDENTITY = typer.Option(None, "--identity", "-i", help="SSH private key (default: ssh's own choice).",
+                        exists=True, dir_okay=False)
+KNOWN_HOSTS = typer.Option(None, "--known-hosts", help="known_hosts file to check host keys against "
+                           "(default: ~/.ssh/known_hosts).", dir_okay=False)
+ACCEPT_NEW = typer.Option(False, "--accept-new-host-key", help="Record the host key of a board seen for the first "
+                          "time (a changed key is still refused).")
+SSH_CONFIG = typer.Option(None, "--ssh-config", help="ssh client config file (ssh -F).", exists=True, dir_okay=False)
+SSH_OPTION = typer.Option(None, "--ssh-option", "-o", help="Extra ssh option Key=Value (repeatable).")
+CONNECT_TIMEOUT = typer.Option(10, "--connect-timeout", min=1, help="Seconds to wait for the SSH connection.")
+REMOTE_DIR = typer.Option(None, "--remote-dir", help="Deployment folder on the board (default: ~/.edgeface).")
+PYTHON = typer.Option(None, "--python", help="Python on the board that creates the runtime's venv "
+                      "(default: python3).")
+
+
+def _ssh_options(known_hosts, accept_new, ssh_config, ssh_option, connect_timeout):
+    from edgeface.devices.ssh import SSHOptions
+
+    extra = tuple(ssh_option or ())
+    for opt in extra:
+        if "=" not in opt:
+            raise UserError(f"--ssh-option {opt!r}: expected Key=Value, like ServerAliveInterval=10")
+    return SSHOptions(known_hosts=known_hosts, accept_new_host_key=accept_new, connect_timeout=connect_timeout,
+                      config_file=ssh_config, extra_options=extra)
+
+
+def _boards(target, inventory, all_boards, identity, remote_dir, python):
+    from edgeface.devices.inventory import resolve_targets
+
+    return resolve_targets(target, inventory, all_boards, identity=identity, remote_dir=remote_dir, python=python)
+
+
+class _StepPrinter:
+    """Prints each flash/rollback step as it ends; one board at a time also gets a spinner while it runs."""
+
+    MARKS = {"ok": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[yellow]–[/]"}
+
+    def __init__(self, multi: bool, quiet: bool) -> None:
+        self.multi, self.quiet = multi, quiet
+        self.status = None
+
+    def __call__(self, board: str, step) -> None:
+        if self.quiet:
+            return
+        if step.status == "running":
+            if not self.multi:
+                self.status = console.status(f"{step.title}...")
+                self.status.start()
+            return
+        self.stop()
+        prefix = f"[bold]{board}[/] " if self.multi else ""
+        detail = step.detail.replace("[", "\\[")
+        console.print(f"{prefix}{self.MARKS.get(step.status, '?')} {step.title:<18} {step.seconds:6.1f} s  {detail}",
+                      highlight=False)
+
+    def stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+
+def _wide_table(title: str, columns, rows) -> None:
+    """A result table on stdout that keeps every figure whole when stdout is a pipe or a file.
+
+    Rich fits tables to the terminal; without one it assumes 80 columns, which cuts benchmark figures to
+    "3.…" in logs and CI output.  Terminals keep their own width.
+    """
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    from edgeface.console import stdout
+
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(str(c), no_wrap=True)
+    for r in rows:
+        table.add_row(*[str(v) for v in r])
+    if stdout.is_terminal:
+        stdout.print(table)
+    else:
+        from rich.console import Console
+
+        width = Measurement.get(stdout, stdout.options.update(max_width=10_000), table).maximum
+        Console(width=max(80, width), no_color=True).print(table)
+
+
+def _results_table(title: str, results) -> None:
+    rows = []
+    for r in results:
+        status = "ok" if r.ok else f"FAILED at {r.failed_step}"
+        rows.append([r.board, status, r.release or "-", r.version or "-", f"{r.seconds:.1f}",
+                     "" if r.ok else (r.error or "")[:100]])
+    _wide_table(title, ["board", "status", "release", "version", "seconds", "error"], rows)
+
+
+# --- flash ---------------------------------------------------------------------------------
+
+
+@user_errors
+def flash_cmd(
+    target: Optional[str] = typer.Argument(None, help=TARGET_HELP),
+    bundle: Path = typer.Option(..., "--bundle", "-b", help="Model bundle folder (from `edgeface export`).",
+                                exists=True, file_okay=False),
+    gallery: Optional[Path] = typer.Option(None, "--gallery", "-g", help="Gallery file (from `edgeface enroll`).",
+                                           exists=True, dir_okay=False),
+    inventory: Optional[Path] = INVENTORY,
+    all_boards: bool = typer.Option(False, "--all", help="Flash every board of the inventory."),
+    parallel: int = typer.Option(4, "--parallel", "-j", min=1, help="Boards flashed at the same time."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Board profile (default: the inventory's, else "
+                                          "detected on the board); see `edgeface devices list`."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Bundle format to run (default: the profile's)."),
+    source: Optional[str] = typer.Option(None, "--source", help="Camera source for the service (default: the "
+                                         "profile's, e.g. picamera2 on a Pi)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Interpreter threads (default: profile's)."),
+    offline: bool = typer.Option(False, "--offline", help="Download the dependencies' wheels here for the board's "
+                                 "platform and Python, and install them there without an index."),
+    wheelhouse: Optional[Path] = typer.Option(None, "--wheelhouse", help="Cache folder for --offline wheels "
+                                              "(default: ~/.cache/edgeface/wheelhouse).", file_okay=False),
+    wheel: Optional[Path] = typer.Option(None, "--wheel", help="A prebuilt edgeface wheel (default: built from "
+                                         "this checkout).", exists=True, dir_okay=False),
+    clean_install: bool = typer.Option(False, "--clean-install", help="Install every dependency afresh, even when "
+                                       "the current release has the same ones (they are hard-linked otherwise)."),
+    keep: int = typer.Option(3, "--keep", min=1, help="Releases kept on the board (the current and previous "
+                             "always are)."),
+    service: str = typer.Option("system", "--service", help="systemd unit: system, user (systemctl --user) or "
+                                "none."),
+    service_name: str = typer.Option("edgeface", "--service-name", help="Name of the systemd unit."),
+    min_free_mb: float = typer.Option(100.0, "--min-free-mb", min=0, help="Free disk to leave on the board after "
+                                      "the release, MB."),
+    remote_dir: Optional[str] = REMOTE_DIR,
+    python: Optional[str] = PYTHON,
+    identity: Optional[Path] = IDENTITY,
+    known_hosts: Optional[Path] = KNOWN_HOSTS,
+    accept_new_host_key: bool = ACCEPT_NEW,
+    ssh_config: Optional[Path] = SSH_CONFIG,
+    ssh_option: Optional[List[str]] = SSH_OPTION,
+    connect_timeout: int = CONNECT_TIMEOUT,
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Put the runtime, a model bundle and a gallery on boards over SSH, as a release with rollback."""
+    from edgeface.devices.flash import FlashConfig, flash_many
+    from edgeface.devices.profiles import get_profile
+    from edgeface.devices.service import SERVICE_MODES
+
+    if service not in SERVICE_MODES:
+        raise UserError(f"--service {service!r}: choose one of {', '.join(SERVICE_MODES)}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]*", service_name):
+        raise UserError(f"--service-name {service_name!r}: use letters, digits, '-', '_', '.' and '@'")
+    if profile is not None:
+        get_profile(profile)
+    options = _ssh_options(known_hosts, accept_new_host_key, ssh_config, ssh_option, connect_timeout)
+    boards = _boards(target, inventory, all_boards, identity, remote_dir, python)
+    cfg = FlashConfig(bundle=bundle, gallery=gallery, profile=profile, format=fmt, source=source, threads=threads,
+                      offline=offline, wheelhouse=wheelhouse, wheel=wheel, keep=keep, service=service,
+                      service_name=service_name, min_free_mb=min_free_mb, clean_install=clean_install)
+    multi = len(boards) > 1
+    progress = None
+    printer = _StepPrinter(multi, as_json)
+    if not multi and not as_json:
+        progress = _upload_bar(printer)
+    try:
+        results = flash_many(boards, cfg, options, parallel=parallel, on_step=printer, upload_progress=progress)
+    finally:
+        printer.stop()
+        if progress is not None:
+            progress.close()
+    failed = [r for r in results if not r.ok]
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
+    elif len(results) > 1 or not failed:  # one failed board: the error line below says it all
+        _results_table("edgeface flash", results)
+    if len(results) == 1 and failed:
+        r = failed[0]
+        raise UserError(f"flashing {r.board} failed at step '{r.failed_step}': {r.error}; the board stays on "
+                        f"release {r.release or 'none'}")
+    if failed:
+        raise UserError(f"{len(failed)} of {len(results)} boards failed to flash (see the table); each stays on its "
+                        "previous release")
+
+
+class _upload_bar:
+    """A byte progress bar for the upload step (one board); it replaces the step's spinner."""
+
+    def __init__(self, printer: _StepPrinter) -> None:
+        self.printer = printer
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+        self.progress = Progress(TextColumn("  upload"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                                 console=console, transient=True)
+        self.task = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.printer.stop()
+            self.progress.start()
+            self.task = self.progress.add_task("upload", total=total)
+        self.progress.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.progress.stop()
+
+
+# --- rollback / status -------------------------------------------------------------------------
+
+
+@user_errors
+def rollback_cmd(
+    target: Optional[str] = typer.Argument(None, help=TARGET_HELP),
+    to: Optional[str] = typer.Option(None, "--to", help="Release id to return to (default: the one before "
+                                     "current)."),
+    no_check: bool = typer.Option(False, "--no-check", help="Skip the self-test of the release returned to."),
+    inventory: Optional[Path] = INVENTORY,
+    all_boards: bool = typer.Option(False, "--all", help="Roll back every board of the inventory."),
+    remote_dir: Optional[str] = REMOTE_DIR,
+    python: Optional[str] = PYTHON,
+    identity: Optional[Path] = IDENTITY,
+    known_hosts: Optional[Path] = KNOWN_HOSTS,
+    accept_new_host_key: bool = ACCEPT_NEW,
+    ssh_config: Optional[Path] = SSH_CONFIG,
+    ssh_option: Optional[List[str]] = SSH_OPTION,
+    connect_timeout: int = CONNECT_TIMEOUT,
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Return a board to its previous release (or --to one) and restart the service on it."""
+    from edgeface.devices.manage import rollback_board
+
+    options = _ssh_options(known_hosts, accept_new_host_key, ssh_config, ssh_option, connect_timeout)
+    boards = _boards(target, inventory, all_boards, identity, remote_dir, python)
+    printer = _StepPrinter(len(boards) > 1, as_json)
+    try:
+        results = [rollback_board(b, options, to=to, check=not no_check, on_step=printer) for b in boards]
+    finally:
+        printer.stop()
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        _results_table("edgeface rollback", results)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        r = failed[0]
+        raise UserError(f"rollback of {r.board} failed at step '{r.failed_step}': {r.error}"
+                        + (f" ({len(failed)} boards failed)" if len(failed) > 1 else ""))
+
+
+@user_errors
+def status_cmd(
+    target: Optional[str] = typer.Argument(None, help=TARGET_HELP),
+    events: int = typer.Option(10, "--events", min=0, help="How many of the last events to show."),
+    inventory: Optional[Path] = INVENTORY,
+    all_boards: bool = typer.Option(False, "--all", help="Every board of the inventory."),
+    remote_dir: Optional[str] = REMOTE_DIR,
+    python: Optional[str] = PYTHON,
+    identity: Optional[Path] = IDENTITY,
+    known_hosts: Optional[Path] = KNOWN_HOSTS,
+    accept_new_host_key: bool = ACCEPT_NEW,
+    ssh_config: Optional[Path] = SSH_CONFIG,
+    ssh_option: Optional[List[str]] = SSH_OPTION,
+    connect_timeout: int = CONNECT_TIMEOUT,
+    as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
+) -> None:
+    """Show a board's current release, its releases, the service state and the last events."""
+    from edgeface.devices.manage import board_status
+
+    options = _ssh_options(known_hosts, accept_new_host_key, ssh_config, ssh_option, connect_timeout)
+    boards = _boards(target, inventory, all_boards, identity, remote_dir, python)
+    statuses = [board_status(b, options, events=events) for b in boards]
+    if as_json:
+        typer.echo(json.dumps(statuses if len(statuses) > 1 else statuses[0], indent=2))
+        return
+    for st in statuses:
+        _print_status(st)
+
+
+def _print_status(st: dict) -> None:
+    ident = st["identity"]
+    svc = st["service"]
+    console.print(f"[bold]{st['board']}[/] ({st['address']}): {ident.get('model') or ident.get('machine')}, "
+                  f"{ident.get('machine')}, Python {ident.get('python')}, profile {st['profile']}, "
+                  f"{ident.get('free_bytes', 0) / 1e9:.1f} GB free under {st['remote_dir']}", highlight=False)
+    console.print(f"current release: [bold]{st['current'] or 'none'}[/]; service: {svc.get('state')}"
+                  + (f" ({svc.get('mode')} unit {svc.get('name')})" if svc.get("mode") else "")
+                  + (f" - {svc['detail']}" if svc.get("detail") else ""), highlight=False)
+    rows = []
+    for r in st["releases"]:
+        info = r.get("info") or {}
+        settings = info.get("settings") or {}
+        rows.append(["*" if r["current"] else "", r["id"], info.get("edgeface_version", "?"), info.get("model", "?"),
+                     settings.get("format") or "-", "yes" if r["healthy"] else "no", info.get("flashed_by", "?")])
+    _wide_table(f"releases on {st['board']}", ["", "release", "edgeface", "model", "format", "healthy", "by"], rows)
+    if st["incomplete"]:
+        console.print(f"incomplete uploads (removed by the next flash): {', '.join(st['incomplete'])}")
+    if st["events"]:
+        erows = [[e.get("time", ""), e.get("event", ""), e.get("status", ""), e.get("release") or "",
+                  e.get("step") or "", (e.get("message") or "")[:80]] for e in st["events"]]
+        _wide_table(f"last events on {st['board']}", ["time", "event", "status", "release", "step", "message"],
+                    erows)
+
+
+# --- benchmark --------------------------------------------------------------------------------
+
+
+@user_errors
+def benchmark_cmd(
+    models: Optional[List[Path]] = typer.Argument(None, help="TFLite files and/or bundle folders (with --target, "
+                                                  "default: the board's flashed bundle)."),
+    threads: Optional[str] = typer.Option(None, "--threads", "-t", help="Thread counts to measure, e.g. 1,2,4 "
+                                          "(default: 1 and all cores of the machine measured)."),
+    warmup: int = typer.Option(10, "--warmup", min=0, help="Untimed runs before timing."),
+    runs: int = typer.Option(100, "--runs", min=1, help="Timed runs per setting."),
+    delegate: Optional[str] = typer.Option(None, "--delegate", help="edgetpu to run Edge TPU-compiled files "
+                                           "(default: CPU with XNNPACK)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="TFLite interpreter: ai_edge_litert, "
+                                          "tflite_runtime or tensorflow (default: the first installed)."),
+    fmt: Optional[List[str]] = typer.Option(None, "--format", help="Only these bundle formats (repeatable)."),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="Pairs file (e.g. LFW pairs.txt): adds an accuracy "
+                                         "column.", exists=True, dir_okay=False),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of the pairs' images (raw or prepared "
+                                          "crops).", exists=True, file_okay=False),
+    video: Optional[Path] = typer.Option(None, "--video", help="Video file: time the whole pipeline (capture, "
+                                         "detect, align, embed, match) per stage.", exists=True, dir_okay=False),
+    video_frames: Optional[int] = typer.Option(None, "--video-frames", min=1, help="Stop the video after this many "
+                                               "frames."),
+    gallery: Optional[Path] = typer.Option(None, "--gallery", "-g", help="Gallery for the --video pipeline.",
+                                           exists=True, dir_okay=False),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Board profile to compare with (default: "
+                                          "detected)."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="CSV of an earlier `benchmark --csv` to "
+                                             "compare with.", exists=True, dir_okay=False),
+    tolerance: float = typer.Option(0.15, "--tolerance", min=0, help="Allowed relative difference from the "
+                                    "reference median (0.15 = 15 %)."),
+    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Also write the results to this CSV file.",
+                                           dir_okay=False),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a bar chart of latency per format and threads "
+                                        "(PNG).", dir_okay=False),
+    target: Optional[List[str]] = typer.Option(None, "--target", "-T", help="Run on this board over SSH "
+                                               "(repeatable): " + TARGET_HELP),
+    inventory: Optional[Path] = INVENTORY,
+    remote_dir: Optional[str] = REMOTE_DIR,
+    python: Optional[str] = PYTHON,
+    identity: Optional[Path] = IDENTITY,
+    known_hosts: Optional[Path] = KNOWN_HOSTS,
+    accept_new_host_key: bool = ACCEPT_NEW,
+    ssh_config: Optional[Path] = SSH_CONFIG,
+    ssh_option: Optional[List[str]] = SSH_OPTION,
+    connect_timeout: int = CONNECT_TIMEOUT,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (only JSON on stdout)."),
+) -> None:
+    """Measure latency, FPS and memory of TFLite files and bundles, here or on boards over SSH."""
+    from edgeface.console import progress_bar
+    from edgeface.devices.benchmark import (
+        BenchmarkConfig,
+        board_line,
+        check_plot_support,
+        parse_threads,
+        result_rows,
+        run_benchmark,
+        video_rows,
+        write_csv,
+        write_plot,
+    )
+    from edgeface.devices.profiles import get_profile
+
+    if plot is not None:
+        if plot.suffix.lower() != ".png":
+            raise UserError(f"--plot {plot}: the chart is a PNG file; name it .png")
+        check_plot_support()
+    if profile is not None:
+        get_profile(profile)
+    if delegate not in (None, "edgetpu", "cpu"):
+        raise UserError(f"--delegate {delegate!r}: use edgetpu, or leave it out for the CPU")
+    if (pairs is None) != (images is None):
+        raise UserError("--pairs and --images go together: the pairs file and the folder of its images")
+    cfg = BenchmarkConfig(models=list(models or []), threads=parse_threads(threads) if threads else None,
+                          warmup=warmup, runs=runs,
+                          delegate=None if delegate == "cpu" else delegate, backend=backend, formats=fmt or None,
+                          pairs=pairs, images=images, video=video, video_frames=video_frames, gallery=gallery,
+                          profile=profile, reference=reference, tolerance=tolerance)
+    if target:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from edgeface.devices.remote_benchmark import run_remote_benchmark
+
+        options = _ssh_options(known_hosts, accept_new_host_key, ssh_config, ssh_option, connect_timeout)
+        boards = [b for t in target for b in _boards(t, inventory, False, identity, remote_dir, python)]
+        if not as_json:
+            console.print(f"benchmarking on {', '.join(b.name for b in boards)} over SSH...")
+        with ThreadPoolExecutor(max_workers=max(1, len(boards))) as pool:
+            reports = list(pool.map(lambda b: run_remote_benchmark(b, options, cfg), boards))
+    else:
+        if not cfg.models:
+            raise UserError("nothing to benchmark: give .tflite files or bundle folders (or --target BOARD)")
+        with progress_bar("benchmarking", disable=as_json) as advance:
+            reports = [run_benchmark(cfg, progress=advance)]
+    if csv_out is not None:
+        write_csv(reports, csv_out)
+    if plot is not None:
+        write_plot(reports, plot)
+    if as_json:
+        typer.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
+        return
+    for rep in reports:
+        console.print(f"[bold]{rep.get('label') or rep['board'].get('hostname')}[/]: {board_line(rep)}",
+                      highlight=False)
+        for w in rep.get("warnings", []):
+            console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    s = reports[0]["settings"]
+    cols, rows = result_rows(reports)
+    _wide_table(f"edgeface benchmark (warmup {s['warmup']}, {s['runs']} runs, latency in ms)", cols, rows)
+    if any(rep.get("video") for rep in reports):
+        vcols, vrows = video_rows(reports)
+        _wide_table(f"pipeline on {Path(s['video']).name} (median ms per frame)", vcols, vrows)
+    flagged = [r for rep in reports for r in rep["results"] if r.get("flag") in ("slower", "faster")]
+    if flagged:
+        console.print(f"[yellow]{len(flagged)} result(s) outside ±{tolerance:.0%} of the reference[/]")
+    for path, what in ((csv_out, "CSV"), (plot, "plot")):
+        if path is not None:
+            console.print(f"{what} written to {path}")
+
+
+# --- devices group --------------------------------------------------------------------------
+
+
+@devices_app.command("list")
+@user_errors
+def devices_list_cmd(
+    as_json: bool = typer.Option(False, "--json", help="Print the profiles as JSON."),
+) -> None:
+    """List the board profiles: architecture, Python, backend, delegate, camera, threads."""
+    from edgeface.devices.profiles import PROFILES
+
+    if as_json:
+        typer.echo(json.dumps([p.to_dict() for p in PROFILES], indent=2))
+        return
+    rows = [[p.name, p.title, p.arch, p.python or "any 3.9+", p.backend, p.delegate or "cpu (xnnpack)",
+             p.model_format, p.source, p.threads or "all cores", len(p.reference) or "none measured"]
+            for p in PROFILES]
+    _wide_table("board profiles", ["profile", "board", "arch", "python", "backend", "delegate", "format", "source",
+                                   "threads", "reference"], rows)
+
+
+@devices_app.command("detect")
+@user_errors
+def devices_detect_cmd(
+    target: Optional[str] = typer.Argument(None, help="Board to probe over SSH (default: this machine). "
+                                           + TARGET_HELP),
+    inventory: Optional[Path] = INVENTORY,
+    python: Optional[str] = PYTHON,
+    identity: Optional[Path] = IDENTITY,
+    known_hosts: Optional[Path] = KNOWN_HOSTS,
+    accept_new_host_key: bool = ACCEPT_NEW,
+    ssh_config: Optional[Path] = SSH_CONFIG,
+    ssh_option: Optional[List[str]] = SSH_OPTION,
+    connect_timeout: int = CONNECT_TIMEOUT,
+    as_json: bool = typer.Option(False, "--json", help="Print the detection as JSON."),
+) -> None:
+    """Detect a board's profile from /proc/device-tree/model, uname -m and USB ids (this machine or over SSH)."""
+    from edgeface.devices import probe
+    from edgeface.devices.profiles import detect_profile
+
+    results = []
+    if target is None:
+        results.append(("local", probe.identity()))
+    else:
+        from edgeface.devices.remote import remote_probe
+        from edgeface.devices.ssh import SSHConnection
+
+        options = _ssh_options(known_hosts, accept_new_host_key, ssh_config, ssh_option, connect_timeout)
+        for board in _boards(target, inventory, False, identity, None, python):
+            with SSHConnection(board, options) as conn:
+                results.append((board.name, remote_probe(conn, board.python, "identity")))
+    out = []
+    for name, ident in results:
+        det = detect_profile(ident.get("model") if ident.get("model_from_device_tree") else None,
+                             ident.get("machine", ""), ident.get("usb_ids", []))
+        out.append({"board": name, "profile": det.profile.name, "reason": det.reason, "identity": ident})
+    if as_json:
+        typer.echo(json.dumps(out if len(out) > 1 else out[0], indent=2))
+        return
+    rows = [[o["board"], o["profile"], o["reason"], o["identity"].get("model") or "-", o["identity"].get("cpu"),
+             o["identity"].get("cores"), o["identity"].get("python")] for o in out]
+    _wide_table("detected profile", ["board", "profile", "why", "model", "cpu", "cores", "python"], rows)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("flash")(flash_cmd)
+    app.command("rollback")(rollback_cmd)
+    app.command("status")(status_cmd)
+    app.command("benchmark")(benchmark_cmd)
+    app.add_typer(devices_app, name="devices", help="Board profiles: list them, detect a board's.")

@@ -1,0 +1,338 @@
+"""`edgeface flash`, `rollback`, `status` and `benchmark --target` against a real OpenSSH server on 127.0.0.1.
+
+The "board" is this machine: sshd started by the tests with a generated host key and user key, and a
+temporary `--remote-dir`.  The runtime really is installed there: a venv made by the board's Python, with
+the edgeface wheel built from this checkout and its dependencies from wheels downloaded once per run
+(`--offline`, the path a board without an index takes), then `edgeface run --self-test` on the board.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from typer.testing import CliRunner
+
+from edgeface.cli import app
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sshd_server import SSHD, SSHServer, free_port, keygen  # noqa: E402
+
+runner = CliRunner()
+BOARD_PYTHON = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+
+
+def invoke(args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_error_line(result) -> str:
+    """The single `error:` line a failed command prints (and no traceback)."""
+    assert result.exit_code == 2, result.output
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.output
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    if not Path(SSHD).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{SSHD} missing: CI must install openssh-server (.ci/run)")
+        pytest.skip("openssh-server is not installed (apt-get install openssh-server)")
+    server = SSHServer(tmp_path_factory.mktemp("sshd"))
+    server.start()
+    server.trust()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def runtime_wheel(tmp_path_factory) -> Path:
+    """The edgeface wheel built from this checkout, once for the module (flash --wheel reuses it)."""
+    from edgeface.devices.wheels import build_runtime_wheel
+
+    return build_runtime_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("wheelhouse")
+
+
+def ssh_args(sshd, remote_dir, known_hosts=None) -> list:
+    return ["-i", sshd.user_key, "--known-hosts", known_hosts or sshd.known_hosts, "--remote-dir", remote_dir,
+            "--python", BOARD_PYTHON]
+
+
+def current_of(remote: Path) -> str:
+    return os.readlink(remote / "current")
+
+
+def events_of(remote: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (remote / "events.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def board(sshd, runtime_wheel, wheelhouse, exported_bundle, tmp_path_factory):
+    """A board with one release flashed through the CLI (offline wheels)."""
+    remote = tmp_path_factory.mktemp("board") / "edgeface"
+    result = invoke(["flash", sshd.target, "--bundle", exported_bundle, "--offline", "--wheelhouse", wheelhouse,
+                     "--wheel", runtime_wheel, *ssh_args(sshd, remote)])
+    assert result.exit_code == 0, result.output
+    return SimpleNamespace(dir=remote, first=current_of(remote).split("/")[-1], output=result)
+
+
+def test_flash_installs_a_healthy_release_and_switches_current(board, exported_bundle):
+    rel = board.dir / "releases" / board.first
+    assert current_of(board.dir) == f"releases/{board.first}"
+    # The release tree: bundle as exported, the wheels, settings, the venv with the runtime, the health mark.
+    manifest = json.loads((exported_bundle / "manifest.json").read_text())
+    for entry in manifest["files"] + manifest["detectors"]:
+        assert (rel / "bundle" / entry["path"]).read_bytes() == (exported_bundle / entry["path"]).read_bytes()
+    assert any(p.name.startswith("edgeface-") for p in (rel / "wheels").iterdir())
+    assert any(p.name.startswith("numpy-") for p in (rel / "wheels").iterdir())  # --offline brought the deps
+    assert (rel / "venv" / "bin" / "edgeface").is_file()
+    info = json.loads((rel / "release.json").read_text())
+    assert info["id"] == board.first and info["settings"]["profile"].startswith("generic-")
+    assert info["settings"]["format"] == "int8"  # the profile's format, which the bundle has
+    health = json.loads((rel / "HEALTHY").read_text())
+    assert health["ok"] is True and health["format"] == "int8" and all(health["checks"].values())
+    assert "--source" in (rel / "run.sh").read_text()
+    assert 'format = "int8"' in (rel / "edgeface.toml").read_text()
+    # The installed runtime runs from the release on its own.
+    proc = subprocess.run([str(rel / "venv" / "bin" / "edgeface"), "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip()
+    # Every step was shown; the service step says why it was skipped.
+    err = board.output.stderr
+    for title in ("connect", "check board", "download wheels", "check free disk", "upload", "install runtime",
+                  "health check", "switch current", "prune old releases"):
+        assert title in err, title
+    assert "skipped: systemd is not running on this board" in err
+    last = events_of(board.dir)[-1]
+    assert last["event"] == "flash" and last["status"] == "ok" and last["release"] == board.first
+
+
+def test_status_reports_current_release_and_events(sshd, board):
+    result = invoke(["status", sshd.target, "--json", *ssh_args(sshd, board.dir)])
+    assert result.exit_code == 0, result.output
+    st = json.loads(result.stdout)
+    assert st["current"] == current_of(board.dir).split("/")[-1]
+    assert [r["id"] for r in st["releases"] if r["current"]] == [st["current"]]
+    assert all(r["healthy"] for r in st["releases"])
+    assert st["service"]["state"] == "not installed"
+    assert st["events"][-1]["event"] in ("flash", "rollback")
+    assert st["identity"]["machine"] == os.uname().machine
+    table = invoke(["status", sshd.target, *ssh_args(sshd, board.dir)])
+    assert table.exit_code == 0 and st["current"][:15] in table.stdout
+
+
+def test_devices_detect_over_ssh(sshd, board):
+    result = invoke(["devices", "detect", sshd.target, "--json", "-i", sshd.user_key, "--known-hosts",
+                     sshd.known_hosts, "--python", BOARD_PYTHON])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    arch = {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}[os.uname().machine]
+    assert out["profile"] == f"generic-{arch}" and out["identity"]["cores"] == os.cpu_count()
+
+
+def test_remote_benchmark_brings_the_board_report_back(sshd, board, exported_bundle):
+    result = invoke(["benchmark", "--target", sshd.target, "--runs", "5", "--warmup", "1", "--json",
+                     *ssh_args(sshd, board.dir)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    manifest = json.loads((exported_bundle / "manifest.json").read_text())
+    # No --threads: the board measures 1 thread and all of its cores.
+    threads = sorted({1, os.cpu_count()})
+    assert [(r["format"], r["threads"]) for r in report["results"]] == [
+        (f["format"], t) for f in manifest["files"] for t in threads]
+    for r in report["results"]:
+        assert "/current/bundle/" in r["file"] and r["runs"] == 5
+        assert 0 < r["min_ms"] <= r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"]
+        assert r["peak_rss_mb"] > 0 and r["model"] == manifest["model"]["name"]
+    assert report["board"]["machine"] == os.uname().machine and report["label"] == sshd.target
+    # A model given on the command line is uploaded to a scratch folder, measured, and removed.
+    int8 = next(f for f in manifest["files"] if f["format"] == "int8")
+    table = invoke(["benchmark", exported_bundle / int8["path"], "--target", sshd.target, "--runs", "3",
+                    "--warmup", "0", "--threads", "1", *ssh_args(sshd, board.dir)])
+    assert table.exit_code == 0, table.output
+    assert "int8" in table.stdout and "p50" in table.stdout
+    assert not any((board.dir / "bench").iterdir())
+
+
+def test_inventory_group_flash_in_parallel_then_rollback(sshd, board, runtime_wheel, wheelhouse, exported_bundle,
+                                                          media_dir, tmp_path):
+    # A second version: the same bundle with a gallery enrolled from a real photo.
+    gallery = tmp_path / "gallery.npz"
+    enrolled = invoke(["enroll", "Barack Obama", media_dir / "obama.jpg", "--model", exported_bundle, "--gallery",
+                       gallery])
+    assert enrolled.exit_code == 0, enrolled.output
+    inv = tmp_path / "boards.toml"
+    inv.write_text(
+        f'[defaults]\nuser = "{sshd.user}"\nidentity = "{sshd.user_key}"\npython = "{BOARD_PYTHON}"\n\n'
+        f'[boards.bench]\nhost = "127.0.0.1"\nport = {sshd.port}\nprofile = "generic-{_arch()}"\n'
+        f'groups = ["lab"]\nremote_dir = "{board.dir}"\n\n'
+        f'[boards.ghost]\nhost = "127.0.0.1"\nport = {free_port()}\ngroups = ["lab"]\n'
+    )
+    before = current_of(board.dir)
+    result = invoke(["flash", "lab", "--inventory", inv, "--parallel", "2", "--bundle", exported_bundle,
+                     "--gallery", gallery, "--offline", "--wheelhouse", wheelhouse, "--wheel", runtime_wheel,
+                     "--known-hosts", sshd.known_hosts, "--json"])
+    assert "1 of 2 boards failed" in one_error_line(result)
+    rows = {r["board"]: r for r in json.loads(result.stdout)}
+    assert rows["bench"]["ok"] and rows["bench"]["profile"] == f"generic-{_arch()}"
+    assert not rows["ghost"]["ok"] and rows["ghost"]["failed_step"] == "connect"
+    assert "connection refused" in rows["ghost"]["error"]
+    second = current_of(board.dir)
+    assert second != before
+    # Same wheels and Python as the release it replaces: its dependencies were hard-linked, not reinstalled.
+    install = next(st for st in rows["bench"]["steps"] if st["step"] == "install")
+    assert "hard links" in install["detail"], install
+    numpy_init = sorted((board.dir / before / "venv" / "lib").glob("python3*/site-packages/numpy/__init__.py"))[0]
+    twin = board.dir / second / numpy_init.relative_to(board.dir / before)
+    assert twin.stat().st_ino == numpy_init.stat().st_ino
+    assert (board.dir / second / "gallery.npz").read_bytes() == gallery.read_bytes()
+    assert "--gallery" in (board.dir / second / "run.sh").read_text()
+
+    back = invoke(["rollback", "bench", "--inventory", inv, "--known-hosts", sshd.known_hosts])
+    assert back.exit_code == 0, back.output
+    assert current_of(board.dir) == before
+    assert "self-test passed" in back.stderr
+    last = events_of(board.dir)[-1]
+    assert last["event"] == "rollback" and last["status"] == "ok" and last["previous"] == second.split("/")[-1]
+    # And forward again to a named release.
+    fwd = invoke(["rollback", "bench", "--inventory", inv, "--known-hosts", sshd.known_hosts, "--to",
+                  second.split("/")[-1], "--no-check"])
+    assert fwd.exit_code == 0, fwd.output
+    assert current_of(board.dir) == second
+
+
+def _arch() -> str:
+    return {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}[os.uname().machine]
+
+
+def test_failing_health_check_leaves_current_unchanged(sshd, board, runtime_wheel, wheelhouse, exported_bundle,
+                                                       tmp_path):
+    # A bundle whose int8 file is truncated, with a manifest updated to match: it passes the local checksum
+    # check and reaches the board, where the self-test cannot load it.
+    from edgeface.runtime.bundle import sha256_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(exported_bundle, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    entry = next(f for f in manifest["files"] if f["format"] == "int8")
+    data = (broken / entry["path"]).read_bytes()
+    (broken / entry["path"]).write_bytes(data[: len(data) // 2])
+    entry["sha256"] = sha256_file(broken / entry["path"])
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    before = current_of(board.dir)
+    releases = sorted(p.name for p in (board.dir / "releases").iterdir())
+    result = invoke(["flash", sshd.target, "--bundle", broken, "--offline", "--wheelhouse", wheelhouse, "--wheel",
+                     runtime_wheel, *ssh_args(sshd, board.dir)])
+    line = one_error_line(result)
+    assert "failed at step 'health'" in line and "self-test" in line
+    assert f"stays on release {before.split('/')[-1]}" in line
+    assert current_of(board.dir) == before
+    assert sorted(p.name for p in (board.dir / "releases").iterdir()) == releases  # the failed one is gone
+    last = events_of(board.dir)[-1]
+    assert last["status"] == "failed" and last["step"] == "health" and last["current"] == before.split("/")[-1]
+
+
+def test_corrupted_bundle_is_refused_before_reaching_the_board(sshd, board, runtime_wheel, exported_bundle,
+                                                                tmp_path):
+    broken = tmp_path / "tampered"
+    shutil.copytree(exported_bundle, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    path = broken / manifest["files"][0]["path"]
+    path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    n_events = len(events_of(board.dir))
+    result = invoke(["flash", sshd.target, "--bundle", broken, "--wheel", runtime_wheel, *ssh_args(sshd, board.dir)])
+    assert "checksum mismatch" in one_error_line(result)
+    assert len(events_of(board.dir)) == n_events  # the board was never contacted
+
+
+def test_dropped_connection_mid_upload_keeps_the_previous_release(sshd, board, runtime_wheel, wheelhouse,
+                                                                 exported_bundle):
+    from edgeface.devices.flash import FlashConfig, flash_board
+    from edgeface.devices.inventory import Board
+    from edgeface.devices.release import prepare_release
+    from edgeface.devices.ssh import SSHOptions
+
+    cfg = FlashConfig(bundle=exported_bundle, offline=True, wheelhouse=wheelhouse, wheel=runtime_wheel)
+    local = prepare_release(cfg.bundle, wheel=cfg.wheel)
+    target = Board(name="bench", host="127.0.0.1", port=sshd.port, user=sshd.user, identity=sshd.user_key,
+                   remote_dir=str(board.dir), python=BOARD_PYTHON)
+    before = current_of(board.dir)
+    releases = sorted(p.name for p in (board.dir / "releases").iterdir())
+    killed = []
+
+    def cut_the_link(done: int, total: int) -> None:
+        # A quarter through, the transfer is surely flowing over the connection (not in a pipe buffer).
+        if not killed and total // 4 < done < total:
+            killed.append(sshd.drop_connections())  # kill sshd's side of the connection mid-transfer
+
+    try:
+        res = flash_board(target, cfg, local, SSHOptions(known_hosts=sshd.known_hosts), upload_progress=cut_the_link)
+    finally:
+        local.cleanup()
+    assert killed and killed[0] >= 1
+    assert not res.ok and res.failed_step == "upload", res
+    assert "connection" in res.error.lower()
+    assert res.release == before.split("/")[-1]
+    assert current_of(board.dir) == before
+    assert sorted(p.name for p in (board.dir / "releases").iterdir()) == releases
+    incoming = board.dir / ".incoming"
+    assert not incoming.exists() or not any(incoming.iterdir())  # the partial upload was cleaned up
+    # The board still answers and runs the same release.
+    st = invoke(["status", sshd.target, "--json", *ssh_args(sshd, board.dir)])
+    assert st.exit_code == 0 and json.loads(st.stdout)["current"] == before.split("/")[-1]
+
+
+def test_changed_host_key_is_refused(sshd, board, tmp_path):
+    keygen(tmp_path / "other")
+    pub = (tmp_path / "other.pub").read_text().split()
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{sshd.port} {pub[0]} {pub[1]}\n")
+    for extra in ([], ["--accept-new-host-key"]):
+        result = invoke(["status", sshd.target, *ssh_args(sshd, board.dir, known), *extra])
+        line = one_error_line(result)
+        assert "host key" in line and "CHANGED" in line and "ssh-keygen -R" in line
+
+
+def test_unknown_host_key_needs_accept_new(sshd, board, tmp_path):
+    known = tmp_path / "known_hosts"
+    result = invoke(["status", sshd.target, *ssh_args(sshd, board.dir, known)])
+    assert "--accept-new-host-key" in one_error_line(result)
+    accepted = invoke(["status", sshd.target, "--accept-new-host-key", *ssh_args(sshd, board.dir, known)])
+    assert accepted.exit_code == 0, accepted.output
+    assert known.read_text().strip()  # the key was recorded
+    again = invoke(["status", sshd.target, *ssh_args(sshd, board.dir, known)])
+    assert again.exit_code == 0, again.output
+
+
+@pytest.mark.parametrize("case", ["unreachable", "wrong-user", "no-space"])
+def test_connection_and_space_problems_give_one_clear_line(case, sshd, board, runtime_wheel, exported_bundle):
+    target = sshd.target
+    extra: list = []
+    if case == "unreachable":
+        target = f"{sshd.user}@127.0.0.1:{free_port()}"
+        expected = "connection refused"
+    elif case == "wrong-user":
+        target = f"nosuchuser@127.0.0.1:{sshd.port}"
+        expected = "refused for user nosuchuser"
+    else:
+        extra = ["--min-free-mb", "1e12"]
+        expected = "not enough disk space"
+    before = current_of(board.dir)
+    result = invoke(["flash", target, "--bundle", exported_bundle, "--wheel", runtime_wheel, *extra,
+                     *ssh_args(sshd, board.dir)])
+    assert expected in one_error_line(result)
+    assert current_of(board.dir) == before
+
