@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import sys
 from typing import Callable
 
@@ -28,7 +29,12 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "data",
     "train",
+    "distill",
     "evaluate",
+    "run",
+    "export",
+    "info",
+    "devices",
 )
 
 
@@ -80,4 +86,7 @@ _register_all()
 
 def main() -> None:
     """Console-script entry point."""
+    # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) buries the commands' own output;
+    # set before any command imports TensorFlow, and only when the user has not chosen a level.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.exit(app())
