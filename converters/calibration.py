@@ -48,10 +48,12 @@ class CalibrationSet:
     scanned: int  # images read
     no_face: int  # images without a detectable face
     overlap: bool  # True when the folder was too small to hold out verification crops
+    excluded_people: int = 0  # identities left out (--calib-exclude-people)
 
     def summary(self) -> dict:
         return {"calib_images": len(self.calib), "verify_images": len(self.verify), "source": self.source,
                 "scanned": self.scanned, "no_face": self.no_face, "overlap": self.overlap,
+                "excluded_people": self.excluded_people,
                 "identities": len(set(self.calib.identities) | set(self.verify.identities))}
 
 
@@ -108,8 +110,13 @@ def looks_like_crops(root: Path, sample: list[Path], size: int) -> bool:
 
 def load_calibration(root: str | os.PathLike, calib_count: int = 200, verify_count: int = 100, size: int = 112,
                      detector: str = "short", seed: int = 0,
-                     progress: Optional[Callable[[int, int], None]] = None) -> CalibrationSet:
-    """Pick ``calib_count`` + ``verify_count`` faces spread over identities, detect/align if needed."""
+                     progress: Optional[Callable[[int, int], None]] = None,
+                     exclude: Optional[set[str]] = None) -> CalibrationSet:
+    """Pick ``calib_count`` + ``verify_count`` faces spread over identities, detect/align if needed.
+
+    ``exclude`` names identities never to pick, e.g. the test people of an evaluation fold, so
+    that no face of the test set shapes the int8 ranges.
+    """
     import cv2
 
     from edgeface.runtime.images import UnreadableImage, read_image
@@ -119,7 +126,12 @@ def load_calibration(root: str | os.PathLike, calib_count: int = 200, verify_cou
         raise UserError(f"--calib-count must be at least 1 (got {calib_count})")
     if verify_count < 1:
         raise UserError(f"--verify-count must be at least 1 (got {verify_count})")
-    ordered = spread_over_identities(list_images(root), seed)
+    listed = list_images(root)
+    if exclude:
+        listed = [(ident, p) for ident, p in listed if ident not in exclude]
+        if not listed:
+            raise UserError(f"--calib-exclude-people leaves no images in {root}: every identity there is excluded")
+    ordered = spread_over_identities(listed, seed)
     crops_given = looks_like_crops(root, [p for _, p in ordered], size)
     det = None
     if not crops_given:
@@ -172,4 +184,5 @@ def load_calibration(root: str | os.PathLike, calib_count: int = 200, verify_cou
         calib = verify = crops
         overlap = True
     return CalibrationSet(calib=calib, verify=verify, source="crops" if crops_given else "detected",
-                          scanned=scanned, no_face=no_face, overlap=overlap)
+                          scanned=scanned, no_face=no_face, overlap=overlap,
+                          excluded_people=len(exclude) if exclude else 0)

@@ -28,6 +28,7 @@ from edgeface.converters.convert import ConversionError, batch_one, convert
 from edgeface.converters.formats import ExportFormat, resolve_formats
 from edgeface.converters.tflite_graph import Graph, read_graph
 from edgeface.converters.verify import CosineCheck, check_cosine, keras_embeddings, mean_pairwise_similarity
+from edgeface.data.dataset import read_people_file
 from edgeface.errors import UserError
 from edgeface.runtime.bundle import MANIFEST_NAME
 
@@ -48,6 +49,7 @@ class ExportConfig:
     formats: str = "all"
     calib: Optional[Path] = None  # default: the training data named in train.json, if it exists
     calib_count: int = 200
+    calib_exclude_people: Optional[str] = None  # people file (FILE or FILE:FOLD) never used for calibration
     verify_count: int = 100
     pairs: Optional[Path] = None
     images: Optional[Path] = None
@@ -184,6 +186,8 @@ def check_config(cfg: ExportConfig) -> list[ExportFormat]:
                             "crops) to calibrate int8 and to verify every exported file")
     elif not cfg.calib.is_dir():
         raise UserError(f"--calib folder not found: {cfg.calib}")
+    if cfg.calib_exclude_people:
+        read_people_file(cfg.calib_exclude_people)  # a missing or empty file fails here, before TensorFlow loads
     if cfg.auto_mixed and not any(f.name == "int8" for f in formats):
         raise UserError("--auto-mixed tunes the int8 file: add int8 to --formats")
     _check_out_dir(cfg.out)
@@ -366,7 +370,9 @@ def export_bundle(cfg: ExportConfig, progress: Progress = None) -> ExportResult:
     step("collecting calibration faces")
     from edgeface.converters.calibration import load_calibration
 
-    cal = load_calibration(cfg.calib, cfg.calib_count, cfg.verify_count, size=size, detector=cfg.detector)
+    exclude = read_people_file(cfg.calib_exclude_people) if cfg.calib_exclude_people else None
+    cal = load_calibration(cfg.calib, cfg.calib_count, cfg.verify_count, size=size, detector=cfg.detector,
+                           exclude=exclude)
     notes = []
     if cal.overlap:
         notes.append("the calibration folder holds a single face: verification reuses it")

@@ -528,3 +528,22 @@ def test_auto_mixed_rescues_an_int8_file_that_misses_its_budget(trained_model, a
     entry = Bundle.load(out).entry("int8_mixed")
     assert entry["verified"] and entry["mixed"]["float_layers"] == result.mixed["float_layers"]
     assert "DEQUANTIZE" in entry["ops"] and not Bundle.load(out).entry("int8")["verified"]
+
+
+def test_calibration_leaves_excluded_people_out(att_crops, tmp_path):
+    from edgeface.converters.calibration import load_calibration
+
+    people = sorted(p.name for p in att_crops.iterdir() if p.is_dir())
+    kept = set(people[:3])
+    excluded = set(people) - kept
+    cal = load_calibration(att_crops, calib_count=10, verify_count=5, exclude=excluded)
+    assert set(cal.calib.identities) | set(cal.verify.identities) <= kept
+    assert len(cal.calib) == 10 and cal.summary()["excluded_people"] == len(excluded)
+    with pytest.raises(UserError, match="leaves no images"):
+        load_calibration(att_crops, calib_count=10, verify_count=5, exclude=set(people))
+
+
+def test_missing_calibration_people_file_is_one_line(trained_model, att_crops, tmp_path):
+    _one_error_line(_export(trained_model, "--calib", att_crops, "--calib-exclude-people", tmp_path / "no.txt:10",
+                            "--out", tmp_path / "b"), r"people file not found")
+    assert not (tmp_path / "b").exists()

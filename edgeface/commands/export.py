@@ -90,6 +90,9 @@ def export_cmd(
         None, "--calib", help="Faces for int8 calibration and verification: DIR/<person>/<image>, raw photos or "
                               "aligned crops (default: the training data named in train.json)."),
     calib_count: int = typer.Option(200, "--calib-count", help="Calibration faces, spread over identities."),
+    calib_exclude_people: Optional[str] = typer.Option(
+        None, "--calib-exclude-people", help="People file whose identities never calibrate or verify (FILE or "
+                                             "FILE:FOLD, e.g. LFW people.txt:10 to keep the test fold out)."),
     verify_count: int = typer.Option(100, "--verify-count", help="Held-out faces to compare each file with Keras."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle folder (default: MODEL_DIR/<stem>_bundle)."),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="Pairs file (LFW pairs.txt) to measure accuracy."),
@@ -131,6 +134,7 @@ def export_cmd(
     from edgeface.converters.export import ExportConfig, check_config, export_bundle
 
     cfg = ExportConfig(model=model, out=out, formats=formats, calib=calib, calib_count=calib_count,
+                       calib_exclude_people=calib_exclude_people,
                        verify_count=verify_count, pairs=pairs, images=images, far=far, max_drop=max_drop,
                        auto_mixed=auto_mixed, detector=detector, threads=threads, name=name,
                        compile_edgetpu=compile_edgetpu)
