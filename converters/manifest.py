@@ -102,6 +102,9 @@ def train_summary(model_path: Path) -> Optional[dict]:
         return {"file": str(p), "error": "train.json is not an object"}
     summary: dict[str, Any] = {"file": str(p)}
     summary.update({k: data[k] for k in TRAIN_SUMMARY_KEYS if k in data})
+    config = data.get("config")
+    if isinstance(config, dict) and "seed" in config:
+        summary["seed"] = config["seed"]  # with the dataset hash, what a re-run needs to reproduce the model
     ds = data.get("dataset")
     if isinstance(ds, dict):
         summary["dataset"] = {k: ds[k] for k in ("root", "sha256", "num_classes", "images") if k in ds}

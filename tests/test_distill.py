@@ -446,3 +446,29 @@ def test_resume_continues_the_run_and_reuses_the_teacher_cache(trained_model, at
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     changed = runner.invoke(app, [*args, "--epochs", "5", "--resume", "--loss", "mse"])
     assert changed.exit_code == 2 and "cannot resume" in changed.stderr and "loss was 'cosine'" in changed.stderr
+
+
+def test_centred_targets_give_a_constant_student_nothing(media_dir, tmp_path):
+    """Real dlib embeddings share a common direction; centring removes what a collapsed student could copy."""
+    from edgeface.distill.distill import teacher_targets
+    from edgeface.runtime.detector import create_detector
+    from edgeface.runtime.images import read_image
+
+    teacher = load_teacher("dlib")
+    det = create_detector("short")
+    vecs = []
+    for name in ("obama.jpg", "obama2.jpg", "biden.jpg", "obama-480p.jpg", "two_people.jpg", "lin-manuel-miranda.png",
+                 "alex-lacamoire.png"):
+        image = read_image(media_dir / name)
+        for d in det.detect(image):
+            vecs.append(teacher.embed(image, d))
+    vecs = np.stack(vecs)
+    idx = np.arange(len(vecs))
+    raw, raw_floor = teacher_targets(vecs, idx, center=False)
+    centred, floor = teacher_targets(vecs, idx, center=True)
+    assert raw_floor > 0.6  # one fixed vector already "matches" dlib this well: the collapse the centring prevents
+    assert abs(floor) < 0.3 and floor < raw_floor - 0.4
+    np.testing.assert_allclose(np.linalg.norm(centred, axis=1), 1.0, atol=1e-5)
+    # who is who survives: Obama's two photos stay closer to each other than to Biden's
+    o1, o2, b = centred[0], centred[1], centred[2]
+    assert o1 @ o2 > o1 @ b

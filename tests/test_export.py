@@ -547,3 +547,18 @@ def test_missing_calibration_people_file_is_one_line(trained_model, att_crops, t
     _one_error_line(_export(trained_model, "--calib", att_crops, "--calib-exclude-people", tmp_path / "no.txt:10",
                             "--out", tmp_path / "b"), r"people file not found")
     assert not (tmp_path / "b").exists()
+
+
+def test_train_summary_keeps_what_reproduces_the_model(tmp_path):
+    from edgeface.converters.manifest import train_summary
+
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"x")
+    (tmp_path / "train.json").write_text(json.dumps({
+        "task": "distillation", "epochs_run": 9, "config": {"seed": 7, "lr": 0.001},
+        "teacher": {"spec": "dlib"}, "loss": {"match": "cosine"}, "history": [1, 2, 3],
+        "dataset": {"root": "/data", "sha256": "ab", "images": 10, "excluded_people": ["a", "b"]}}))
+    s = train_summary(model)
+    assert s["seed"] == 7 and s["epochs_run"] == 9 and s["teacher"] == {"spec": "dlib"}
+    assert s["loss"] == {"match": "cosine"} and s["dataset"]["excluded_people"] == 2
+    assert "history" not in s and "lr" not in s  # the summary, not the whole log

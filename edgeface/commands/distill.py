@@ -72,6 +72,8 @@ def distill_cmd(
     embedding_dim: int = typer.Option(128, help="Student embedding size (a projection head bridges a different "
                                       "teacher size in training)."),
     loss: str = typer.Option("cosine", help="Match the teacher by cosine or mse on normalised embeddings."),
+    center_teacher: bool = typer.Option(True, help="Subtract the mean teacher embedding before matching, so a "
+                                                   "student that outputs one vector for every face gains nothing."),
     structure: float = typer.Option(0.0, help="Weight of in-batch similarity-structure matching (0 = off)."),
     labels: float = typer.Option(0.0, help="Weight of a margin loss on identity folders (0 = unlabeled)."),
     head: str = typer.Option("arcface", help="Margin head for --labels: arcface, cosface or combined."),
@@ -124,7 +126,8 @@ def distill_cmd(
     cfg = DistillConfig(
         data=data, out=out, teacher=teacher, teacher_config=teacher_config, teacher_options=options,
         cache=cache if cache is not None else default_cache_path(os.environ), detector=detector, min_score=min_score,
-        arch=arch, embedding_dim=embedding_dim, loss=loss, structure=structure, labels=labels, head=head,
+        arch=arch, embedding_dim=embedding_dim, loss=loss, center_teacher=center_teacher,
+        structure=structure, labels=labels, head=head,
         scale=scale, margin=margin, margins=parse_margins(margins), optimizer=optimizer, lr=lr, momentum=momentum,
         weight_decay=weight_decay, lr_schedule=lr_schedule, epochs=epochs, batch_size=batch_size,
         val_split=val_split, exclude_people=exclude_people, patience=patience, monitor=monitor, resume=resume,

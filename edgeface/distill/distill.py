@@ -80,6 +80,7 @@ class DistillConfig:
     arch: str = "mobilefacenet"
     embedding_dim: int = 128
     loss: str = "cosine"
+    center_teacher: bool = True
     structure: float = 0.0
     labels: float = 0.0
     head: str = "arcface"
@@ -284,6 +285,25 @@ def build_distill_model(backbone: keras.Model, teacher_dim: int, num_classes: in
     return keras.Model(inputs, out, name=f"{backbone.name}_distill")
 
 
+def teacher_targets(teacher: np.ndarray, train_idx: np.ndarray, center: bool) -> tuple[np.ndarray, float]:
+    """The unit teacher embeddings the student learns, and the cosine a constant student would score on them.
+
+    Face embeddings share a large common component: dlib's unit vectors of LFW faces are at cosine 0.91 from
+    their mean direction on average, so a student that outputs that one direction for every face already
+    "agrees" with the teacher at 0.91 and the cosine loss has little reason to do better (a run measured
+    exactly this collapse).  Centring (subtracting the training faces' mean, re-normalising) leaves only the
+    part that tells faces apart: a constant student then scores about 0.  Cosine matching is unchanged in
+    kind; the student's space is the teacher's, shifted.
+    """
+    unit = l2_normalize(np.asarray(teacher, np.float32))
+    mean = unit[train_idx].mean(axis=0) if len(train_idx) else unit.mean(axis=0)
+    if center:
+        unit = l2_normalize(unit - mean)
+        mean = unit[train_idx].mean(axis=0) if len(train_idx) else unit.mean(axis=0)
+    direction = mean / max(float(np.linalg.norm(mean)), 1e-12)
+    return unit.astype(np.float32), float(np.mean(unit @ direction))
+
+
 def targets(teacher_unit: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """y for the training model: the teacher's unit embedding and the label (-1 unknown) as one float32 row."""
     return np.concatenate([teacher_unit, labels.reshape(-1, 1).astype(np.float32)], axis=1).astype(np.float32)
@@ -392,13 +412,14 @@ def distill(config: DistillConfig, progress: Optional[loop.ProgressFn] = None,
 
         warnings.warn("mixed_float16 on a CPU is slower than float32: use it on a GPU", stacklevel=2)
 
-    teacher_unit = l2_normalize(d.teacher)
     train_idx, val_idx = split_faces(d, cfg.val_split, cfg.seed)
+    teacher_unit, constant_cosine = teacher_targets(d.teacher, train_idx, cfg.center_teacher)
     num_classes = len(d.class_names) if cfg.labels else 0
     margins = resolve_margins(get_head_spec(cfg.head), cfg.scale, cfg.margin, cfg.margins) if cfg.labels else None
     fingerprint = {"task": "distillation", "arch": cfg.arch, "embedding_dim": cfg.embedding_dim,
                    "input_size": cfg.input_size, "teacher_id": cache_stats["teacher_id"][:16],
-                   "teacher_dim": teacher.dim, "loss": cfg.loss, "structure": cfg.structure, "labels": cfg.labels,
+                   "teacher_dim": teacher.dim, "loss": cfg.loss, "center_teacher": cfg.center_teacher,
+                   "structure": cfg.structure, "labels": cfg.labels,
                    "head": cfg.head if cfg.labels else None, "num_classes": num_classes,
                    "optimizer": cfg.optimizer, "precision": cfg.precision}
     has_val = len(val_idx) > 0
@@ -455,6 +476,7 @@ def distill(config: DistillConfig, progress: Optional[loop.ProgressFn] = None,
     m: dict[str, float] = {k: v for k, v in (outcome.history[-1] if outcome.history else {}).items()
                            if k in ("loss", "teacher_cosine", "accuracy", "val_loss")}
     m.update(_figures(embedder, proj, d, teacher_unit, train_idx, val_idx, sub, eval_bs))
+    m["constant_student_cosine"] = constant_cosine  # the floor: what one fixed output for every face scores
     m.update({f"{k}_start": v for k, v in state["start"].items()})
     if "val_rank1" in m:
         labels_tr, labels_va = d.labels[train_idx], d.labels[val_idx]
@@ -494,7 +516,8 @@ def _train_json(cfg: DistillConfig, d: ddata.DistillData, teacher: Teacher, outc
                   "file": result.model_path.name},
         "teacher": {"spec": cfg.teacher, "name": teacher.name, "dim": teacher.dim, "identity": teacher.identity(),
                     "cache": result.cache},
-        "loss": {"match": cfg.loss, "structure": cfg.structure, "labels": cfg.labels,
+        "loss": {"match": cfg.loss, "center_teacher": cfg.center_teacher, "structure": cfg.structure,
+                 "labels": cfg.labels,
                  "head": {"name": cfg.head, **dataclasses.asdict(margins)} if margins else None,
                  "projection": cfg.embedding_dim != teacher.dim},
         "dataset": {"root": str(cfg.data), "sha256": dataset_hash(d, cfg.data), "num_classes": len(d.class_names),
