@@ -186,8 +186,6 @@ def check_config(cfg: ExportConfig) -> list[ExportFormat]:
                             "crops) to calibrate int8 and to verify every exported file")
     elif not cfg.calib.is_dir():
         raise UserError(f"--calib folder not found: {cfg.calib}")
-    if cfg.calib_exclude_people:
-        read_people_file(cfg.calib_exclude_people)  # a missing or empty file fails here, before TensorFlow loads
     if cfg.auto_mixed and not any(f.name == "int8" for f in formats):
         raise UserError("--auto-mixed tunes the int8 file: add int8 to --formats")
     _check_out_dir(cfg.out)
@@ -350,6 +348,8 @@ def _finish_bundle(work: Path, out: Path) -> None:
 def export_bundle(cfg: ExportConfig, progress: Progress = None) -> ExportResult:
     """Export, verify and write the bundle; returns one result row per format."""
     formats = check_config(cfg)
+    # Read once, before TensorFlow loads, so a missing or empty people file costs no model load.
+    exclude = read_people_file(cfg.calib_exclude_people) if cfg.calib_exclude_people else None
     want_int8_mixed = cfg.auto_mixed
     steps = 3 + len(formats) + (1 if cfg.pairs else 0) + (1 if want_int8_mixed else 0)
     done = 0
@@ -370,7 +370,6 @@ def export_bundle(cfg: ExportConfig, progress: Progress = None) -> ExportResult:
     step("collecting calibration faces")
     from edgeface.converters.calibration import load_calibration
 
-    exclude = read_people_file(cfg.calib_exclude_people) if cfg.calib_exclude_people else None
     cal = load_calibration(cfg.calib, cfg.calib_count, cfg.verify_count, size=size, detector=cfg.detector,
                            exclude=exclude)
     notes = []
