@@ -10,6 +10,7 @@ from typing import Callable, Optional
 import typer
 
 from edgeface.cli import user_errors
+from edgeface.commands import fit_options as fo
 from edgeface.errors import UserError
 
 _TEACHER_HELP = ("Teacher: dlib (face_recognition's ResNet), onnx:PATH, tflite:PATH or keras:PATH (an edgeface "
@@ -68,7 +69,7 @@ def distill_cmd(
     teacher_only: bool = typer.Option(False, help="Compute and cache the teacher's embeddings, then stop."),
     detector: str = typer.Option("short", help="Face detector: short (BlazeFace 128), full (BlazeFace 192), haar."),
     min_score: Optional[float] = typer.Option(None, help="Detection score threshold (default: the detector's)."),
-    arch: str = typer.Option("mobilefacenet", help="Student architecture: mobilefacenet or seed-cnn."),
+    arch: str = fo.ARCH,
     embedding_dim: int = typer.Option(128, help="Student embedding size (a projection head bridges a different "
                                       "teacher size in training)."),
     loss: str = typer.Option("cosine", help="Match the teacher by cosine or mse on normalised embeddings."),
@@ -77,40 +78,38 @@ def distill_cmd(
     structure: float = typer.Option(0.0, help="Weight of in-batch similarity-structure matching (0 = off)."),
     labels: float = typer.Option(0.0, help="Weight of a margin loss on identity folders (0 = unlabeled)."),
     head: str = typer.Option("arcface", help="Margin head for --labels: arcface, cosface or combined."),
-    scale: Optional[float] = typer.Option(None, help="--labels: logit scale s (default 64)."),
-    margin: Optional[float] = typer.Option(None, help="--labels: the margin (arcface 0.5 rad, cosface 0.35)."),
-    margins: Optional[str] = typer.Option(None, help="--labels: all three as m1,m2,m3 for cos(m1*t+m2)-m3."),
+    scale: Optional[float] = fo.SCALE,
+    margin: Optional[float] = fo.MARGIN,
+    margins: Optional[str] = fo.MARGINS,
     optimizer: str = typer.Option("adam", help="adam or sgd."),
-    lr: Optional[float] = typer.Option(None, help="Initial learning rate (default adam 1e-3, sgd 0.05)."),
-    momentum: float = typer.Option(0.9, help="SGD momentum."),
-    weight_decay: Optional[float] = typer.Option(None, help="Decoupled weight decay (default sgd 5e-4, adam 0)."),
-    lr_schedule: str = typer.Option("cosine", help="cosine (decay to 1% over the epochs) or constant."),
-    epochs: int = typer.Option(20, help="Epochs (in total, counting those before a --resume)."),
+    lr: Optional[float] = fo.LR,
+    momentum: float = fo.MOMENTUM,
+    weight_decay: Optional[float] = fo.WEIGHT_DECAY,
+    lr_schedule: str = fo.LR_SCHEDULE,
+    epochs: int = fo.EPOCHS,
     batch_size: int = typer.Option(64, help="Batch size."),
     val_split: float = typer.Option(0.0, help="Hold out this fraction of the faces (per identity) for validation."),
-    exclude_people: Optional[str] = typer.Option(None, help="People file to leave out (FILE or FILE:FOLD, e.g. "
-                                                 "LFW people.txt:10)."),
-    patience: int = typer.Option(10, help="Early stopping: epochs without improvement (0 = off)."),
+    exclude_people: Optional[str] = fo.EXCLUDE_PEOPLE,
+    patience: int = fo.PATIENCE,
     monitor: str = typer.Option("auto", help="Metric for early stopping: auto (val_teacher_cosine with --val-split, "
                                 "else loss), val_loss, teacher_cosine, loss, val_accuracy, accuracy."),
-    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
-    augment: bool = typer.Option(True, help="Augmentation on/off (each kind can also be set to 0 below)."),
-    rotation: float = typer.Option(10.0, help="Augment: max rotation, degrees."),
-    shift: float = typer.Option(0.08, help="Augment: max width/height shift, fraction."),
-    shear: float = typer.Option(0.1, help="Augment: max shear, fraction."),
-    zoom: float = typer.Option(0.1, help="Augment: max zoom in/out, fraction."),
-    flip: bool = typer.Option(True, help="Augment: random horizontal flip."),
-    brightness: float = typer.Option(0.2, help="Augment: max brightness change, fraction."),
-    contrast: float = typer.Option(0.2, help="Augment: max contrast change, fraction."),
-    precision: str = typer.Option("float32", help="float32, mixed_float16 (GPU) or mixed_bfloat16."),
+    resume: bool = fo.RESUME,
+    augment: bool = fo.AUGMENT,
+    rotation: float = fo.ROTATION,
+    shift: float = fo.SHIFT,
+    shear: float = fo.SHEAR,
+    zoom: float = fo.ZOOM,
+    flip: bool = fo.FLIP,
+    brightness: float = fo.BRIGHTNESS,
+    contrast: float = fo.CONTRAST,
+    precision: str = fo.PRECISION,
     input_size: int = typer.Option(112, help="Student input size (exports expect 112; smaller for experiments)."),
-    seed: int = typer.Option(0, help="Random seed (split, shuffling, augmentation, initialisation)."),
+    seed: int = fo.SEED,
     workers: int = typer.Option(2, help="Threads for reading and detecting faces."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for an ONNX/TFLite teacher."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (progress is not shown)."),
+    as_json: bool = fo.AS_JSON,
 ) -> None:
     """Distil a stronger face model (dlib, ONNX, TFLite, Keras) into a small edgeface student."""
-    from edgeface.commands.train import parse_margins
     from edgeface.distill.teachers import parse_option_pairs, parse_teacher_spec
 
     # Cheap checks before TensorFlow loads: a typo should cost no import time.
@@ -119,16 +118,15 @@ def distill_cmd(
     if not data.is_dir():
         raise UserError(f"dataset folder not found: {data} (expected photographs: DATA/*.jpg or DATA/<person>/*.jpg)")
     from edgeface.distill.distill import DistillConfig, distill
-    from edgeface.train.augment import AugmentConfig
     from edgeface.train.progress import training_progress
 
-    aug = AugmentConfig(rotation, shift, shear, zoom, flip, brightness, contrast) if augment else AugmentConfig.off()
+    aug = fo.augment_config(augment, rotation, shift, shear, zoom, flip, brightness, contrast)
     cfg = DistillConfig(
         data=data, out=out, teacher=teacher, teacher_config=teacher_config, teacher_options=options,
         cache=cache if cache is not None else default_cache_path(os.environ), detector=detector, min_score=min_score,
         arch=arch, embedding_dim=embedding_dim, loss=loss, center_teacher=center_teacher,
         structure=structure, labels=labels, head=head,
-        scale=scale, margin=margin, margins=parse_margins(margins), optimizer=optimizer, lr=lr, momentum=momentum,
+        scale=scale, margin=margin, margins=fo.parse_margins(margins), optimizer=optimizer, lr=lr, momentum=momentum,
         weight_decay=weight_decay, lr_schedule=lr_schedule, epochs=epochs, batch_size=batch_size,
         val_split=val_split, exclude_people=exclude_people, patience=patience, monitor=monitor, resume=resume,
         augment=aug, precision=precision, seed=seed, input_size=input_size, teacher_only=teacher_only,

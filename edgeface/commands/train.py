@@ -10,6 +10,7 @@ from typing import Mapping, Optional
 import typer
 
 from edgeface.cli import user_errors
+from edgeface.commands import fit_options as fo
 from edgeface.errors import UserError
 
 _DISTRIBUTE_HELP = (
@@ -33,71 +34,55 @@ def resolve_distribute(flag: str, environ: Mapping[str, str]) -> str:
     return flag
 
 
-def parse_margins(text: Optional[str]) -> Optional[tuple[float, float, float]]:
-    """``"1,0.3,0.2"`` -> (1.0, 0.3, 0.2)."""
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise UserError(f"--margins must be three numbers m1,m2,m3 (e.g. 1,0.3,0.2), got {text!r}") from None
-    if len(values) != 3:
-        raise UserError(f"--margins must be three numbers m1,m2,m3 (e.g. 1,0.3,0.2), got {text!r}")
-    return values  # type: ignore[return-value]
-
-
 @user_errors
 def train_cmd(
     data: Path = typer.Argument(..., help="Aligned crops, DATA/<person>/<image> (from `edgeface data prepare`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: model.keras, train.json, log.csv, checkpoints/."),
-    arch: str = typer.Option("mobilefacenet", help="Architecture: mobilefacenet or seed-cnn."),
+    arch: str = fo.ARCH,
     embedding_dim: int = typer.Option(128, help="Embedding size."),
     head: str = typer.Option("arcface", help="Head: arcface, cosface, combined (m1,m2,m3) or softmax."),
-    scale: Optional[float] = typer.Option(None, help="Margin heads: logit scale s (default 64)."),
-    margin: Optional[float] = typer.Option(None, help="Margin heads: the margin (arcface 0.5 rad, cosface 0.35)."),
-    margins: Optional[str] = typer.Option(None, help="Margin heads: all three as m1,m2,m3 for cos(m1*t+m2)-m3."),
+    scale: Optional[float] = fo.SCALE,
+    margin: Optional[float] = fo.MARGIN,
+    margins: Optional[str] = fo.MARGINS,
     optimizer: str = typer.Option("auto", help="auto (adam for softmax, sgd for margin heads), adam or sgd."),
-    lr: Optional[float] = typer.Option(None, help="Initial learning rate (default adam 1e-3, sgd 0.05)."),
-    momentum: float = typer.Option(0.9, help="SGD momentum."),
-    weight_decay: Optional[float] = typer.Option(None, help="Decoupled weight decay (default sgd 5e-4, adam 0)."),
-    lr_schedule: str = typer.Option("cosine", help="cosine (decay to 1% over the epochs) or constant."),
-    epochs: int = typer.Option(20, help="Epochs (in total, counting those before a --resume)."),
+    lr: Optional[float] = fo.LR,
+    momentum: float = fo.MOMENTUM,
+    weight_decay: Optional[float] = fo.WEIGHT_DECAY,
+    lr_schedule: str = fo.LR_SCHEDULE,
+    epochs: int = fo.EPOCHS,
     batch_size: int = typer.Option(64, help="Batch size (global: split across devices with --distribute)."),
     val: Optional[Path] = typer.Option(None, help="Validation identity folder (e.g. test/ of the same people). "
                                        "Per-epoch val figures use BatchNorm's running averages, which lag on short "
                                        "runs; the final table recomputes them with precise statistics."),
     val_split: float = typer.Option(0.0, help="Hold out this fraction of each identity's images for validation."),
-    exclude_people: Optional[str] = typer.Option(None, help="People file to leave out (FILE or FILE:FOLD, e.g. "
-                                                 "LFW people.txt:10 or pairs.txt)."),
+    exclude_people: Optional[str] = fo.EXCLUDE_PEOPLE,
     min_images: int = typer.Option(1, help="Skip identities with fewer images."),
-    patience: int = typer.Option(10, help="Early stopping: epochs without improvement (0 = off)."),
+    patience: int = fo.PATIENCE,
     monitor: str = typer.Option("auto", help="Metric for early stopping: auto (val_accuracy with validation, else "
                                 "loss), val_loss, loss, accuracy."),
-    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
-    augment: bool = typer.Option(True, help="Augmentation on/off (each kind can also be set to 0 below)."),
-    rotation: float = typer.Option(10.0, help="Augment: max rotation, degrees."),
-    shift: float = typer.Option(0.08, help="Augment: max width/height shift, fraction."),
-    shear: float = typer.Option(0.1, help="Augment: max shear, fraction."),
-    zoom: float = typer.Option(0.1, help="Augment: max zoom in/out, fraction."),
-    flip: bool = typer.Option(True, help="Augment: random horizontal flip."),
-    brightness: float = typer.Option(0.2, help="Augment: max brightness change, fraction."),
-    contrast: float = typer.Option(0.2, help="Augment: max contrast change, fraction."),
-    precision: str = typer.Option("float32", help="float32, mixed_float16 (GPU) or mixed_bfloat16 (recent CPUs, "
-                                  "TPU). The saved model is float32 either way."),
+    resume: bool = fo.RESUME,
+    augment: bool = fo.AUGMENT,
+    rotation: float = fo.ROTATION,
+    shift: float = fo.SHIFT,
+    shear: float = fo.SHEAR,
+    zoom: float = fo.ZOOM,
+    flip: bool = fo.FLIP,
+    brightness: float = fo.BRIGHTNESS,
+    contrast: float = fo.CONTRAST,
+    precision: str = fo.PRECISION,
     distribute: str = typer.Option("none", help=_DISTRIBUTE_HELP),
-    seed: int = typer.Option(0, help="Random seed (split, shuffling, augmentation, initialisation)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (progress is not shown)."),
+    seed: int = fo.SEED,
+    as_json: bool = fo.AS_JSON,
 ) -> None:
     """Train a face-embedding CNN (MobileFaceNet or the seed CNN) with a softmax or margin head."""
     # Heavy imports only now: `edgeface --help` must not load Keras or TensorFlow.
-    from edgeface.train.augment import AugmentConfig
     from edgeface.train.progress import training_progress
     from edgeface.train.trainer import TrainConfig, train
 
-    aug = AugmentConfig(rotation, shift, shear, zoom, flip, brightness, contrast) if augment else AugmentConfig.off()
+    aug = fo.augment_config(augment, rotation, shift, shear, zoom, flip, brightness, contrast)
     cfg = TrainConfig(
         data=data, out=out, arch=arch, embedding_dim=embedding_dim, head=head, scale=scale, margin=margin,
-        margins=parse_margins(margins), optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+        margins=fo.parse_margins(margins), optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
         lr_schedule=lr_schedule, epochs=epochs, batch_size=batch_size, val=val, val_split=val_split,
         exclude_people=exclude_people, min_images=min_images, patience=patience, monitor=monitor, resume=resume,
         augment=aug, precision=precision, distribute=resolve_distribute(distribute, os.environ), seed=seed,

@@ -21,7 +21,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import keras
 import numpy as np
@@ -35,18 +35,12 @@ from edgeface.errors import UserError
 from edgeface.runtime.interpreter import l2_normalize
 from edgeface.train import data as tdata
 from edgeface.train import loop
-from edgeface.train.augment import AugmentConfig, apply_augmentation
+from edgeface.train.augment import apply_augmentation
 from edgeface.train.batchnorm import recalibrate_batchnorm
+from edgeface.train.config import FitConfig, choice
 from edgeface.train.heads import build_head, get_head_spec, resolve_margins
-from edgeface.train.models import ARCHITECTURES, L2Normalize, embedding_features, get_model
-from edgeface.train.trainer import (
-    LR_SCHEDULES,
-    OPTIMIZERS,
-    PRECISIONS,
-    build_optimizer,
-    embed_with_features,
-    float32_copy,
-)
+from edgeface.train.models import L2Normalize, embedding_features, get_model
+from edgeface.train.trainer import build_optimizer, embed_with_features, float32_copy
 
 MONITORS = ("auto", "val_teacher_cosine", "val_loss", "val_accuracy", "teacher_cosine", "loss", "accuracy")
 DETECTORS = ("short", "full", "haar")
@@ -55,19 +49,25 @@ METRIC_IMAGES = 2048  # un-augmented training faces the final figures are measur
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(FitConfig):
     """Everything one distillation run depends on (the CLI flags map one to one).
 
     data: photographs, flat or in identity folders.  teacher: ``dlib``,
     ``onnx:PATH``, ``tflite:PATH``, ``keras:PATH``; teacher_config (TOML) and
     teacher_options (overriding it) describe an ONNX/TFLite teacher's input.
     cache: the SQLite teacher-embedding cache (None: ``OUT/teacher_cache.sqlite``).
-    loss: cosine or mse; structure: weight of in-batch similarity-structure
-    matching; labels: weight of the margin loss (``head``, needs identity
-    folders; 0 = unlabeled).  teacher_only: compute and cache the teacher's
-    embeddings, then stop.  The other fields are as in
-    :class:`edgeface.train.trainer.TrainConfig`.
+    detector/min_score: how faces are found in the photographs.  loss: cosine or
+    mse; center_teacher: subtract the mean teacher embedding first; structure:
+    weight of in-batch similarity-structure matching; labels: weight of the
+    margin loss (``head``, needs identity folders; 0 = unlabeled).
+    teacher_only: compute and cache the teacher's embeddings, then stop.
+    workers: threads reading and detecting faces; threads: CPU threads of an
+    ONNX/TFLite teacher.  The other fields are
+    :class:`edgeface.train.config.FitConfig`'s.
     """
+
+    monitor_choices: ClassVar[tuple[str, ...]] = MONITORS
+    min_batch_size: ClassVar[int] = 2  # the structure term compares faces within a batch
 
     data: Path
     out: Path
@@ -77,47 +77,19 @@ class DistillConfig:
     cache: Optional[Path] = None
     detector: str = "short"
     min_score: Optional[float] = None
-    arch: str = "mobilefacenet"
-    embedding_dim: int = 128
     loss: str = "cosine"
     center_teacher: bool = True
     structure: float = 0.0
     labels: float = 0.0
-    head: str = "arcface"
-    scale: Optional[float] = None
-    margin: Optional[float] = None
-    margins: Optional[tuple[float, float, float]] = None
-    optimizer: str = "adam"
-    lr: Optional[float] = None
-    momentum: float = 0.9
-    weight_decay: Optional[float] = None
-    lr_schedule: str = "cosine"
-    epochs: int = 20
-    batch_size: int = 64
-    val_split: float = 0.0
-    exclude_people: Optional[str] = None
-    patience: int = 10
-    monitor: str = "auto"
-    resume: bool = False
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    precision: str = "float32"
-    seed: int = 0
-    input_size: int = 112
     teacher_only: bool = False
     workers: int = 2
     threads: Optional[int] = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.data, self.out = Path(self.data), Path(self.out)
         self.teacher_config = Path(self.teacher_config) if self.teacher_config is not None else None
         self.cache = Path(self.cache) if self.cache is not None else None
-        if isinstance(self.augment, dict):
-            self.augment = AugmentConfig(**self.augment)
-
-    @property
-    def optimizer_name(self) -> str:
-        """The optimizer (read by :func:`edgeface.train.trainer.build_optimizer`)."""
-        return self.optimizer
 
     @property
     def cache_path(self) -> Path:
@@ -125,18 +97,11 @@ class DistillConfig:
 
     def check(self) -> None:
         """Reject bad values with one clear line each, before any model or image is loaded."""
-        _choice("architecture", self.arch, ARCHITECTURES)
-        _choice("distillation loss", self.loss, LOSSES)
-        _choice("optimizer", self.optimizer, tuple(OPTIMIZERS))
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("learning-rate schedule", self.lr_schedule, LR_SCHEDULES)
-        _choice("monitor", self.monitor, MONITORS)
-        _choice("detector", self.detector, DETECTORS)
-        for name, v, lo in (("epochs", self.epochs, 1), ("batch size", self.batch_size, 2),
-                            ("embedding dim", self.embedding_dim, 2), ("input size", self.input_size, 32),
-                            ("workers", self.workers, 1)):
-            if int(v) < lo:
-                raise UserError(f"{name} must be at least {lo}, got {v}")
+        self.check_fit()
+        choice("distillation loss", self.loss, LOSSES)
+        choice("detector", self.detector, DETECTORS)
+        if int(self.workers) < 1:
+            raise UserError(f"workers must be at least 1, got {self.workers}")
         for name, v in (("--structure", self.structure), ("--labels", self.labels)):
             if not v >= 0:
                 raise UserError(f"{name} is a loss weight: it must be >= 0 (0 = off), got {v}")
@@ -146,12 +111,6 @@ class DistillConfig:
                 raise UserError(f"--labels trains a margin head: choose --head arcface, cosface or combined, "
                                 f"not {self.head}")
             resolve_margins(spec, self.scale, self.margin, self.margins)
-        if self.patience < 0:
-            raise UserError(f"patience must be >= 0 (0 = no early stopping), got {self.patience}")
-        if self.lr is not None and not self.lr > 0:
-            raise UserError(f"learning rate must be > 0, got {self.lr}")
-        if not 0.0 <= self.val_split < 1.0:
-            raise UserError(f"--val-split must be in [0, 1), got {self.val_split}")
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.threads}")
         if not self.data.is_dir():
@@ -160,7 +119,6 @@ class DistillConfig:
         if self.teacher_config is not None and not self.teacher_config.is_file():
             raise UserError(f"teacher config not found: {self.teacher_config}")
         parse_teacher_spec(self.teacher)
-        self.augment.check()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready config (paths as strings)."""
@@ -198,16 +156,6 @@ class DistillResult:
         for k in ("run_dir", "model_path", "train_json"):
             d[k] = str(d[k]) if d[k] is not None else None
         return d
-
-
-def _choice(kind: str, value: str, choices) -> str:
-    if value not in choices:
-        import difflib
-
-        close = difflib.get_close_matches(value, list(choices), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"unknown {kind} {value!r}{hint}: choose one of {', '.join(choices)}")
-    return value
 
 
 # --------------------------------------------------------------------------- data

@@ -21,7 +21,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import keras
 import numpy as np
@@ -30,95 +30,45 @@ from edgeface.data.dataset import CropSet, load_crops, read_people_file
 from edgeface.errors import UserError
 from edgeface.train import data as tdata
 from edgeface.train import loop
-from edgeface.train.augment import AugmentConfig, apply_augmentation
+from edgeface.train.augment import apply_augmentation
 from edgeface.train.batchnorm import recalibrate_batchnorm
+from edgeface.train.config import OPTIMIZERS, FitConfig, choice
 from edgeface.train.heads import HeadSpec, build_head, build_loss, get_head_spec, head_logits_numpy, resolve_margins
-from edgeface.train.models import ARCHITECTURES, embedding_features, get_model
+from edgeface.train.models import embedding_features, get_model
 
-
-@dataclass(frozen=True)
-class OptimizerSpec:
-    """One row of the optimizer table."""
-
-    name: str
-    lr: float
-    weight_decay: float
-    help: str
-
-
-OPTIMIZERS: dict[str, OptimizerSpec] = {
-    "adam": OptimizerSpec("adam", 1e-3, 0.0, "Adam (the classic softmax recipe)"),
-    "sgd": OptimizerSpec("sgd", 0.05, 5e-4, "SGD with momentum and weight decay (the margin-head recipe)"),
-}
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTE = ("none", "mirrored", "multi-worker")
-LR_SCHEDULES = ("cosine", "constant")
 MONITORS = ("auto", "val_accuracy", "val_loss", "accuracy", "loss")
 
 
-def _choice(kind: str, value: str, choices) -> str:
-    if value not in choices:
-        import difflib
-
-        close = difflib.get_close_matches(value, list(choices), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"unknown {kind} {value!r}{hint}: choose one of {', '.join(choices)}")
-    return value
-
-
 @dataclass
-class TrainConfig:
+class TrainConfig(FitConfig):
     """Everything one training run depends on (the CLI flags map one to one).
 
     data: identity folder of aligned crops (``edgeface data prepare`` output).
-    out: run folder.  val: a second identity folder to validate on; val_split:
-    fraction of each identity's images held out instead.  exclude_people: a
-    people file (``people.txt``, ``people.txt:10``, a plain list) whose people
-    are left out of training and validation.  head/scale/margin/margins: see
-    :mod:`edgeface.train.heads`.  optimizer "auto" is Adam for softmax and SGD
-    with momentum for margin heads; lr/weight_decay None take the optimizer's
-    defaults.  patience: epochs without improvement of ``monitor`` before
-    stopping (0 = never); monitor "auto" is val_accuracy with validation data, else
-    loss.  precision: a Keras dtype policy.  distribute: "mirrored"
-    (tf.distribute.MirroredStrategy over this machine's GPUs) or "multi-worker"
-    (MultiWorkerMirroredStrategy, cluster from TF_CONFIG).  input_size other
-    than 112 is for experiments and fast tests (exports expect 112).
+    out: run folder.  val: a second identity folder to validate on (instead of
+    ``val_split``).  min_images: identities with fewer images are skipped.
+    optimizer "auto" is Adam for softmax and SGD with momentum for margin heads.
+    monitor "auto" is val_accuracy with validation data, else loss.
+    distribute: "mirrored" (tf.distribute.MirroredStrategy over this machine's
+    GPUs) or "multi-worker" (MultiWorkerMirroredStrategy, cluster from
+    TF_CONFIG).  The other fields are :class:`edgeface.train.config.FitConfig`'s.
     """
+
+    optimizer_choices: ClassVar[tuple[str, ...]] = ("auto", *OPTIMIZERS)
+    monitor_choices: ClassVar[tuple[str, ...]] = MONITORS
 
     data: Path
     out: Path
-    arch: str = "mobilefacenet"
-    embedding_dim: int = 128
-    head: str = "arcface"
-    scale: Optional[float] = None
-    margin: Optional[float] = None
-    margins: Optional[tuple[float, float, float]] = None
-    optimizer: str = "auto"
-    lr: Optional[float] = None
-    momentum: float = 0.9
-    weight_decay: Optional[float] = None
-    lr_schedule: str = "cosine"
-    epochs: int = 20
-    batch_size: int = 64
     val: Optional[Path] = None
-    val_split: float = 0.0
-    exclude_people: Optional[str] = None
     min_images: int = 1
-    patience: int = 10
-    monitor: str = "auto"
-    resume: bool = False
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    precision: str = "float32"
     distribute: str = "none"
-    seed: int = 0
-    input_size: int = 112
+    optimizer: str = field(default="auto", kw_only=True)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.data = Path(self.data)
         self.out = Path(self.out)
         self.val = Path(self.val) if self.val is not None else None
-        if isinstance(self.augment, dict):
-            self.augment = AugmentConfig(**self.augment)
 
     @property
     def optimizer_name(self) -> str:
@@ -127,24 +77,11 @@ class TrainConfig:
 
     def check(self) -> None:
         """Reject bad values with one clear line each, before any data is read."""
-        _choice("architecture", self.arch, ARCHITECTURES)
         get_head_spec(self.head)
-        _choice("optimizer", self.optimizer, ("auto", *OPTIMIZERS))
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("distribute mode", self.distribute, DISTRIBUTE)
-        _choice("learning-rate schedule", self.lr_schedule, LR_SCHEDULES)
-        _choice("monitor", self.monitor, MONITORS)
-        for name, v, lo in (("epochs", self.epochs, 1), ("batch size", self.batch_size, 1),
-                            ("embedding dim", self.embedding_dim, 2), ("min images", self.min_images, 1),
-                            ("input size", self.input_size, 32)):
-            if int(v) < lo:
-                raise UserError(f"{name} must be at least {lo}, got {v}")
-        if self.patience < 0:
-            raise UserError(f"patience must be >= 0 (0 = no early stopping), got {self.patience}")
-        if self.lr is not None and not self.lr > 0:
-            raise UserError(f"learning rate must be > 0, got {self.lr}")
-        if not 0.0 <= self.val_split < 1.0:
-            raise UserError(f"--val-split must be in [0, 1), got {self.val_split}")
+        self.check_fit()
+        choice("distribute mode", self.distribute, DISTRIBUTE)
+        if int(self.min_images) < 1:
+            raise UserError(f"min images must be at least 1, got {self.min_images}")
         if self.val is not None and self.val_split:
             raise UserError("give either --val DIR or --val-split F, not both")
         if not self.data.is_dir():
@@ -157,7 +94,6 @@ class TrainConfig:
                             f"KERAS_BACKEND is {keras.backend.backend()!r}")
         if self.head != "softmax" or self.margins is not None or self.margin is not None:
             resolve_margins(get_head_spec(self.head), self.scale, self.margin, self.margins)
-        self.augment.check()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready config (paths as strings)."""

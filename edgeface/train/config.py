@@ -1,0 +1,119 @@
+"""What every training run is configured with, ``edgeface train`` and ``edgeface distill`` alike.
+
+:class:`FitConfig` holds the fields both share (network, head, optimizer,
+schedule, epochs, early stopping, augmentation, precision, seed) and checks
+them; :class:`edgeface.train.trainer.TrainConfig` and
+:class:`edgeface.distill.distill.DistillConfig` add what is theirs (data
+layout, validation, the teacher).  The tables here (optimizers, precisions,
+schedules) are the single place those choices are listed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Iterable, Optional
+
+from edgeface.errors import UserError
+from edgeface.train.augment import AugmentConfig
+from edgeface.train.models import ARCHITECTURES
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """One row of the optimizer table."""
+
+    name: str
+    lr: float
+    weight_decay: float
+    help: str
+
+
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    "adam": OptimizerSpec("adam", 1e-3, 0.0, "Adam (the classic softmax recipe)"),
+    "sgd": OptimizerSpec("sgd", 0.05, 5e-4, "SGD with momentum and weight decay (the margin-head recipe)"),
+}
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+LR_SCHEDULES = ("cosine", "constant")
+
+
+def choice(kind: str, value: str, choices: Iterable[str]) -> str:
+    """``value`` if it is one of ``choices``, else a :class:`UserError` naming them (and the closest one)."""
+    choices = list(choices)
+    if value not in choices:
+        import difflib
+
+        close = difflib.get_close_matches(value, choices, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"unknown {kind} {value!r}{hint}: choose one of {', '.join(choices)}")
+    return value
+
+
+@dataclass(kw_only=True)
+class FitConfig:
+    """The training fields shared by ``train`` and ``distill`` (the CLI flags map one to one).
+
+    head/scale/margin/margins: see :mod:`edgeface.train.heads`.  lr and
+    weight_decay None take the optimizer's defaults (:data:`OPTIMIZERS`).
+    val_split: fraction of each identity's images held out for validation.
+    exclude_people: a people file (``people.txt``, ``people.txt:10``, a plain
+    list) whose people are left out.  patience: epochs without improvement of
+    ``monitor`` before stopping (0 = never).  precision: a Keras dtype policy.
+    input_size other than 112 is for experiments and fast tests (exports expect
+    112).  Subclasses name their optimizer and monitor choices and the smallest
+    batch they can train on.
+    """
+
+    optimizer_choices: ClassVar[tuple[str, ...]] = tuple(OPTIMIZERS)
+    monitor_choices: ClassVar[tuple[str, ...]] = ("auto", "loss")
+    min_batch_size: ClassVar[int] = 1
+
+    arch: str = "mobilefacenet"
+    embedding_dim: int = 128
+    head: str = "arcface"
+    scale: Optional[float] = None
+    margin: Optional[float] = None
+    margins: Optional[tuple[float, float, float]] = None
+    optimizer: str = "adam"
+    lr: Optional[float] = None
+    momentum: float = 0.9
+    weight_decay: Optional[float] = None
+    lr_schedule: str = "cosine"
+    epochs: int = 20
+    batch_size: int = 64
+    val_split: float = 0.0
+    exclude_people: Optional[str] = None
+    patience: int = 10
+    monitor: str = "auto"
+    resume: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    precision: str = "float32"
+    seed: int = 0
+    input_size: int = 112
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, dict):  # read back from a train.json
+            self.augment = AugmentConfig(**self.augment)
+
+    @property
+    def optimizer_name(self) -> str:
+        """The optimizer actually used (read by :func:`edgeface.train.trainer.build_optimizer`)."""
+        return self.optimizer
+
+    def check_fit(self) -> None:
+        """Reject a bad shared value with one clear line, before any data is read."""
+        choice("architecture", self.arch, ARCHITECTURES)
+        choice("optimizer", self.optimizer, self.optimizer_choices)
+        choice("precision", self.precision, PRECISIONS)
+        choice("learning-rate schedule", self.lr_schedule, LR_SCHEDULES)
+        choice("monitor", self.monitor, self.monitor_choices)
+        for name, v, lo in (("epochs", self.epochs, 1), ("batch size", self.batch_size, self.min_batch_size),
+                            ("embedding dim", self.embedding_dim, 2), ("input size", self.input_size, 32)):
+            if int(v) < lo:
+                raise UserError(f"{name} must be at least {lo}, got {v}")
+        if self.patience < 0:
+            raise UserError(f"patience must be >= 0 (0 = no early stopping), got {self.patience}")
+        if self.lr is not None and not self.lr > 0:
+            raise UserError(f"learning rate must be > 0, got {self.lr}")
+        if not 0.0 <= self.val_split < 1.0:
+            raise UserError(f"--val-split must be in [0, 1), got {self.val_split}")
+        self.augment.check()
