@@ -56,6 +56,7 @@ class ExportConfig:
     far: float = 1e-3
     max_drop: float = 0.5  # percentage points of verification accuracy
     auto_mixed: bool = False
+    per_tensor: bool = False  # full-integer weights: one scale per tensor (smaller file) instead of per channel
     detector: str = "short"  # aligns raw --calib photos
     bundle_detectors: tuple[str, ...] = ("short", "full")
     threads: Optional[int] = None  # interpreter threads for verification
@@ -265,7 +266,8 @@ def _export_one(ctx: _Context, fmt: ExportFormat) -> tuple[FormatResult, Optiona
     t0 = time.perf_counter()
     graph = None
     try:
-        data, graph = convert(ctx.model1, fmt, ctx.calib if fmt.needs_calibration else None)
+        data, graph = convert(ctx.model1, fmt, ctx.calib if fmt.needs_calibration else None,
+                              per_tensor=ctx.cfg.per_tensor)
         path = ctx.work / fmt.filename(ctx.stem)
         path.write_bytes(data)
         result.file, result.size_bytes, result.ops = path.name, len(data), graph.op_counts()
@@ -289,6 +291,7 @@ def _entry(ctx: _Context, r: FormatResult, graph: Graph, **extra: Any) -> dict:
         accuracy=r.accuracy,
         accuracy_drop=round(r.accuracy_drop_pt / 100.0, 6) if r.accuracy_drop_pt is not None else None,
         threshold_at_far=r.threshold_at_far,
+        weight_quantization=graph.weight_quantization(),
         **extra,
     )
 
@@ -301,7 +304,7 @@ def _run_auto_mixed(ctx: _Context, int8: FormatResult, progress: Callable[[str],
 
     result = FormatResult(MIXED_FORMAT.name)
     t0 = time.perf_counter()
-    dbg = LayerDebugger(ctx.model1, ctx.calib, ctx.verify[: min(len(ctx.verify), 32)])
+    dbg = LayerDebugger(ctx.model1, ctx.calib, ctx.verify[: min(len(ctx.verify), 32)], per_tensor=ctx.cfg.per_tensor)
     ranking = dbg.rank()
     path = ctx.work / MIXED_FORMAT.filename(ctx.stem)
 

@@ -120,13 +120,14 @@ def parse_layer_statistics(dump: str) -> list[LayerError]:
 class LayerDebugger:
     """A calibrated model plus TF's QuantizationDebugger: ranks layers and re-quantizes with a denylist."""
 
-    def __init__(self, model1: Any, calibration: np.ndarray, debug_images: np.ndarray) -> None:
+    def __init__(self, model1: Any, calibration: np.ndarray, debug_images: np.ndarray,
+                 per_tensor: bool = False) -> None:
         import tensorflow as tf
 
         from edgeface.converters.convert import make_converter
 
         self._tf = tf
-        conv = make_converter(model1, MIXED_FORMAT, calibration)
+        conv = make_converter(model1, MIXED_FORMAT, calibration, per_tensor=per_tensor)
         with captured_output():
             self.debugger = tf.lite.experimental.QuantizationDebugger(
                 converter=conv, debug_dataset=representative_dataset(debug_images))

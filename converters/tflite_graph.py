@@ -104,6 +104,15 @@ class Graph:
         """Every tensor an operator reads or writes (optional inputs, index -1, skipped)."""
         return [self.tensors[i] for i in (*op.inputs, *op.outputs) if i >= 0]
 
+    def weight_quantization(self) -> Optional[str]:
+        """How the 8-bit constant tensors (weights) are scaled: "per-channel" (any with several scales),
+        "per-tensor", or None when no weight is 8-bit quantized (a float file)."""
+        scales = [len(t.scale) for t in self.tensors
+                  if t.constant and t.quantized and t.dtype in ("int8", "uint8")]
+        if not scales:
+            return None
+        return "per-channel" if max(scales) > 1 else "per-tensor"
+
 
 def _options(op, schema) -> dict[str, Any]:
     opts = getattr(op, "builtinOptions", None)

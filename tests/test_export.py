@@ -433,6 +433,8 @@ def test_manifest_describes_and_verifies_every_file(full_export, trained_model):
     int8 = b.entry("int8")
     assert int8["input"]["dtype"] == "int8" and int8["input"]["shape"] == [1, 112, 112, 3]
     assert int8["input"]["scale"] > 0 and int8["output"]["dtype"] == "int8" and int8["verified"]
+    assert int8["weight_quantization"] == b.entry("edgetpu")["weight_quantization"] == "per-channel"
+    assert b.entry("dynamic")["weight_quantization"] == "per-channel" and "weight_quantization" not in b.entry("fp32")
     for fmt in b.formats:
         assert b.model_path(fmt).is_file()  # checks the SHA-256
     kinds = {d["kind"]: d for d in m["detectors"]}
@@ -501,6 +503,28 @@ def test_auto_mixed_keeps_the_worst_layers_in_float(trained_model, att_crops, tm
     assert res.met_budget and 1 <= len(res.float_layers) < len(ranking)
     g = read_graph(res.data)
     assert "DEQUANTIZE" in g.op_counts() and any(t.dtype == "float32" for t in g.tensors)
+
+
+def test_per_tensor_int8_is_smaller_and_says_so(trained_model, att_crops, full_export, tmp_path):
+    from edgeface.runtime.bundle import sha256_file
+    from edgeface.runtime.interpreter import Embedder
+
+    out = tmp_path / "bundle"
+    result = runner.invoke(app, ["export", str(trained_model), "--formats", "int8", "--calib", str(att_crops),
+                                 "--calib-count", "100", "--verify-count", "40", "--per-tensor", "--out", str(out),
+                                 "--json"])
+    assert result.exit_code in (0, 1), result.output
+    row = json.loads(result.stdout)["formats"][0]
+    g = read_graph(out / row["file"])
+    weights = [t for t in g.tensors if t.constant and t.dtype == "int8"]
+    assert weights and all(len(t.scale) == 1 for t in weights)  # one scale per weight tensor
+    per_channel = {r["format"]: r for r in full_export[1]["formats"]}["int8"]
+    # MobileFaceNet's many narrow depthwise channels make per-channel scales a large share of the file
+    assert row["size_bytes"] < 0.9 * per_channel["size_bytes"], (row["size_bytes"], per_channel["size_bytes"])
+    entry = next(f for f in json.loads((out / "manifest.json").read_text())["files"] if f["format"] == "int8")
+    assert entry["weight_quantization"] == "per-tensor" and entry["sha256"] == sha256_file(out / row["file"])
+    # verified or not (coarser scales cost accuracy: the row says how much), the file runs in the runtime
+    assert row["cosine_mean"] is not None and Embedder(out / row["file"]).dim == 128
 
 
 @pytest.mark.slow

@@ -101,6 +101,8 @@ def export_cmd(
     max_drop: float = typer.Option(0.5, "--max-drop", help="Largest accuracy drop vs float (points) still verified."),
     auto_mixed: bool = typer.Option(False, "--auto-mixed", help="If int8 breaks the budget, keep the worst layers "
                                                                 "in float until it holds."),
+    per_tensor: bool = typer.Option(False, "--per-tensor", help="int8/edgetpu: one weight scale per tensor instead "
+                                    "of per channel: a smaller file (MobileFaceNet: -18 %), usually less accurate."),
     detector: str = typer.Option("short", "--detector", help="Detector aligning raw photos: short, full or haar."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Interpreter threads for verification."),
     name: Optional[str] = typer.Option(None, "--name", help="File-name stem (default: the model's file stem)."),
@@ -136,7 +138,7 @@ def export_cmd(
     cfg = ExportConfig(model=model, out=out, formats=formats, calib=calib, calib_count=calib_count,
                        calib_exclude_people=calib_exclude_people,
                        verify_count=verify_count, pairs=pairs, images=images, far=far, max_drop=max_drop,
-                       auto_mixed=auto_mixed, detector=detector, threads=threads, name=name,
+                       auto_mixed=auto_mixed, per_tensor=per_tensor, detector=detector, threads=threads, name=name,
                        compile_edgetpu=compile_edgetpu)
     check_config(cfg)  # every cheap check before TensorFlow loads
     with progress_bar("export", disable=as_json) as advance:
