@@ -7,8 +7,9 @@ Prints:
   cold start (process start to the first processed frame, measured from outside and inside),
   peak RSS - for each detector x model format asked for, median of --repeats runs;
 - matching time of one query (and of 5) against 100k enrolled embeddings;
-- recognition on the clip with lin-manuel-miranda.png and alex-lacamoire.png enrolled: frames in
-  which each person is named, faces called unknown, frames where one name is given to two faces;
+- recognition on the clip with lin-manuel-miranda.png and alex-lacamoire.png enrolled (and obama.jpg,
+  biden.jpg, who are not in the clip): frames in which each person is named, faces called unknown,
+  faces given a distractor's name, frames where one name is given to two faces;
 - with --install-size: the size of a runtime-only install (`pip install <repo>` in a fresh venv,
   no extras) and its largest packages.
 
@@ -33,6 +34,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("EDGEFACE_DATA", REPO.parent / "shared" / "data"))
 PEOPLE = {"lin-manuel-miranda": "lin-manuel-miranda.png", "alex-lacamoire": "alex-lacamoire.png"}
+# Enrolled as well but not in the clip: a face given one of these names is certainly misnamed.
+DISTRACTORS = {"obama": "obama.jpg", "biden": "biden.jpg"}
 
 
 def edgeface(*args: str) -> list[str]:
@@ -111,17 +114,18 @@ def bench_match(n: int, dim: int, repeats: int = 300) -> dict:
 def bench_recognition(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         gallery = Path(tmp) / "g.npz"
-        for name, photo in PEOPLE.items():
+        for name, photo in {**PEOPLE, **DISTRACTORS}.items():
             proc = subprocess.run(edgeface("enroll", name, DATA / "media" / photo, "-g", gallery, "-m", args.model,
                                            "--json"), capture_output=True, text=True)
             if proc.returncode != 0:
                 raise SystemExit(f"enroll {name} failed: {proc.stderr.strip()}")
         summary = run_once(args.clip, args.model, args.recognition_detector, None, args.threads, gallery)
     frames_named: dict[str, list[int]] = {n: [] for n in PEOPLE}
-    unknown = doubled = 0
+    unknown = doubled = distractor = 0
     for e in summary["events"]:
         names = [d["identity"] for d in e["detections"]]
         unknown += names.count("unknown")
+        distractor += sum(names.count(n) for n in DISTRACTORS)
         for n in PEOPLE:
             if n in names:
                 frames_named[n].append(e["frame"])
@@ -130,6 +134,7 @@ def bench_recognition(args) -> dict:
     return {"detector": args.recognition_detector, "frames": summary["frames"], "faces": summary["faces"],
             "frames_with_a_face": sum(1 for e in summary["events"] if e["detections"]),
             "identities": summary["identities"], "unknown_faces": unknown, "frames_with_a_name_twice": doubled,
+            "faces_named_as_a_distractor": distractor, "distractors": list(DISTRACTORS),
             "frames_named": {n: {"count": len(v), "ranges": _ranges(v)} for n, v in frames_named.items()},
             "threshold": summary["threshold"]}
 
@@ -228,6 +233,7 @@ def main() -> None:
                 ["person", "frames named", "frame ranges"],
                 [[n, v["count"], v["ranges"] or "-"] for n, v in r["frames_named"].items()])
     print(f"faces {r['faces']} in {r['frames_with_a_face']} frames with a face; unknown {r['unknown_faces']}; "
+          f"given the name of {' or '.join(r['distractors'])} (not in the clip) {r['faces_named_as_a_distractor']}; "
           f"frames with one name on two faces {r['frames_with_a_name_twice']}; identities {r['identities']}")
     if "install" in figures:
         i = figures["install"]

@@ -9,25 +9,37 @@
 #    measured on all 6,000 View 2 pairs, 3. evaluate fold 10 (people never seen in training), then
 #    the 10-fold number (optimistic: folds 1-9 people were trained on).
 # The teacher's embeddings are cached in $RUN/dlib_teacher.sqlite, so a re-run only trains.
+#
+# On a 2-core CPU the distillation takes ~7.5 min per epoch (25 img/s) plus ~30 min for the teacher cache.
+# The shipped model was trained in two sessions: started with --epochs 40, stopped after epoch 2, then
+# continued with `--resume --epochs 14` (the cosine schedule follows the total, so epochs 1-2 ran at
+# 0.998x and 0.994x the peak rate instead of this script's 0.988x and 0.951x); RESUME=1 adds --resume.
 set -euo pipefail
 DATA=${EDGEFACE_DATA:-../shared/data}
 RUN=${RUN:-runs/default}
 LFW=$DATA/lfw/lfw-deepfunneled
-EPOCHS=${EPOCHS:-5}
+EPOCHS=${EPOCHS:-14}
 mkdir -p "$RUN"
 
 edgeface distill "$LFW" --teacher dlib --cache "$RUN/dlib_teacher.sqlite" \
     --exclude-people "$DATA/lfw/people.txt:10" --out "$RUN/student" \
     --arch mobilefacenet --embedding-dim 128 --loss cosine --structure 1.0 \
     --labels 0.05 --head cosface --scale 32 --margin 0.35 \
-    --epochs "$EPOCHS" --batch-size 64 --lr-schedule cosine --patience 0 --seed 0
+    --epochs "$EPOCHS" --batch-size 64 --lr-schedule cosine --patience 0 --seed 0 \
+    ${RESUME:+--resume}
 
 # Aligned crops once (the runtime's own detector and alignment), so export and evaluate skip detection.
 edgeface data prepare "$LFW" --out "$RUN/lfw_crops" --json > "$RUN/prepare.json"
 
+# --far 1e-2: the shipped match threshold accepts 1 % of impostor pairs. At 1e-3 this model accepts only 21 %
+# of genuine pairs (threshold 0.75), too few for a camera; at 1e-2, 58 % (threshold 0.57). evaluate below
+# still reports TAR at FAR 1e-3.
+# Per-channel int8 (export's default). `--per-tensor` makes the int8 file 18 % smaller (26.9 % of float32
+# instead of 32.7 %) and measured +0.03 pt vs float on the 6,000 pairs but -0.50 pt on fold 10 (3 pairs of
+# 600); per-channel: +0.08 and +0.50 pt. The default model keeps per-channel for fold 10's sake.
 edgeface export "$RUN/student/model.keras" --formats all --name default \
     --calib "$RUN/lfw_crops" --calib-exclude-people "$DATA/lfw/people.txt:10" \
-    --pairs "$DATA/lfw/pairs.txt" --images "$RUN/lfw_crops" --far 1e-3 --out "$RUN/bundle" --json > "$RUN/export.json"
+    --pairs "$DATA/lfw/pairs.txt" --images "$RUN/lfw_crops" --far 1e-2 --out "$RUN/bundle" --json > "$RUN/export.json"
 
 for fmt in float32 int8; do
     edgeface evaluate "$RUN/bundle/default_$fmt.tflite" --pairs "$DATA/lfw/pairs.txt" --images "$RUN/lfw_crops" \
@@ -67,4 +79,5 @@ for rel in paths:
     shutil.copy2(src / rel, dest / rel)
 (dest / "manifest.json").write_text(json.dumps(mf, indent=2) + "\n")
 PY
+    cp "$RUN/roc_fold10_int8.png" edgeface/models/default/  # README shows it
 fi
