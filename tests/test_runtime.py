@@ -777,7 +777,7 @@ def hamilton_run(media_dir, tmp_path_factory) -> tuple[list[dict], dict]:
     result = invoke("run", "-s", media_dir / CLIP, "-g", gallery, "--detector", "full", "-q")
     assert result.exit_code == 0, result.output
     frames, summary = events_of(result.stdout)
-    assert summary["frames"] == 275 and summary["faces"] > 275  # two people on stage most of the clip
+    assert summary["frames"] == 275 and summary["faces"] > 275  # stage and audience shots: several faces in many frames
     return frames, summary
 
 
@@ -797,13 +797,14 @@ def test_hamilton_clip_never_misnames_a_face(hamilton_run):
 
 
 @NEEDS_DEFAULT
-@pytest.mark.xfail(strict=True, reason="the shipped model (90.8 % on LFW fold 10) gives Alex Lacamoire's stage faces "
-                   "at most ~0.3 cosine to his one reference photo, under the 0.57 threshold (README, 'The default "
-                   "model'); strict, so a better default model turns this into a required pass")
+@pytest.mark.xfail(strict=True, reason="Alex Lacamoire is on screen in near profile in the dark (frames ~27-76), his "
+                   "photo is frontal: the shipped model scores his faces <= ~0.45 (threshold 0.575), and even the dlib "
+                   "teacher names him on 1 face at face_recognition's tolerance (tests/benchmarks/"
+                   "clip_teacher_bench.py); strict, so a model that does recognise him makes this a required pass")
 def test_hamilton_clip_recognises_both_enrolled_people(hamilton_run):
     frames, summary = hamilton_run
     named = _named_faces(frames)
-    # both people are on stage for the whole clip: each must be named in a good share of the detected faces
+    # each must be named in a good share of the faces: a quarter of an even split of the clip's detected faces
     assert all(n >= 0.25 * summary["faces"] / 2 for n in named.values()), (named, summary["faces"])
 
 
