@@ -21,30 +21,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runtime_bench import DISTRACTORS, PEOPLE, _ranges  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("EDGEFACE_DATA", REPO.parent / "shared" / "data"))
+from runtime_bench import DATA, DISTRACTORS, PEOPLE, _ranges  # noqa: E402
 
 
-def reference_faces(det, media: Path) -> dict:
-    """Name -> (RGB photo, its largest detected face) for everyone enrolled."""
+def reference_faces(rec, media: Path) -> dict:
+    """Name -> (RGB photo, its largest face as the runtime finds, aligns and embeds it) for everyone enrolled."""
     from edgeface.runtime.images import read_image
 
     refs = {}
     for name, photo in {**PEOPLE, **DISTRACTORS}.items():
         image = read_image(media / photo)
-        faces = det.detect(image)
+        faces = rec.process(image)  # largest face first
         if not faces:
             raise SystemExit(f"no face found in {photo}")
-        refs[name] = (image, max(faces, key=lambda d: d.area))
+        refs[name] = (image, faces[0])
     return refs
 
 
@@ -87,19 +83,20 @@ def main() -> None:
     loaded = load_recognizer(args.model, detector=args.detector)
     rec = loaded.recognizer
     teacher = load_teacher(args.teacher, args.teacher_config)
-    refs = reference_faces(rec.detector, DATA / "media")
+    refs = reference_faces(rec, DATA / "media")
     names = list(refs)
-    s_ref = rec.embedder.embed(np.stack([rec.align(img, d.keypoints) for img, d in refs.values()]))
-    t_ref = np.stack([teacher.embed(img, d) for img, d in refs.values()])
+    s_ref = np.stack([face.embedding for _, face in refs.values()])
+    t_ref = np.stack([teacher.embed(img, face) for img, face in refs.values()])
 
     s_emb, t_emb, frames = [], [], []
     with open_source(str(args.clip)) as source, \
             progress_bar(f"teacher and student on {args.clip.name}") as advance:
         total = getattr(source, "expected", 0)
         while (frame := source.read()) is not None:
-            for d in rec.detector.detect(frame.image):
-                s_emb.append(rec.embedder.embed(rec.align(frame.image, d.keypoints)[None])[0])
-                t_emb.append(teacher.embed(frame.image, d))
+            # The runtime's own detect -> align -> embed; the teacher gets the same box and keypoints.
+            for face in rec.process(frame.image):
+                s_emb.append(face.embedding)
+                t_emb.append(teacher.embed(frame.image, face))
                 frames.append(frame.index)
             advance(frame.index + 1, max(total, frame.index + 1))
     s_emb, t_emb = np.asarray(s_emb).reshape(-1, s_ref.shape[1]), np.asarray(t_emb).reshape(-1, t_ref.shape[1])

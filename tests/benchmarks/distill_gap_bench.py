@@ -30,11 +30,6 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("EDGEFACE_DATA", REPO.parent / "shared" / "data"))
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def cached_faces(images: Path, crops: Path, cache, excluded: set[str]) -> tuple[list, list]:
     """([(crop path, teacher vector)] of training people, the same of excluded people), cached photos only."""
     from edgeface.distill.cache import image_sha256
@@ -74,10 +69,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     from edgeface.data.dataset import read_people_file
     from edgeface.distill import data as ddata
     from edgeface.distill.cache import EmbeddingCache
+    from edgeface.distill.distill import teacher_targets
     from edgeface.distill.teachers import load_teacher
     from edgeface.evaluate.embedders import make_embedder
     from edgeface.runtime.detector import create_detector
     from edgeface.runtime.images import read_image
+    from edgeface.runtime.interpreter import l2_normalize
 
     teacher = load_teacher(args.teacher, args.teacher_config)
     identity = ddata.cache_identity(teacher, create_detector(args.detector, threads=1))
@@ -86,18 +83,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not seen or not unseen:
         raise SystemExit(f"need cached teacher embeddings of both groups: {len(seen)} training faces, "
                          f"{len(unseen)} of excluded people")
-    # The training target: unit teacher vectors, centred on the training faces' mean, re-normalised.
-    mean = unit(np.stack([v for _, v in seen])).mean(axis=0)
+    # The very targets `edgeface distill` trains on: centred on the training faces' mean, re-normalised.
+    faces = seen + unseen
+    target, _ = teacher_targets(np.stack([v for _, v in faces]), np.arange(len(seen)), center=True)
     rng = np.random.default_rng(0)
-    sample = [seen[i] for i in sorted(rng.choice(len(seen), min(args.sample, len(seen)), replace=False))]
+    sample = np.sort(rng.choice(len(seen), min(args.sample, len(seen)), replace=False))
     student = make_embedder(args.student)
     report = {"student": str(args.student), "teacher": teacher.name, "training_faces_cached": len(seen)}
-    for name, faces in (("training_people", sample), ("unseen_people", unseen)):
-        crops = np.stack([read_image(c) for c, _ in faces])
-        s = unit(np.concatenate([student.embed(crops[i:i + 256]) for i in range(0, len(crops), 256)]))
-        t = unit(unit(np.stack([v for _, v in faces])) - mean)
-        cos = np.sum(s * t, axis=1)
-        report[name] = {"faces": len(faces), "cosine_mean": round(float(cos.mean()), 4),
+    for name, index in (("training_people", sample), ("unseen_people", np.arange(len(seen), len(faces)))):
+        crops = np.stack([read_image(faces[i][0]) for i in index])
+        s = l2_normalize(np.concatenate([student.embed(crops[i:i + 256]) for i in range(0, len(crops), 256)]))
+        cos = np.sum(s * target[index], axis=1)
+        report[name] = {"faces": len(index), "cosine_mean": round(float(cos.mean()), 4),
                         "cosine_median": round(float(np.median(cos)), 4),
                         "cosine_p10": round(float(np.percentile(cos, 10)), 4)}
     if args.json:
