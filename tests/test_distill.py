@@ -375,6 +375,21 @@ def test_distilling_on_att_raises_agreement_with_the_teacher_and_rank1(trained_m
     assert train_json["loss"]["projection"] is True and train_json["epochs_run"] == 8
     assert "teacher_cosine" in (run / "log.csv").read_text().splitlines()[0]
 
+    # tests/benchmarks/checkpoint_backbone.py (README's per-epoch curve) pulls the same network out of the training
+    # checkpoint: every trainable weight equal to model.keras's; only BatchNorm's statistics may differ.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("checkpoint_backbone",
+                                                  Path(__file__).parent / "benchmarks" / "checkpoint_backbone.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main([str(run / "checkpoints" / "last.keras"), "--out", str(tmp_path / "ep8.keras")]) == 0
+    pulled = keras.saving.load_model(tmp_path / "ep8.keras", compile=False)
+    assert pulled.input_shape == model.input_shape and pulled.output_shape == (None, 64)
+    assert len(pulled.trainable_weights) == len(model.trainable_weights) > 50
+    for w_pulled, w_saved in zip(pulled.trainable_weights, model.trainable_weights):
+        np.testing.assert_array_equal(np.asarray(w_pulled), np.asarray(w_saved))
+
 
 # --- bad input: one line, exit 2 -------------------------------------------------------------------------
 
