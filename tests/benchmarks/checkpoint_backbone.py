@@ -41,7 +41,7 @@ def run_fingerprint(checkpoint: Path) -> dict:
 
 def extract_backbone(checkpoint: Path, out: Path, arch: str, embedding_dim: int, input_size: int = 112) -> int:
     """Write the checkpoint's backbone as a plain embedding model; returns the number of weight arrays copied."""
-    import edgeface.distill.distill  # noqa: F401  (registers the training model's custom layers)
+    from edgeface.train.loop import save_keras_atomic
     from edgeface.train.models import get_model
 
     model = get_model(arch, embedding_dim, input_size=input_size)
@@ -69,9 +69,7 @@ def extract_backbone(checkpoint: Path, out: Path, arch: str, embedding_dim: int,
 
             src[BACKBONE_GROUP].visititems(copy)
         model.load_weights(fresh)
-    tmp_out = out.with_name(out.name + ".tmp.keras")
-    model.save(tmp_out)
-    tmp_out.replace(out)
+    save_keras_atomic(model, out)
     return copied
 
 
