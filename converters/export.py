@@ -440,9 +440,10 @@ def export_bundle(cfg: ExportConfig, progress: Progress = None) -> ExportResult:
                                            best_threshold=round(float(float_ev.best_threshold), 6))
         else:
             threshold = mf.threshold_block(None, None, "default")
-        arch = ((mf.train_summary(cfg.model) or {}).get("model") or {}).get("arch") or model.name
+        trained = (mf.train_summary(cfg.model) or {}).get("model") or {}
         manifest = mf.build_manifest(
-            model=mf.model_block(stem, arch, int(model.outputs[0].shape[-1]), size),
+            model=mf.model_block(stem, trained.get("arch") or model.name, int(model.outputs[0].shape[-1]), size,
+                                 width=float(trained.get("width", 1.0))),
             files=entries,
             detectors=detectors,
             threshold=threshold,

@@ -59,8 +59,9 @@ def alignment_block(size: int = 112) -> dict:
     return {"size": size, "template": [[round(x, 4), round(y, 4)] for x, y in template], "points": ALIGNMENT_POINTS}
 
 
-def model_block(name: str, arch: str, embedding_dim: int, input_size: int) -> dict:
-    return {"name": name, "arch": arch, "embedding_dim": int(embedding_dim), "input_size": int(input_size),
+def model_block(name: str, arch: str, embedding_dim: int, input_size: int, width: float = 1.0) -> dict:
+    return {"name": name, "arch": arch, "width": width, "embedding_dim": int(embedding_dim),
+            "input_size": int(input_size),
             "color_order": "RGB", "input_range": [0, 255], "normalization": NORMALIZATION}
 
 

@@ -446,7 +446,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(bad, args, message):
 def test_resume_continues_the_run_and_reuses_the_teacher_cache(trained_model, att_dir, tmp_path):
     run, cache = tmp_path / "run", tmp_path / "cache.sqlite"
     args = ["distill", str(att_dir), "--teacher", f"keras:{trained_model}", "--out", str(run), "--cache", str(cache),
-            "--arch", "seed-cnn", "--input-size", "64", "--batch-size", "32", "--val-split", "0.3", "--json"]
+            "--arch", "seed-cnn", "--width", "0.5", "--input-size", "64", "--batch-size", "32", "--val-split", "0.3",
+            "--json"]
     first = runner.invoke(app, [*args, "--epochs", "2"])
     assert first.exit_code == 0, first.output
     again = runner.invoke(app, [*args, "--epochs", "2"])
@@ -457,10 +458,17 @@ def test_resume_continues_the_run_and_reuses_the_teacher_cache(trained_model, at
     assert b["epochs_run"] == 4 and b["data"]["cache_hits"] == b["data"]["faces"] and b["data"]["teacher_computed"] == 0
     # The baseline is the one measured before the first session, not a re-measurement of the resumed model.
     assert b["metrics"]["val_teacher_cosine_start"] == a["metrics"]["val_teacher_cosine_start"]
-    history = json.loads((run / "train.json").read_text())["history"]
-    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    info = json.loads((run / "train.json").read_text())
+    assert [h["epoch"] for h in info["history"]] == [1, 2, 3, 4]
+    # The student is built at the asked width, in training and in the saved model.
+    assert info["model"]["width"] == 0.5
+    from edgeface.train.models import load_embedding_model
+
+    assert load_embedding_model(run / "model.keras").get_layer("conv1").filters == 16
     changed = runner.invoke(app, [*args, "--epochs", "5", "--resume", "--loss", "mse"])
     assert changed.exit_code == 2 and "cannot resume" in changed.stderr and "loss was 'cosine'" in changed.stderr
+    wider = runner.invoke(app, [*args, "--epochs", "5", "--resume", "--width", "1"])
+    assert wider.exit_code == 2 and "its width was 0.5, now 1.0" in wider.stderr
 
 
 def test_centred_targets_give_a_constant_student_nothing(media_dir, tmp_path):

@@ -226,6 +226,36 @@ def test_resume_continues_from_the_checkpoint(att_crops, tmp_path):
     assert int(ckpt.optimizer.iterations) == 2 * steps
 
 
+def test_width_scales_the_network_and_is_part_of_the_run(att_crops, tmp_path):
+    from edgeface.train.models import get_model, load_embedding_model
+    from edgeface.train.trainer import train
+
+    # MobileFaceNet at 1.5x width: ~2.1 M parameters against ~1 M, the embedding size unchanged.
+    standard, wide = get_model("mobilefacenet").count_params(), get_model("mobilefacenet", width=1.5).count_params()
+    assert 0.9e6 < standard < 1.2e6 and 1.9 < wide / standard < 2.4
+    with pytest.raises(UserError, match="width must be between 0.25 and 4.0"):
+        get_model("mobilefacenet", width=0.1)
+
+    result = train(_tiny_config(att_crops, tmp_path, width=0.5))
+    model = load_embedding_model(result.model_path)
+    assert model.get_layer("conv1").filters == 16 and model.get_layer("fc512").units == 256
+    assert model.output.shape[-1] == 128
+    info = json.loads(result.train_json.read_text())
+    assert info["model"]["width"] == 0.5 and info["config"]["width"] == 0.5
+    # A checkpoint only resumes at its own width (weights of another width would not fit).
+    with pytest.raises(UserError, match="cannot resume .*: its width was 0.5, now 1.0"):
+        train(_tiny_config(att_crops, tmp_path, resume=True))
+
+
+def test_checkpoints_from_before_width_existed_resume_as_width_1(tmp_path):
+    from edgeface.train.loop import RunFiles, check_resume_state
+
+    old = {"fingerprint": {"arch": "mobilefacenet", "embedding_dim": 128}}  # a state.json written before --width
+    check_resume_state(old, {"arch": "mobilefacenet", "embedding_dim": 128, "width": 1.0}, RunFiles(tmp_path))
+    with pytest.raises(UserError, match="its width was 1.0, now 1.5"):
+        check_resume_state(old, {"arch": "mobilefacenet", "embedding_dim": 128, "width": 1.5}, RunFiles(tmp_path))
+
+
 def test_mirrored_strategy_with_one_cpu_device_and_bf16(att_crops, tmp_path):
     pytest.importorskip("tensorflow")
     import keras
@@ -307,6 +337,7 @@ def one_person(att_crops, tmp_path) -> Path:
     (["{crops}", "--precision", "bf16"], "error: unknown precision 'bf16'"),
     (["{crops}", "--val-split", "0.2", "--val", "{crops}"], "error: give either --val DIR or --val-split F"),
     (["{crops}", "--margins", "1,0.5"], "error: --margins must be three numbers m1,m2,m3"),
+    (["{crops}", "--width", "0"], "error: --width must be between 0.25 and 4.0"),
     (["{crops}", "--exclude-people", "nope.txt"], "error: people file not found: nope.txt"),
     (["{one}"], "error: {one} has 1 identity after exclusions"),
 ])

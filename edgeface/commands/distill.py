@@ -70,6 +70,7 @@ def distill_cmd(
     detector: str = typer.Option("short", help="Face detector: short (BlazeFace 128), full (BlazeFace 192), haar."),
     min_score: Optional[float] = typer.Option(None, help="Detection score threshold (default: the detector's)."),
     arch: str = fo.ARCH,
+    width: float = fo.WIDTH,
     embedding_dim: int = typer.Option(128, help="Student embedding size (a projection head bridges a different "
                                       "teacher size in training)."),
     loss: str = typer.Option("cosine", help="Match the teacher by cosine or mse on normalised embeddings."),
@@ -124,7 +125,7 @@ def distill_cmd(
     cfg = DistillConfig(
         data=data, out=out, teacher=teacher, teacher_config=teacher_config, teacher_options=options,
         cache=cache if cache is not None else default_cache_path(os.environ), detector=detector, min_score=min_score,
-        arch=arch, embedding_dim=embedding_dim, loss=loss, center_teacher=center_teacher,
+        arch=arch, width=width, embedding_dim=embedding_dim, loss=loss, center_teacher=center_teacher,
         structure=structure, labels=labels, head=head,
         scale=scale, margin=margin, margins=fo.parse_margins(margins), optimizer=optimizer, lr=lr, momentum=momentum,
         weight_decay=weight_decay, lr_schedule=lr_schedule, epochs=epochs, batch_size=batch_size,
@@ -168,7 +169,7 @@ def print_result(result, cfg) -> None:
     ]
     if result.model_path is not None:
         rows.insert(0, ["model", str(result.model_path)])
-        rows += [["student", f"{cfg.arch}, {result.student_dim}-d"
+        rows += [["student", f"{cfg.arch}{fo.width_label(cfg.width)}, {result.student_dim}-d"
                   + (" (projection head in training)" if result.student_dim != result.teacher_dim else "")],
                  ["train / val faces", f"{result.train_images} / {result.val_images}"],
                  ["epochs", f"{result.epochs_run}" + (" (stopped early)" if result.stopped_early else "")],

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from edgeface.train.augment import AugmentConfig
 
 ARCH = typer.Option("mobilefacenet", help="Architecture: mobilefacenet or seed-cnn.")
+WIDTH = typer.Option(1.0, help="Channel multiplier of the architecture (1 = standard, ~1 M parameters for "
+                     "mobilefacenet; 1.5 = ~2.1 M, slower on the board).")
 SCALE = typer.Option(None, help="Margin head: logit scale s (default 64).")
 MARGIN = typer.Option(None, help="Margin head: the margin (arcface 0.5 rad, cosface 0.35).")
 MARGINS = typer.Option(None, help="Margin head: all three as m1,m2,m3 for cos(m1*t+m2)-m3.")
@@ -64,3 +66,8 @@ def parse_margins(text: Optional[str]) -> Optional[tuple[float, float, float]]:
     if len(values) != 3:
         raise UserError(f"--margins must be three numbers m1,m2,m3 (e.g. 1,0.3,0.2), got {text!r}")
     return values  # type: ignore[return-value]
+
+
+def width_label(width: float) -> str:
+    """How result tables show a width multiplier: nothing for the standard network, else `` x1.5``."""
+    return "" if width == 1.0 else f" x{width:g}"

@@ -65,7 +65,8 @@ def info_cmd(
     model = m.get("model", {})
     stdout.print(f"bundle {report['path']}  (schema {m.get('schema_version')}, edgeface "
                   f"{m.get('edgeface_version')}, created {m.get('created')})")
-    stdout.print(f"model {model.get('name')} ({model.get('arch')}): {model.get('embedding_dim')}-d embedding, "
+    width = f" x{model['width']:g}" if model.get("width", 1.0) != 1.0 else ""
+    stdout.print(f"model {model.get('name')} ({model.get('arch')}{width}): {model.get('embedding_dim')}-d embedding, "
                   f"{model.get('input_size')}x{model.get('input_size')} {model.get('color_order')} "
                   f"{model.get('input_range')}, {model.get('normalization')}")
     rows = []

@@ -39,6 +39,7 @@ def train_cmd(
     data: Path = typer.Argument(..., help="Aligned crops, DATA/<person>/<image> (from `edgeface data prepare`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: model.keras, train.json, log.csv, checkpoints/."),
     arch: str = fo.ARCH,
+    width: float = fo.WIDTH,
     embedding_dim: int = typer.Option(128, help="Embedding size."),
     head: str = typer.Option("arcface", help="Head: arcface, cosface, combined (m1,m2,m3) or softmax."),
     scale: Optional[float] = fo.SCALE,
@@ -81,7 +82,7 @@ def train_cmd(
 
     aug = fo.augment_config(augment, rotation, shift, shear, zoom, flip, brightness, contrast)
     cfg = TrainConfig(
-        data=data, out=out, arch=arch, embedding_dim=embedding_dim, head=head, scale=scale, margin=margin,
+        data=data, out=out, arch=arch, width=width, embedding_dim=embedding_dim, head=head, scale=scale, margin=margin,
         margins=fo.parse_margins(margins), optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
         lr_schedule=lr_schedule, epochs=epochs, batch_size=batch_size, val=val, val_split=val_split,
         exclude_people=exclude_people, min_images=min_images, patience=patience, monitor=monitor, resume=resume,
@@ -102,7 +103,7 @@ def print_result(result, cfg) -> None:
     m = result.metrics
     rows = [
         ["model", str(result.model_path)],
-        ["architecture / head", f"{cfg.arch} / {cfg.head}"],
+        ["architecture / head", f"{cfg.arch}{fo.width_label(cfg.width)} / {cfg.head}"],
         ["identities", result.num_classes],
         ["train images", result.train_images],
     ]

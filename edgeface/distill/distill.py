@@ -369,7 +369,7 @@ def distill(config: DistillConfig, progress: Optional[loop.ProgressFn] = None,
                    "teacher_dim": teacher.dim, "loss": cfg.loss, "center_teacher": cfg.center_teacher,
                    "structure": cfg.structure, "labels": cfg.labels,
                    "head": cfg.head if cfg.labels else None, "num_classes": num_classes,
-                   "optimizer": cfg.optimizer, "precision": cfg.precision}
+                   "optimizer": cfg.optimizer, "precision": cfg.precision, "width": cfg.width}
     has_val = len(val_idx) > 0
     monitor = cfg.monitor if cfg.monitor != "auto" else ("val_teacher_cosine" if has_val else "loss")
     if monitor.startswith("val_") and not has_val:
@@ -389,7 +389,7 @@ def distill(config: DistillConfig, progress: Optional[loop.ProgressFn] = None,
     train_crops = train_seq.x  # the sequence's copy; 12k LFW crops are 0.45 GB, no need for a second one
 
     with _DtypePolicy(cfg.precision):
-        backbone = get_model(cfg.arch, embedding_dim=cfg.embedding_dim, input_size=cfg.input_size)
+        backbone = get_model(cfg.arch, embedding_dim=cfg.embedding_dim, input_size=cfg.input_size, width=cfg.width)
         model = build_distill_model(backbone, teacher.dim, num_classes, cfg)
         loss = DistillLoss(teacher.dim, cfg.embedding_dim, cfg.loss, cfg.structure, cfg.labels,
                            **(dataclasses.asdict(margins) if margins else {}))
@@ -460,8 +460,8 @@ def _train_json(cfg: DistillConfig, d: ddata.DistillData, teacher: Teacher, outc
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "task": "distillation",
         "config": cfg.to_dict(),
-        "model": {"arch": cfg.arch, "embedding_dim": cfg.embedding_dim, "input_size": cfg.input_size,
-                  "file": result.model_path.name},
+        "model": {"arch": cfg.arch, "width": cfg.width, "embedding_dim": cfg.embedding_dim,
+                  "input_size": cfg.input_size, "file": result.model_path.name},
         "teacher": {"spec": cfg.teacher, "name": teacher.name, "dim": teacher.dim, "identity": teacher.identity(),
                     "cache": result.cache},
         "loss": {"match": cfg.loss, "center_teacher": cfg.center_teacher, "structure": cfg.structure,

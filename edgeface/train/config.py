@@ -15,7 +15,7 @@ from typing import ClassVar, Iterable, Optional
 
 from edgeface.errors import UserError
 from edgeface.train.augment import AugmentConfig
-from edgeface.train.models import ARCHITECTURES
+from edgeface.train.models import ARCHITECTURES, WIDTH_RANGE
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,8 @@ def choice(kind: str, value: str, choices: Iterable[str]) -> str:
 class FitConfig:
     """The training fields shared by ``train`` and ``distill`` (the CLI flags map one to one).
 
+    width: channel multiplier of the architecture (1 = the standard network).
+
     head/scale/margin/margins: see :mod:`edgeface.train.heads`.  lr and
     weight_decay None take the optimizer's defaults (:data:`OPTIMIZERS`).
     val_split: fraction of each identity's images held out for validation.
@@ -68,6 +70,7 @@ class FitConfig:
     min_batch_size: ClassVar[int] = 1
 
     arch: str = "mobilefacenet"
+    width: float = 1.0
     embedding_dim: int = 128
     head: str = "arcface"
     scale: Optional[float] = None
@@ -110,6 +113,9 @@ class FitConfig:
                             ("embedding dim", self.embedding_dim, 2), ("input size", self.input_size, 32)):
             if int(v) < lo:
                 raise UserError(f"{name} must be at least {lo}, got {v}")
+        if not WIDTH_RANGE[0] <= self.width <= WIDTH_RANGE[1]:
+            raise UserError(f"--width must be between {WIDTH_RANGE[0]} and {WIDTH_RANGE[1]} (1 = the standard "
+                            f"network, 1.5 = ~2x its parameters), got {self.width}")
         if self.patience < 0:
             raise UserError(f"patience must be >= 0 (0 = no early stopping), got {self.patience}")
         if self.lr is not None and not self.lr > 0:

@@ -236,9 +236,13 @@ def new_state(fingerprint: dict, monitor: str) -> dict:
             "fingerprint": fingerprint, "history": []}
 
 
+# Fingerprint entries added after runs were first written, with the value such a run had: its checkpoints resume.
+FINGERPRINT_DEFAULTS = {"width": 1.0}
+
+
 def check_resume_state(state: dict, fingerprint: dict, run: RunFiles) -> None:
     """A checkpoint only resumes the same kind of run (same model, head, classes, optimizer)."""
-    saved = state.get("fingerprint", {})
+    saved = {**FINGERPRINT_DEFAULTS, **state.get("fingerprint", {})}
     diff = [k for k in sorted(set(saved) | set(fingerprint)) if saved.get(k) != fingerprint.get(k)]
     if diff:
         k = diff[0]

@@ -84,7 +84,11 @@ MOBILEFACENET_BLOCKS = ((2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 
 
 
 def mobilefacenet(embedding_dim: int = 128, input_size: int = INPUT_SIZE, width: float = 1.0) -> keras.Model:
-    """MobileFaceNet-class network: depthwise-separable bottlenecks and a global depthwise conv (~1 M params)."""
+    """MobileFaceNet-class network: depthwise-separable bottlenecks and a global depthwise conv (~1 M params).
+
+    ``width`` multiplies every layer's channel count (the embedding size is
+    ``embedding_dim`` whatever the width): 1.5 has ~2.1 M parameters.
+    """
     c = lambda n: max(8, int(round(n * width)))  # noqa: E731
     inputs, x = _pixels_in(input_size)
     x = _conv_bn(x, c(64), 3, 2, "stem")
@@ -104,14 +108,15 @@ def mobilefacenet(embedding_dim: int = 128, input_size: int = INPUT_SIZE, width:
     return keras.Model(inputs, outputs, name="mobilefacenet")
 
 
-def seed_cnn(embedding_dim: int = 128, input_size: int = INPUT_SIZE) -> keras.Model:
+def seed_cnn(embedding_dim: int = 128, input_size: int = INPUT_SIZE, width: float = 1.0) -> keras.Model:
     """The classic baseline: Conv 32/64/128 with max-pooling, Dense 512, Dropout 0.5, then the embedding."""
+    c = lambda n: max(8, int(round(n * width)))  # noqa: E731
     inputs, x = _pixels_in(input_size)
     for i, filters in enumerate((32, 64, 128)):
-        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i + 1}")(x)
+        x = layers.Conv2D(c(filters), 3, padding="same", activation="relu", name=f"conv{i + 1}")(x)
         x = layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
     x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(512, activation="relu", name="fc512")(x)
+    x = layers.Dense(c(512), activation="relu", name="fc512")(x)
     x = layers.Dropout(0.5, name="dropout")(x)
     x = layers.Dense(embedding_dim, name=EMBEDDING_LAYER)(x)
     outputs = L2Normalize(name="l2_normalize")(x)
@@ -124,15 +129,21 @@ ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
 }
 
 
-def get_model(name: str, embedding_dim: int = 128, input_size: int = INPUT_SIZE, **kwargs) -> keras.Model:
-    """Build an embedding model by architecture name."""
+WIDTH_RANGE = (0.25, 4.0)
+
+
+def get_model(name: str, embedding_dim: int = 128, input_size: int = INPUT_SIZE, width: float = 1.0) -> keras.Model:
+    """Build an embedding model by architecture name; ``width`` multiplies its channel counts."""
     if name not in ARCHITECTURES:
         import difflib
 
         close = difflib.get_close_matches(name, ARCHITECTURES, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UserError(f"unknown architecture {name!r}{hint}: choose one of {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[name](embedding_dim=embedding_dim, input_size=input_size, **kwargs)
+    if not WIDTH_RANGE[0] <= width <= WIDTH_RANGE[1]:
+        raise UserError(f"width must be between {WIDTH_RANGE[0]} and {WIDTH_RANGE[1]} (a channel multiplier; 1 = the "
+                        f"standard network), got {width}")
+    return ARCHITECTURES[name](embedding_dim=embedding_dim, input_size=input_size, width=width)
 
 
 def embedding_features(model: keras.Model) -> keras.KerasTensor:

@@ -202,7 +202,7 @@ def build_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.
 def _fingerprint(cfg: TrainConfig, class_names: list[str]) -> dict:
     return {"arch": cfg.arch, "embedding_dim": cfg.embedding_dim, "head": cfg.head, "input_size": cfg.input_size,
             "optimizer": cfg.optimizer_name, "precision": cfg.precision, "num_classes": len(class_names),
-            "classes_sha256": hashlib.sha256("\n".join(class_names).encode()).hexdigest()}
+            "classes_sha256": hashlib.sha256("\n".join(class_names).encode()).hexdigest(), "width": cfg.width}
 
 
 def _strategy(mode: str):
@@ -236,7 +236,7 @@ def _dtype_policy(name: str):
 def float32_copy(model: keras.Model, cfg: TrainConfig) -> keras.Model:
     """The embedding network rebuilt in float32 with the trained weights (what is saved and exported)."""
     with _dtype_policy("float32"):
-        clean = get_model(cfg.arch, embedding_dim=cfg.embedding_dim, input_size=cfg.input_size)
+        clean = get_model(cfg.arch, embedding_dim=cfg.embedding_dim, input_size=cfg.input_size, width=cfg.width)
     clean.set_weights(model.get_weights())
     return clean
 
@@ -337,7 +337,7 @@ def train(config: TrainConfig, progress: Optional[loop.ProgressFn] = None) -> Tr
                if d.val is not None and len(d.val) else None)
 
     with _dtype_policy(cfg.precision), (strategy.scope() if strategy else contextlib.nullcontext()):
-        backbone = get_model(cfg.arch, embedding_dim=cfg.embedding_dim, input_size=cfg.input_size)
+        backbone = get_model(cfg.arch, embedding_dim=cfg.embedding_dim, input_size=cfg.input_size, width=cfg.width)
         model = build_training_model(backbone, d.train.num_classes, cfg)
         model.compile(optimizer=build_optimizer(cfg, len(train_seq)), loss=build_loss(spec, margins),
                       metrics=["accuracy"],
@@ -398,8 +398,8 @@ def _train_json(cfg: TrainConfig, d: _Data, outcome: loop.FitOutcome, result: Tr
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "task": "classification",
         "config": cfg.to_dict(),
-        "model": {"arch": cfg.arch, "embedding_dim": cfg.embedding_dim, "input_size": cfg.input_size,
-                  "file": result.model_path.name},
+        "model": {"arch": cfg.arch, "width": cfg.width, "embedding_dim": cfg.embedding_dim,
+                  "input_size": cfg.input_size, "file": result.model_path.name},
         "head": {"name": cfg.head, **(dataclasses.asdict(margins) if margins else {})},
         "dataset": {"root": str(cfg.data), "sha256": d.dataset_hash, "num_classes": d.train.num_classes,
                     "images": len(d.train) + (len(d.val) if d.val is not None and cfg.val_split else 0),

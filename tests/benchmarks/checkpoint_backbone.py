@@ -8,7 +8,8 @@ state) and is overwritten every epoch; ``RUN/model.keras`` is written only at th
 recomputed on training faces.  To follow accuracy during a long run (the default model's per-epoch fold-10
 curve in README), copy ``last.keras`` after each epoch and extract its backbone with this script: the backbone's
 weights, BatchNorm moving averages included, are copied by name onto a fresh network of the run's architecture
-(read from ``checkpoints/state.json`` beside the checkpoint, or ``--arch``/``--embedding-dim``/``--input-size``).
+(read from ``checkpoints/state.json`` beside the checkpoint, or ``--arch``/``--width``/``--embedding-dim``/
+``--input-size``).
 The BatchNorm statistics stay the training-time averages, so figures can differ slightly from the final
 ``model.keras``.
 """
@@ -39,12 +40,13 @@ def run_fingerprint(checkpoint: Path) -> dict:
     return json.loads(state.read_text()).get("fingerprint", {})
 
 
-def extract_backbone(checkpoint: Path, out: Path, arch: str, embedding_dim: int, input_size: int = 112) -> int:
+def extract_backbone(checkpoint: Path, out: Path, arch: str, embedding_dim: int, input_size: int = 112,
+                     width: float = 1.0) -> int:
     """Write the checkpoint's backbone as a plain embedding model; returns the number of weight arrays copied."""
     from edgeface.train.loop import save_keras_atomic
     from edgeface.train.models import get_model
 
-    model = get_model(arch, embedding_dim, input_size=input_size)
+    model = get_model(arch, embedding_dim, input_size=input_size, width=width)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             with zipfile.ZipFile(checkpoint) as z:
@@ -63,7 +65,7 @@ def extract_backbone(checkpoint: Path, out: Path, arch: str, embedding_dim: int,
                 if isinstance(obj, h5py.Dataset):
                     if name not in dst or dst[name].shape != obj.shape:
                         raise BadCheckpoint(f"{name} does not fit a {arch} with {embedding_dim}-d embeddings: pass "
-                                            "the run's --arch, --embedding-dim and --input-size")
+                                            "the run's --arch, --width, --embedding-dim and --input-size")
                     dst[name][...] = obj[...]
                     copied += 1
 
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("checkpoint", type=Path, help="RUN/checkpoints/last.keras (or a copy of it)")
     ap.add_argument("--out", type=Path, required=True, help="the plain embedding model to write (.keras)")
     ap.add_argument("--arch", default=None, help="default: the run's, from state.json")
+    ap.add_argument("--width", type=float, default=None, help="default: the run's, from state.json")
     ap.add_argument("--embedding-dim", type=int, default=None, help="default: the run's, from state.json")
     ap.add_argument("--input-size", type=int, default=None, help="default: the run's, from state.json")
     args = ap.parse_args(argv)
@@ -91,12 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     arch = args.arch or fp.get("arch", "mobilefacenet")
     dim = args.embedding_dim or int(fp.get("embedding_dim", 128))
     size = args.input_size or int(fp.get("input_size", 112))
+    width = args.width or float(fp.get("width", 1.0))
     try:
-        n = extract_backbone(args.checkpoint, args.out, arch, dim, size)
+        n = extract_backbone(args.checkpoint, args.out, arch, dim, size, width)
     except BadCheckpoint as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.out}: {arch}, {dim}-d, {n} weight arrays from {args.checkpoint}")
+    print(f"{args.out}: {arch} x{width:g}, {dim}-d, {n} weight arrays from {args.checkpoint}")
     return 0
 
 
