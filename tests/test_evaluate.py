@@ -436,6 +436,38 @@ def test_cli_json_and_roc(models, tiny_pairs, lfw_raw, tmp_path, tflite_embedder
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_flip_test_averages_each_face_with_its_mirror(lfw_raw):
+    from edgeface.evaluate.embedders import FlipEmbedder, make_embedder
+    from edgeface.runtime.bundle import default_bundle_dir
+
+    model = default_bundle_dir() / "default_int8.tflite"  # the shipped model: a real face embedding
+    plain, flipped = make_embedder(model), make_embedder(model, flip=True)
+    assert isinstance(flipped, FlipEmbedder) and flipped.name == "default_int8.tflite (flip test)"
+    crops = _real_crops(lfw_raw, 4)
+    mirror = crops[:, :, ::-1]
+    both = plain.embed(crops) + plain.embed(mirror)
+    np.testing.assert_allclose(flipped.embed(crops), both / np.linalg.norm(both, axis=1, keepdims=True), atol=1e-6)
+    # A face and its mirror image get one embedding (left/right flip, not up/down), unit length.
+    np.testing.assert_allclose(flipped.embed(mirror), flipped.embed(crops), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(flipped.embed(crops), axis=1), 1.0, atol=1e-5)
+    # ... which the plain model does not give: the mirror image is a different input to it.
+    assert np.min(np.sum(plain.embed(crops) * plain.embed(mirror), axis=1)) < 0.999
+
+
+def test_cli_flip_test(models, tiny_pairs, lfw_raw, tflite_embedder):
+    from edgeface.evaluate.embedders import FlipEmbedder
+
+    args = ["evaluate", str(models["tflite"]), "--pairs", str(tiny_pairs), "--images", str(lfw_raw), "--flip",
+            "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    expected = evaluate_pairs(FlipEmbedder(tflite_embedder), read_pairs(tiny_pairs), PairImages(lfw_raw))
+    assert report["flip_test"] is True and report["verification"]["model"] == "tiny.tflite (flip test)"
+    assert report["verification"]["fold_accuracies"] == pytest.approx(expected.fold_accuracies)
+    assert report["verification"]["auc"] == pytest.approx(expected.auc)
+
+
 def test_cli_table_and_rank1(models, tiny_pairs, lfw_raw, att_dir, tmp_path):
     result = runner.invoke(app, ["evaluate", str(models["tflite"]), "--pairs", str(tiny_pairs),
                                  "--images", str(lfw_raw), "--fold", "1"])

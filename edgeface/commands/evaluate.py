@@ -32,6 +32,8 @@ def evaluate_cmd(
     backend: Optional[str] = typer.Option(
         None, "--backend",
         help="TFLite interpreter: ai_edge_litert, tflite_runtime or tensorflow (default: first found)."),
+    flip: bool = typer.Option(False, "--flip", help="Flip test: embed each face and its mirror image and average "
+                              "the two (twice the model runs)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON (only JSON on stdout)."),
 ) -> None:
     """Measure a model: LFW 10-fold verification (--pairs) or rank-1 identification (--gallery/--probe)."""
@@ -69,8 +71,8 @@ def evaluate_cmd(
 
             check_png_path(roc)
 
-    embedder = make_embedder(model, threads=threads, backend=backend)
-    report: dict = {"model": str(model)}
+    embedder = make_embedder(model, threads=threads, backend=backend, flip=flip)
+    report: dict = {"model": str(model), "flip_test": flip}
     if pair_list is not None:
         from edgeface.evaluate.verification import evaluate_pairs
 
