@@ -443,7 +443,8 @@ def export_bundle(cfg: ExportConfig, progress: Progress = None) -> ExportResult:
         trained = (mf.train_summary(cfg.model) or {}).get("model") or {}
         manifest = mf.build_manifest(
             model=mf.model_block(stem, trained.get("arch") or model.name, int(model.outputs[0].shape[-1]), size,
-                                 width=float(trained.get("width", 1.0))),
+                                 # runs from before --width were all width 1; without train.json it is unknown
+                                 width=float(trained.get("width", 1.0)) if trained else None),
             files=entries,
             detectors=detectors,
             threshold=threshold,

@@ -59,10 +59,13 @@ def alignment_block(size: int = 112) -> dict:
     return {"size": size, "template": [[round(x, 4), round(y, 4)] for x, y in template], "points": ALIGNMENT_POINTS}
 
 
-def model_block(name: str, arch: str, embedding_dim: int, input_size: int, width: float = 1.0) -> dict:
-    return {"name": name, "arch": arch, "width": width, "embedding_dim": int(embedding_dim),
-            "input_size": int(input_size),
-            "color_order": "RGB", "input_range": [0, 255], "normalization": NORMALIZATION}
+def model_block(name: str, arch: str, embedding_dim: int, input_size: int, width: Optional[float] = None) -> dict:
+    """The manifest's model entry; ``width`` (the architecture's channel multiplier) only when it is known."""
+    block = {"name": name, "arch": arch, "embedding_dim": int(embedding_dim), "input_size": int(input_size),
+             "color_order": "RGB", "input_range": [0, 255], "normalization": NORMALIZATION}
+    if width is not None:
+        block["width"] = width
+    return block
 
 
 def threshold_block(cosine: Optional[float], far: Optional[float], source: str, **extra: Any) -> dict:

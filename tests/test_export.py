@@ -427,6 +427,7 @@ def test_manifest_describes_and_verifies_every_file(full_export, trained_model):
     m = b.manifest
     assert m["schema_version"] == 1 and b.formats[:5] == FORMAT_ORDER
     assert m["model"]["embedding_dim"] == b.embedding_dim == 128 and m["model"]["color_order"] == "RGB"
+    assert (m["model"]["arch"], m["model"]["width"]) == ("mobilefacenet", 1.0)  # from the run's train.json
     assert len(m["alignment"]["template"]) == 4
     assert m["threshold"]["source"] == "pairs" and -1.0 <= b.threshold <= 1.0
     assert m["provenance"]["source_sha256"] == sha256_file(trained_model)

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from edgeface.cli import user_errors
+from edgeface.commands.fit_options import width_label
 from edgeface.console import print_table, stdout
 
 
@@ -65,7 +66,7 @@ def info_cmd(
     model = m.get("model", {})
     stdout.print(f"bundle {report['path']}  (schema {m.get('schema_version')}, edgeface "
                   f"{m.get('edgeface_version')}, created {m.get('created')})")
-    width = f" x{model['width']:g}" if model.get("width", 1.0) != 1.0 else ""
+    width = width_label(float(model.get("width", 1.0)))
     stdout.print(f"model {model.get('name')} ({model.get('arch')}{width}): {model.get('embedding_dim')}-d embedding, "
                   f"{model.get('input_size')}x{model.get('input_size')} {model.get('color_order')} "
                   f"{model.get('input_range')}, {model.get('normalization')}")

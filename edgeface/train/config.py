@@ -53,7 +53,6 @@ class FitConfig:
     """The training fields shared by ``train`` and ``distill`` (the CLI flags map one to one).
 
     width: channel multiplier of the architecture (1 = the standard network).
-
     head/scale/margin/margins: see :mod:`edgeface.train.heads`.  lr and
     weight_decay None take the optimizer's defaults (:data:`OPTIMIZERS`).
     val_split: fraction of each identity's images held out for validation.
