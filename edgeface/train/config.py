@@ -15,7 +15,7 @@ from typing import ClassVar, Iterable, Optional
 
 from edgeface.errors import UserError
 from edgeface.train.augment import AugmentConfig
-from edgeface.train.models import ARCHITECTURES, WIDTH_RANGE
+from edgeface.train.models import ARCHITECTURES, check_width
 
 
 @dataclass(frozen=True)
@@ -112,9 +112,7 @@ class FitConfig:
                             ("embedding dim", self.embedding_dim, 2), ("input size", self.input_size, 32)):
             if int(v) < lo:
                 raise UserError(f"{name} must be at least {lo}, got {v}")
-        if not WIDTH_RANGE[0] <= self.width <= WIDTH_RANGE[1]:
-            raise UserError(f"--width must be between {WIDTH_RANGE[0]} and {WIDTH_RANGE[1]} (1 = the standard "
-                            f"network, 1.5 = ~2x its parameters), got {self.width}")
+        check_width(self.width, "--width")
         if self.patience < 0:
             raise UserError(f"patience must be >= 0 (0 = no early stopping), got {self.patience}")
         if self.lr is not None and not self.lr > 0:

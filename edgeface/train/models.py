@@ -51,6 +51,11 @@ class L2Normalize(layers.Layer):
         return {**super().get_config(), "axis": self.axis}
 
 
+def _scaled(channels: int, width: float) -> int:
+    """A layer's channel count at a width multiplier (never below 8)."""
+    return max(8, int(round(channels * width)))
+
+
 def _pixels_in(size: int) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     inputs = keras.Input((size, size, 3), name="image")
     # 0..255 -> about -1..1, inside the graph so every consumer feeds raw pixels.
@@ -89,7 +94,7 @@ def mobilefacenet(embedding_dim: int = 128, input_size: int = INPUT_SIZE, width:
     ``width`` multiplies every layer's channel count (the embedding size is
     ``embedding_dim`` whatever the width): 1.5 has ~2.1 M parameters.
     """
-    c = lambda n: max(8, int(round(n * width)))  # noqa: E731
+    c = lambda n: _scaled(n, width)  # noqa: E731
     inputs, x = _pixels_in(input_size)
     x = _conv_bn(x, c(64), 3, 2, "stem")
     x = _conv_bn(x, 0, 3, 1, "stem_dw", depthwise=True)
@@ -110,7 +115,7 @@ def mobilefacenet(embedding_dim: int = 128, input_size: int = INPUT_SIZE, width:
 
 def seed_cnn(embedding_dim: int = 128, input_size: int = INPUT_SIZE, width: float = 1.0) -> keras.Model:
     """The classic baseline: Conv 32/64/128 with max-pooling, Dense 512, Dropout 0.5, then the embedding."""
-    c = lambda n: max(8, int(round(n * width)))  # noqa: E731
+    c = lambda n: _scaled(n, width)  # noqa: E731
     inputs, x = _pixels_in(input_size)
     for i, filters in enumerate((32, 64, 128)):
         x = layers.Conv2D(c(filters), 3, padding="same", activation="relu", name=f"conv{i + 1}")(x)
@@ -132,6 +137,13 @@ ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
 WIDTH_RANGE = (0.25, 4.0)
 
 
+def check_width(width: float, name: str = "width") -> None:
+    """A :class:`UserError` for a width multiplier outside :data:`WIDTH_RANGE` (``name``: how the caller spells it)."""
+    if not WIDTH_RANGE[0] <= width <= WIDTH_RANGE[1]:
+        raise UserError(f"{name} must be between {WIDTH_RANGE[0]} and {WIDTH_RANGE[1]} (a channel multiplier: 1 = the "
+                        f"standard network, 1.5 = ~2x its parameters), got {width}")
+
+
 def get_model(name: str, embedding_dim: int = 128, input_size: int = INPUT_SIZE, width: float = 1.0) -> keras.Model:
     """Build an embedding model by architecture name; ``width`` multiplies its channel counts."""
     if name not in ARCHITECTURES:
@@ -140,9 +152,7 @@ def get_model(name: str, embedding_dim: int = 128, input_size: int = INPUT_SIZE,
         close = difflib.get_close_matches(name, ARCHITECTURES, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UserError(f"unknown architecture {name!r}{hint}: choose one of {', '.join(ARCHITECTURES)}")
-    if not WIDTH_RANGE[0] <= width <= WIDTH_RANGE[1]:
-        raise UserError(f"width must be between {WIDTH_RANGE[0]} and {WIDTH_RANGE[1]} (a channel multiplier; 1 = the "
-                        f"standard network), got {width}")
+    check_width(width)
     return ARCHITECTURES[name](embedding_dim=embedding_dim, input_size=input_size, width=width)
 
 
