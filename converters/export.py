@@ -415,6 +415,11 @@ def export_bundle(cfg: ExportConfig, progress: Progress = None) -> ExportResult:
                         entries.append(compiled[1])
                 continue
             entries.append(_entry(ctx, r, graph, **extra))
+            if fmt.name == "int8" and not want_int8_mixed and r.status == FAILED_VERIFICATION:
+                # Usually a few layers with outlier channels (one int8 scale per activation tensor): the
+                # search keeps exactly those in float, so say so rather than leave a bare failure.
+                r.notes.append("re-run with --auto-mixed to keep the layers that break the budget in float "
+                               "(an int8_mixed file)")
             if fmt.name == "int8" and want_int8_mixed:
                 step("searching layers to keep in float (--auto-mixed)")
                 if r.status == FAILED_VERIFICATION:

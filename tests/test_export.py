@@ -528,6 +528,26 @@ def test_per_tensor_int8_is_smaller_and_says_so(trained_model, att_crops, full_e
     assert row["cosine_mean"] is not None and Embedder(out / row["file"]).dim == 128
 
 
+def test_int8_that_misses_its_budget_is_flagged_with_the_way_out(trained_model, att_crops, tmp_path, monkeypatch):
+    """int8 held to an average cosine no 8-bit file reaches: ❎ in the manifest, the missed bound in words, and
+    the hint to --auto-mixed (without searching: that is the slow test below)."""
+    import dataclasses
+
+    from edgeface.converters import formats
+    from edgeface.converters.export import ExportConfig, export_bundle
+    from edgeface.runtime.bundle import Bundle
+
+    strict = tuple(dataclasses.replace(f, mean_cosine=0.9999) if f.name == "int8" else f for f in formats.FORMATS)
+    monkeypatch.setattr(formats, "FORMATS", strict)
+    out = tmp_path / "bundle"
+    result = export_bundle(ExportConfig(model=trained_model, out=out, formats="int8", calib=att_crops,
+                                        calib_count=100, verify_count=40))
+    (row,) = result.formats
+    assert row.status == "failed_verification" and row.cosine.cosine_mean < 0.9999
+    assert row.notes[0].startswith("cosine mean") and "--auto-mixed" in row.notes[-1]
+    assert not Bundle.load(out).entry("int8")["verified"] and result.mixed is None
+
+
 @pytest.mark.slow
 def test_auto_mixed_rescues_an_int8_file_that_misses_its_budget(trained_model, att_crops, tmp_path, monkeypatch):
     """End to end: int8 held to an average cosine no 8-bit file reaches -> ❎, then --auto-mixed
