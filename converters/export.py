@@ -415,11 +415,6 @@ def export_bundle(cfg: ExportConfig, progress: Progress = None) -> ExportResult:
                         entries.append(compiled[1])
                 continue
             entries.append(_entry(ctx, r, graph, **extra))
-            if fmt.name == "int8" and not want_int8_mixed and r.status == FAILED_VERIFICATION:
-                # Usually a few layers with outlier channels (one int8 scale per activation tensor): the
-                # search keeps exactly those in float, so say so rather than leave a bare failure.
-                r.notes.append("re-run with --auto-mixed to keep the layers that break the budget in float "
-                               "(an int8_mixed file)")
             if fmt.name == "int8" and want_int8_mixed:
                 step("searching layers to keep in float (--auto-mixed)")
                 if r.status == FAILED_VERIFICATION:
@@ -433,6 +428,11 @@ def export_bundle(cfg: ExportConfig, progress: Progress = None) -> ExportResult:
                 else:
                     mixed_info = {"met_budget": r.status == OK, "float_layers": [],
                                   "message": "int8 already meets the budget: no layer needs float"}
+            elif fmt.name == "int8" and r.status == FAILED_VERIFICATION:
+                # Usually a few layers with outlier channels (one int8 scale per activation tensor): the
+                # search keeps exactly those in float, so say so rather than leave a bare failure.
+                r.notes.append("re-run with --auto-mixed to keep the layers that break the budget in float "
+                               "(an int8_mixed file)")
         if not entries:
             raise UserError("every format failed to export: " + "; ".join(f"{r.format}: {r.error}" for r in results))
         detectors, missing = mf.copy_detectors(work, cfg.bundle_detectors)

@@ -528,17 +528,24 @@ def test_per_tensor_int8_is_smaller_and_says_so(trained_model, att_crops, full_e
     assert row["cosine_mean"] is not None and Embedder(out / row["file"]).dim == 128
 
 
-def test_int8_that_misses_its_budget_is_flagged_with_the_way_out(trained_model, att_crops, tmp_path, monkeypatch):
-    """int8 held to an average cosine no 8-bit file reaches: ❎ in the manifest, the missed bound in words, and
-    the hint to --auto-mixed (without searching: that is the slow test below)."""
+@pytest.fixture
+def int8_held_to_unreachable_mean(monkeypatch):
+    """The format table with int8 held to a mean cosine of 0.9999, which no 8-bit file reaches."""
     import dataclasses
 
     from edgeface.converters import formats
-    from edgeface.converters.export import ExportConfig, export_bundle
-    from edgeface.runtime.bundle import Bundle
 
     strict = tuple(dataclasses.replace(f, mean_cosine=0.9999) if f.name == "int8" else f for f in formats.FORMATS)
     monkeypatch.setattr(formats, "FORMATS", strict)
+
+
+def test_int8_that_misses_its_budget_is_flagged_with_the_way_out(trained_model, att_crops, tmp_path,
+                                                                 int8_held_to_unreachable_mean):
+    """int8 held to an average cosine no 8-bit file reaches: ❎ in the manifest, the missed bound in words, and
+    the hint to --auto-mixed (without searching: that is the slow test below)."""
+    from edgeface.converters.export import ExportConfig, export_bundle
+    from edgeface.runtime.bundle import Bundle
+
     out = tmp_path / "bundle"
     result = export_bundle(ExportConfig(model=trained_model, out=out, formats="int8", calib=att_crops,
                                         calib_count=100, verify_count=40))
@@ -549,17 +556,13 @@ def test_int8_that_misses_its_budget_is_flagged_with_the_way_out(trained_model, 
 
 
 @pytest.mark.slow
-def test_auto_mixed_rescues_an_int8_file_that_misses_its_budget(trained_model, att_crops, tmp_path, monkeypatch):
+def test_auto_mixed_rescues_an_int8_file_that_misses_its_budget(trained_model, att_crops, tmp_path,
+                                                                int8_held_to_unreachable_mean):
     """End to end: int8 held to an average cosine no 8-bit file reaches -> ❎, then --auto-mixed
     writes an int8_mixed file with the fewest float layers that pass the normal int8 bounds."""
-    import dataclasses
-
-    from edgeface.converters import formats
     from edgeface.converters.export import ExportConfig, export_bundle
     from edgeface.runtime.bundle import Bundle
 
-    strict = tuple(dataclasses.replace(f, mean_cosine=0.9999) if f.name == "int8" else f for f in formats.FORMATS)
-    monkeypatch.setattr(formats, "FORMATS", strict)
     out = tmp_path / "bundle"
     result = export_bundle(ExportConfig(model=trained_model, out=out, formats="int8", calib=att_crops,
                                         calib_count=100, verify_count=40, auto_mixed=True))

@@ -116,11 +116,16 @@ def embed_keys(embedder, images: PairImages, keys: Sequence[str], progress: Prog
     return out
 
 
-def pair_scores(pairs: Sequence[Pair], embeddings: dict[str, Optional[np.ndarray]]) -> np.ndarray:
-    """Cosine similarity of each pair (embeddings are unit length); :data:`NO_FACE_SCORE` without a face."""
+def pair_scores(pairs: Sequence[Pair], embeddings: dict[str, Optional[np.ndarray]],
+                second: Optional[dict[str, Optional[np.ndarray]]] = None) -> np.ndarray:
+    """Cosine similarity of each pair (embeddings are unit length); :data:`NO_FACE_SCORE` without a face.
+
+    ``second``, when given, embeds each pair's second image (the first still comes from ``embeddings``): two
+    ways of embedding the same faces, e.g. an enrolled photo flip-averaged against a plain camera face."""
+    second = embeddings if second is None else second
     scores = np.empty(len(pairs), np.float64)
     for i, p in enumerate(pairs):
-        a, b = embeddings[p.a], embeddings[p.b]
+        a, b = embeddings[p.a], second[p.b]
         scores[i] = NO_FACE_SCORE if a is None or b is None else float(np.dot(a, b))
     return scores
 

@@ -27,17 +27,10 @@ FOLD = 10
 
 def side_scores(pairs, plain: dict, mirrored: dict) -> dict[str, np.ndarray]:
     """Pair cosines with no face, both faces, the first face only and the second face only flip-averaged."""
-    from edgeface.evaluate.verification import NO_FACE_SCORE
+    from edgeface.evaluate.verification import pair_scores
 
-    def scores(first: dict, second: dict) -> np.ndarray:
-        out = np.empty(len(pairs), np.float64)
-        for i, p in enumerate(pairs):
-            a, b = first[p.a], second[p.b]
-            out[i] = NO_FACE_SCORE if a is None or b is None else float(np.dot(a, b))
-        return out
-
-    return {"none": scores(plain, plain), "both": scores(mirrored, mirrored),
-            "first (gallery)": scores(mirrored, plain), "second": scores(plain, mirrored)}
+    return {"none": pair_scores(pairs, plain), "both": pair_scores(pairs, mirrored),
+            "first (gallery)": pair_scores(pairs, mirrored, plain), "second": pair_scores(pairs, plain, mirrored)}
 
 
 def main(argv=None) -> int:
