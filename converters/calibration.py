@@ -48,7 +48,7 @@ class CalibrationSet:
     scanned: int  # images read
     no_face: int  # images without a detectable face
     overlap: bool  # True when the folder was too small to hold out verification crops
-    excluded_people: int = 0  # identities left out (--calib-exclude-people)
+    excluded_people: int = 0  # identities of --calib-exclude-people found in the folder and left out
 
     def summary(self) -> dict:
         return {"calib_images": len(self.calib), "verify_images": len(self.verify), "source": self.source,
@@ -127,7 +127,20 @@ def load_calibration(root: str | os.PathLike, calib_count: int = 200, verify_cou
     if verify_count < 1:
         raise UserError(f"--verify-count must be at least 1 (got {verify_count})")
     listed = list_images(root)
+    excluded = 0
     if exclude:
+        present = {ident for ident, _ in listed}
+        excluded = len(present & set(exclude))
+        # The option promises that these people shape no int8 range.  If none of them is a folder here the
+        # promise is empty: a flat folder has no identities to leave out, and names that match nothing
+        # mean the wrong people file (or fold) more often than a folder that never held them.
+        if present == {""}:
+            raise UserError(f"--calib-exclude-people needs identity folders: {root} is a flat folder of images, "
+                            "so nobody can be left out (use DIR/<person>/<image>, or drop the option)")
+        if not excluded:
+            raise UserError(f"--calib-exclude-people: none of its {len(exclude)} names is a person folder in "
+                            f"{root}; check the people file and fold (or drop the option if none of them "
+                            "can be there)")
         listed = [(ident, p) for ident, p in listed if ident not in exclude]
         if not listed:
             raise UserError(f"--calib-exclude-people leaves no images in {root}: every identity there is excluded")
@@ -185,4 +198,4 @@ def load_calibration(root: str | os.PathLike, calib_count: int = 200, verify_cou
         overlap = True
     return CalibrationSet(calib=calib, verify=verify, source="crops" if crops_given else "detected",
                           scanned=scanned, no_face=no_face, overlap=overlap,
-                          excluded_people=len(exclude) if exclude else 0)
+                          excluded_people=excluded)

@@ -277,9 +277,21 @@ def _export_one(ctx: _Context, fmt: ExportFormat) -> tuple[FormatResult, Optiona
         result.status, result.error = FAILED, str(exc)
         result.seconds = time.perf_counter() - t0
     except Exception as exc:  # one failing format never stops the others: report it and go on
-        result.status, result.error = FAILED, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        result.status, result.error = FAILED, _reason(exc)
         result.seconds = time.perf_counter() - t0
     return result, graph
+
+
+def _reason(exc: Exception) -> str:
+    """One line for an unexpected exception in a format's row (its type and first line)."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def _fail_row(ctx: _Context, r: FormatResult, error: str) -> None:
+    """Mark a row failed after its file was written: the file leaves the bundle, as a failed format's does."""
+    if r.file:
+        (ctx.work / r.file).unlink(missing_ok=True)
+    r.status, r.error, r.file = FAILED, error, None
 
 
 def _entry(ctx: _Context, r: FormatResult, graph: Graph, **extra: Any) -> dict:
@@ -338,12 +350,31 @@ def _run_auto_mixed(ctx: _Context, int8: FormatResult, progress: Callable[[str],
 
 
 def _finish_bundle(work: Path, out: Path) -> None:
-    """Move the finished bundle into place; an older bundle at ``out`` is replaced only now."""
+    """Move the finished bundle into place; an older bundle at ``out`` is replaced only now.
+
+    ``out`` is resolved and ``work`` was made in its parent, so both renames stay on one filesystem.
+    """
+    # mkdtemp made the folder 0700: a bundle is meant for others too (a service user on the board, a
+    # colleague), so it gets the mode a plain mkdir would have given it.
+    os.chmod(work, mf.umask_mode(0o777))
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(work, out)
+        try:
+            os.replace(out, old)
+        except OSError as exc:
+            raise UserError(f"cannot replace the bundle at {out}: {exc.strerror}; it is unchanged") from None
+    try:
+        os.replace(work, out)
+    except OSError as exc:
+        restored = ""
+        if old is not None:
+            try:  # put the previous bundle back, so a failed export never leaves no bundle at all
+                os.replace(old, out)
+                restored = "; the previous bundle is back in place"
+            except OSError:
+                restored = f"; the previous bundle is at {old}"
+        raise UserError(f"cannot move the new bundle into place at {out}: {exc.strerror}{restored}") from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -390,8 +421,9 @@ def export_bundle(cfg: ExportConfig, progress: Progress = None) -> ExportResult:
         pairs = _Pairs(cfg.pairs, cfg.images, cfg.far, cfg.detector, cfg.threads)
         float_ev = pairs.evaluate(cfg.model)
     stem = cfg.name or cfg.model.stem
-    cfg.out.resolve().parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{cfg.out.name}.tmp-", dir=cfg.out.resolve().parent))
+    out = cfg.out.resolve()  # once: the temp folder and the final rename must be on the same filesystem
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         ctx = _Context(cfg, model1, cal.calib.images, cal.verify.images, reference, work, stem, pairs,
                        float(float_ev.accuracy_mean) if float_ev is not None else None)
@@ -406,7 +438,12 @@ def export_bundle(cfg: ExportConfig, progress: Progress = None) -> ExportResult:
                 continue
             extra: dict[str, Any] = {}
             if fmt.edgetpu and graph is not None:
-                edgetpu_info, compiled = _edgetpu_step(ctx, r, graph)
+                try:
+                    edgetpu_info, compiled = _edgetpu_step(ctx, r, graph)
+                except Exception as exc:  # like a failing format: this row fails, the others are kept
+                    _fail_row(ctx, r, f"Edge TPU check failed: {_reason(exc)}")
+                    edgetpu_info = None
+                    continue
                 extra["edgetpu"] = {k: edgetpu_info["static"][k] for k in ("tpu_ops", "cpu_ops", "fully_mapped")}
                 entries.append(_entry(ctx, r, graph, **extra))
                 if compiled is not None:
@@ -418,8 +455,18 @@ def export_bundle(cfg: ExportConfig, progress: Progress = None) -> ExportResult:
             if fmt.name == "int8" and want_int8_mixed:
                 step("searching layers to keep in float (--auto-mixed)")
                 if r.status == FAILED_VERIFICATION:
-                    mr, mixed, mgraph = _run_auto_mixed(
-                        ctx, r, lambda d: progress(d, done, steps) if progress else None)
+                    try:
+                        mr, mixed, mgraph = _run_auto_mixed(
+                            ctx, r, lambda d: progress(d, done, steps) if progress else None)
+                    except Exception as exc:  # like a failing format: an int8_mixed row says why
+                        from edgeface.converters.mixed import MIXED_FORMAT
+
+                        mr = FormatResult(MIXED_FORMAT.name, file=MIXED_FORMAT.filename(stem))
+                        _fail_row(ctx, mr, f"--auto-mixed failed: {_reason(exc)}")
+                        results.append(mr)
+                        mixed_info = {"met_budget": False, "float_layers": [],
+                                      "message": f"the search failed ({_reason(exc)}); int8 is kept as it is"}
+                        continue
                     results.append(mr)
                     mixed_info = mixed.to_dict()
                     if mgraph is not None:
@@ -461,7 +508,7 @@ def export_bundle(cfg: ExportConfig, progress: Progress = None) -> ExportResult:
         )
         mf.write_manifest(work, manifest)
         step("writing the bundle")
-        _finish_bundle(work, cfg.out)
+        _finish_bundle(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -483,6 +530,18 @@ def _edgetpu_step(ctx: _Context, r: FormatResult, graph: Graph
         info["compiler_hint"] = tpu.COMPILER_INSTALL_HINT if ctx.cfg.compile_edgetpu else "compilation skipped"
         return info, None
     t0 = time.perf_counter()
+    try:
+        return _compile_edgetpu(ctx, r, compiler, info, t0)
+    except Exception as exc:  # a crash here fails the compiled row only: the verified edgetpu file stays
+        cr = FormatResult("edgetpu_compiled", seconds=time.perf_counter() - t0,
+                          file=f"{Path(r.file).stem}_edgetpu.tflite")
+        _fail_row(ctx, cr, f"{tpu.COMPILER} step failed: {_reason(exc)}")
+        info["compiler"] = {"error": cr.error}
+        return info, (cr, None)
+
+
+def _compile_edgetpu(ctx: _Context, r: FormatResult, compiler: str, info: dict, t0: float
+                     ) -> tuple[dict, Optional[tuple[FormatResult, Optional[dict]]]]:
     comp = tpu.run_compiler(ctx.work / r.file, ctx.work, compiler)
     cr = FormatResult("edgetpu_compiled", seconds=time.perf_counter() - t0)
     if comp.path is None:

@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -50,6 +50,8 @@ class BenchmarkConfig:
     profile: Optional[str] = None
     reference: Optional[Path] = None
     tolerance: float = 0.15
+    # --reference parsed by load_reference() before anything is measured (a bad file costs no run).
+    reference_table: Optional[dict] = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -135,14 +137,27 @@ def run_worker(job: dict, timeout: float = WORKER_TIMEOUT_S) -> dict:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         raise UserError(f"benchmarking {job.get('path') or job.get('video')} took longer than {timeout} s") from None
-    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith("{")]
-    if not lines:
+    out = _last_json_object(proc.stdout)
+    if out is None:
         tail = " | ".join(ln for ln in proc.stderr.strip().splitlines()[-2:])
         raise UserError(f"the benchmark process failed (exit {proc.returncode}): {tail or 'no output'}")
-    out = json.loads(lines[-1])
     if "error" in out:
         raise UserError(out["error"])
     return out
+
+
+def _last_json_object(stdout: str) -> Optional[dict]:
+    """The worker's result: its last stdout line that is a JSON object.  A library may print lines that
+    start with ``{`` too, and a killed worker a truncated one; neither is the result."""
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                out = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(out, dict):
+                return out
+    return None
 
 
 # --- board identity and warnings ---------------------------------------------------------------
@@ -232,6 +247,7 @@ def run_benchmark(cfg: BenchmarkConfig, progress: Progress = None) -> dict:
 
     if cfg.runs < 1 or cfg.warmup < 0:
         raise UserError("--runs must be at least 1 and --warmup 0 or more")
+    load_reference(cfg)
     thread_counts = cfg.threads or default_threads()
     specs = expand_models(cfg.models, cfg.formats, cfg.delegate)
     video_specs = [s for s in specs if s.bundle is not None] if cfg.video else []
@@ -262,12 +278,13 @@ def run_benchmark(cfg: BenchmarkConfig, progress: Progress = None) -> dict:
             if progress:
                 progress(done, total)
     if pairs:
-        from edgeface.evaluate.embedders import make_embedder
         from edgeface.evaluate.verification import evaluate_pairs
+        from edgeface.runtime.interpreter import Embedder
 
         accuracy = {}
         for spec in specs:
-            embedder = make_embedder(spec.path, threads=max(thread_counts), backend=cfg.backend)
+            # The runtime's embedder, which takes the delegate: an edgetpu_compiled file runs only on the TPU.
+            embedder = Embedder(spec.path, threads=max(thread_counts), backend=cfg.backend, delegate=cfg.delegate)
             res = evaluate_pairs(embedder, pairs[0], pairs[1])
             accuracy[str(spec.path)] = res.accuracy_mean
             done += 1
@@ -305,11 +322,18 @@ def run_benchmark(cfg: BenchmarkConfig, progress: Progress = None) -> dict:
     return report
 
 
+def load_reference(cfg: BenchmarkConfig) -> None:
+    """Parse ``--reference`` into ``cfg.reference_table`` once; called before measuring, so that a missing or
+    malformed CSV fails in a second instead of after every model was timed."""
+    if cfg.reference is not None and cfg.reference_table is None:
+        cfg.reference_table = read_reference_csv(cfg.reference)
+
+
 def finish_report(report: dict, cfg: BenchmarkConfig) -> None:
     """Reference comparison (done where the command was typed, so --reference works for remote runs too)."""
-    table = read_reference_csv(cfg.reference) if cfg.reference else None
+    load_reference(cfg)
     profile_name = cfg.profile or (report.get("profile") or {}).get("name")
-    apply_reference(report, profile_name, table, cfg.tolerance)
+    apply_reference(report, profile_name, cfg.reference_table, cfg.tolerance)
 
 
 # --- output ----------------------------------------------------------------------------------

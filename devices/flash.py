@@ -8,8 +8,9 @@ The folder layout is described in :mod:`edgeface.devices.remote`.
 
 Every step before ``switch`` works beside the running release, so a failure anywhere (no space, a dropped
 connection, a model that fails its self-test) leaves ``current`` and the running service untouched.  The
-service step restarts the unit and checks that it stays up; if it does not, ``current`` goes back to the
-previous release and the unit is restarted on it.
+service step restarts the unit and checks that it stays up; if it does not, the board's service goes back to
+what it was (the old unit, or none at all) and ``current`` to the previous release, whose service is restarted
+only if it had one.
 """
 
 from __future__ import annotations
@@ -56,7 +57,13 @@ from edgeface.devices.remote import (
     utc_now,
     who_am_i,
 )
-from edgeface.devices.service import SERVICE_MODES, install_unit, restart_service
+from edgeface.devices.service import (
+    SERVICE_MODES,
+    install_unit,
+    restart_service,
+    restore_service,
+    snapshot_service,
+)
 from edgeface.devices.ssh import SSHConnection, SSHOptions
 from edgeface.devices.wheels import download_wheels
 from edgeface.errors import UserError
@@ -184,6 +191,9 @@ class StepRunner:
         except OSError as exc:
             self.record(step, "failed", time.perf_counter() - t0, str(exc))
             raise StepFailed(step, f"{type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # a bug: record the step as failed (not left "running"), the caller reports it
+            self.record(step, "failed", time.perf_counter() - t0, f"{type(exc).__name__}: {exc}")
+            raise
         status = "skipped" if detail.startswith("skipped") else "ok"
         self.record(step, status, time.perf_counter() - t0, detail)
 
@@ -302,7 +312,8 @@ def _space(cfg: FlashConfig, local: LocalRelease, ctx: dict) -> str:
     if free < need:
         raise UserError(f"not enough disk space on {ctx['identity'].get('hostname')}: {human(free)} free under "
                         f"{ctx['root']}, need {human(need)} (release {human(upload + install)} + --min-free-mb "
-                        f"{cfg.min_free_mb:g}); free some space or lower --keep")
+                        f"{cfg.min_free_mb:g}); free some space there (old releases beyond --keep are pruned "
+                        "only after a flash succeeds, so a lower --keep does not help this one)")
     return f"{human(free)} free, need {human(need)} (upload {human(upload)}, install ~{human(install)})"
 
 
@@ -442,19 +453,33 @@ def _service(conn: SSHConnection, board: Board, cfg: FlashConfig, ctx: dict) -> 
         return f"skipped: --service none; {manual}"
     if not ctx["identity"].get("systemd"):
         return f"skipped: systemd is not running on this board (no /run/systemd/system); {manual}"
+    before = snapshot_service(conn, root)
     info = install_unit(conn, cfg.service, cfg.service_name, root, ctx["identity"], ctx["release_id"])
     ok, state = restart_service(conn, info)
     if not ok:
+        # The board gets back the service it had: none (a first flash, or a release run by hand, which must
+        # not start now) or the old unit, restarted on the previous release.
+        service = restore_service(conn, root, info, before)
         prev = ctx["state"].get("current")
         if prev:
-            switch_current(conn, root, prev)
+            back = switch_back(conn, root, prev, service)
             ctx["switched"] = False
-            again, _ = restart_service(conn, info)
-            back = f"; back on release {prev}" + ("" if again else " (its service did not start either)")
         else:
             back = "; no previous release to go back to"
+        if service is None:
+            back += f"; the {info['name']} unit was removed"
         raise UserError(f"the {info['name']} service did not stay up on the new release ({state}){back}")
     return f"{info['mode']} unit {info['name']} restarted on {ctx['release_id']}: {state}"
+
+
+def switch_back(conn: SSHConnection, root: str, previous: str, service: Optional[dict]) -> str:
+    """Make ``previous`` current again and restart ``service`` (None: no service) on it, after a new release's
+    service failed (flash) or the rolled-back-to release's did (rollback); the clause the error ends with."""
+    switch_current(conn, root, previous)
+    if service is None:
+        return f"; back on release {previous}"
+    again, _ = restart_service(conn, service)
+    return f"; back on release {previous}" + ("" if again else " (its service did not start either)")
 
 
 def _prune(conn: SSHConnection, cfg: FlashConfig, ctx: dict) -> str:

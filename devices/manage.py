@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-from edgeface.devices.flash import FlashResult, StepCallback, StepFailed, StepRunner, connect_step
+from edgeface.devices.flash import FlashResult, StepCallback, StepFailed, StepRunner, connect_step, switch_back
 from edgeface.devices.inventory import Board
 from edgeface.devices.profiles import detect_profile
 from edgeface.devices.release import run_args
@@ -97,10 +97,8 @@ def rollback_board(board: Board, options: SSHOptions, to: Optional[str] = None, 
                 # Leave the board as it was rather than on a release whose service will not start.
                 back = ""
                 if result.previous:
-                    switch_current(conn, ctx["root"], result.previous)
+                    back = switch_back(conn, ctx["root"], result.previous, info)
                     result.release = result.previous
-                    again, _ = restart_service(conn, info)
-                    back = f"; back on release {result.previous}" + ("" if again else " (its service is down too)")
                 raise UserError(f"the {info['name']} service did not stay up after the rollback ({state}){back}")
             return f"{info['name']} restarted: {state}"
 

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-from edgeface.devices.benchmark import BenchmarkConfig, finish_report
+from edgeface.devices.benchmark import BenchmarkConfig, finish_report, load_reference
 from edgeface.devices.inventory import Board
 from edgeface.devices.remote import CURRENT, parse_json_output, q, remote_probe, upload
 from edgeface.devices.ssh import SSHConnection, SSHOptions
@@ -61,6 +61,7 @@ def run_remote_benchmark(board: Board, options: SSHOptions, cfg: BenchmarkConfig
     if cfg.pairs:
         raise UserError("--pairs runs where the command is typed, not with --target: accuracy is a property of the "
                         "model file, measure it on the workstation")
+    load_reference(cfg)  # before the board is even contacted
     with SSHConnection(board, options) as conn:
         ident = remote_probe(conn, board.python, "identity", board.remote_dir)
         root = ident["remote_dir"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Optional
 
-from edgeface.devices.remote import CURRENT, RUN_SCRIPT, SERVICE_INFO, q
+from edgeface.devices.remote import CURRENT, RUN_SCRIPT, SERVICE_INFO, q, read_service_info
 from edgeface.devices.ssh import SSHConnection
 from edgeface.errors import UserError
 
@@ -45,15 +46,21 @@ def service_state(conn: SSHConnection, info: dict) -> str:
     return conn.run(cmd, timeout=30).stdout.strip() or "unknown"
 
 
+def _unit_writer(mode: str, uid: int, path: str) -> str:
+    """The shell command writing its stdin to the unit file ``path`` (sudo for a system unit, unless root)."""
+    if mode == "system":
+        return f"tee {q(path)} >/dev/null" if uid == 0 else f"sudo -n tee {q(path)} >/dev/null"
+    return f"mkdir -p {q(os.path.dirname(path))} && cat > {q(path)}"
+
+
 def install_unit(conn: SSHConnection, mode: str, name: str, root: str, ident: dict, release_id: str) -> dict:
     """Write and enable the unit running ``root/current/run.sh``; record it in service.json; its description."""
     uid = int(ident.get("uid", 1))
     if mode == "system":
         path = f"/etc/systemd/system/{name}.service"
-        writer = f"tee {q(path)} >/dev/null" if uid == 0 else f"sudo -n tee {q(path)} >/dev/null"
     else:
         path = f"{ident['home']}/.config/systemd/user/{name}.service"
-        writer = f"mkdir -p {q(os.path.dirname(path))} && cat > {q(path)}"
+    writer = _unit_writer(mode, uid, path)
     unit = unit_file(mode, root, ident.get("user") or "", release_id)
     res = conn.run(writer, input=unit, timeout=60)
     if not res.ok:
@@ -83,3 +90,44 @@ def restart_service(conn: SSHConnection, info: dict) -> tuple[bool, str]:
                                                                    else "sudo -n journalctl")
     log = conn.run(f"{journal} -u {q(info['name'])} -n 5 --no-pager -o cat", timeout=30)
     return False, f"{state}: {log.tail(2)}"
+
+
+def snapshot_service(conn: SSHConnection, root: str) -> Optional[dict]:
+    """The service a flash is about to replace: ``{"info": service.json, "unit": its unit file's text}``,
+    or None when none was installed (a first flash, or releases run by hand or with ``--service none``)."""
+    info = read_service_info(conn, root)
+    if info is None:
+        return None
+    unit = conn.run(f"cat {q(info['unit'])}", timeout=30)
+    return {"info": info, "unit": unit.stdout if unit.ok and unit.stdout.strip() else None}
+
+
+def remove_unit(conn: SSHConnection, info: dict) -> None:
+    """Stop, disable and delete a unit: left enabled with Restart=on-failure it would restart forever."""
+    uid = int(info.get("uid", 1))
+    sc = systemctl(info["mode"], uid)
+    rm = "rm -f" if info["mode"] == "user" or uid == 0 else "sudo -n rm -f"
+    # Each part runs even if one before it fails (a unit that is already stopped, say): `;`, not `&&`.
+    conn.run(f"{sc} disable --now {q(info['name'])}; {rm} {q(info['unit'])}; {sc} daemon-reload", timeout=120)
+
+
+def restore_service(conn: SSHConnection, root: str, installed: dict, before: Optional[dict]) -> Optional[dict]:
+    """Undo :func:`install_unit` after the new release's service failed: the board gets back the service
+    it had, ``before`` (from :func:`snapshot_service`): none at all, or the old unit and service.json.
+
+    Returns the service to restart on the previous release (None: there was none to restart).
+    """
+    if before is None:
+        remove_unit(conn, installed)
+        conn.run(f"rm -f {q(root + '/' + SERVICE_INFO)}", timeout=30)
+        return None
+    old = before["info"]
+    uid = int(old.get("uid", 1))
+    if old.get("unit") != installed.get("unit"):  # another name or mode: the old unit file was not touched
+        remove_unit(conn, installed)
+    elif before.get("unit") is not None:
+        conn.run(_unit_writer(old["mode"], uid, old["unit"]), input=before["unit"], timeout=60)
+        sc = systemctl(old["mode"], uid)
+        conn.run(f"{sc} daemon-reload", timeout=60)
+    conn.run(f"printf '%s\\n' {q(json.dumps(old))} > {q(root + '/' + SERVICE_INFO)}", timeout=30)
+    return old

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,7 @@ from edgeface.runtime.detector import (
     decode_boxes,
     find_blazeface_file,
     letterbox,
+    plausible_rows,
     ssd_anchors,
     weighted_nms,
 )
@@ -50,6 +53,59 @@ def test_weighted_nms_merges_overlaps_and_keeps_separate_faces():
     merged, score = out[0]
     assert score == pytest.approx(0.9)
     assert merged[0] == pytest.approx(0.1 * 0.6 / 1.5)  # score-weighted mean
+
+
+def _finishes(fn, timeout_s: float = 20.0):
+    """fn's result, failing (instead of hanging the suite) when it does not return within ``timeout_s``."""
+    out: list = []
+    worker = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    assert not worker.is_alive(), f"did not finish within {timeout_s} s (endless loop?)"
+    return out[0]
+
+
+def test_weighted_nms_ends_when_the_best_box_is_degenerate():
+    rows = np.zeros((3, 16), np.float32)
+    rows[0, :4] = [0.5, 0.5, 0.5, 0.9]  # zero width: IoU 0 with itself
+    rows[1, :4] = [0.0, 0.0, 0.4, 0.4]
+    rows[2, :4] = [0.1, 0.0, 0.5, 0.4]
+    out = _finishes(lambda: weighted_nms(rows, np.array([0.99, 0.9, 0.8]), 0.3))
+    assert len(out) == 2  # the degenerate box alone, then the two overlapping normal boxes merged
+    np.testing.assert_allclose(out[0][0][:4], rows[0, :4])
+    assert out[1][1] == pytest.approx(0.9)
+    np.testing.assert_allclose(out[1][0][0], 0.1 * 0.8 / 1.7, rtol=1e-5)
+
+
+def test_degenerate_and_nan_boxes_from_the_model_are_dropped_and_real_faces_kept():
+    """The real detector's decode -> filter -> NMS path, fed raw model outputs with broken rows among good ones."""
+    det = create_detector("short")
+    assert isinstance(det, BlazeFaceDetector)
+    n = len(det.anchors)
+    raw_boxes = np.zeros((1, n, 16), np.float32)
+    raw_scores = np.full((1, n, 1), -100.0, np.float32)
+
+    def anchor(col: int, row: int) -> int:  # first layer of the short model: 16x16 cells, 2 anchors each
+        return (row * 16 + col) * 2
+
+    good = {anchor(4, 4): 10.0, anchor(11, 11): 9.0}
+    raw_boxes[0, list(good), 2:4] = 30  # 30x30 px boxes centred on their anchors
+    zero_width, inverted, nan_row = anchor(4, 11), anchor(11, 4), anchor(8, 8)
+    raw_boxes[0, zero_width, 2:4] = [0, 30]
+    raw_boxes[0, inverted, 2:4] = [-10, 30]
+    raw_boxes[0, nan_row] = np.nan
+    for i, logit in {**good, zero_width: 12.0, inverted: 11.5, nan_row: 11.0}.items():
+        raw_scores[0, i] = logit  # the broken rows score highest, so NMS would take them first
+    outs = [None, None]
+    outs[det._reg_idx], outs[1 - det._reg_idx] = raw_boxes, raw_scores
+    det.model.run = lambda tensor: outs
+
+    checks = np.array([[0, 0, 1, 1], [0.5, 0, 0.5, 1], [0.6, 0, 0.4, 1], [0, 0, np.nan, 1], [0, 0, np.inf, 1]])
+    assert plausible_rows(checks).tolist() == [True, False, False, False, False]
+    faces = _finishes(lambda: det.detect(np.zeros((128, 128, 3), np.uint8)))  # 128 px: no letterbox scaling
+    boxes = sorted(f.box.tolist() for f in faces)
+    np.testing.assert_allclose(boxes, [[21, 21, 51, 51], [77, 77, 107, 107]], atol=1e-3)
+    assert all(np.isfinite(f.keypoints).all() and f.score > 0.99 for f in faces)
 
 
 def test_letterbox_keeps_aspect():

@@ -131,15 +131,20 @@ def test_arcface_template_gives_edgeface_alignment(media_dir, detector):
 # --- ONNX / TFLite teachers ------------------------------------------------------------------------
 
 
-def tiny_onnx(path: Path, out: str = "vector", h: int = 24, w: int = 20, dim: int = 16, seed: int = 0) -> np.ndarray:
-    """A linear 'embedding' model: NCHW (dynamic batch) pixels -> flatten -> @ W; returns W."""
+def tiny_onnx(path: Path, out: str = "vector", h: int = 24, w: int = 20, dim: int = 16, seed: int = 0,
+              uint8: bool = False) -> np.ndarray:
+    """A linear 'embedding' model: NCHW (dynamic batch) pixels -> flatten -> @ W; returns W.
+
+    ``uint8``: the input is uint8 pixels, cast to float inside the model (as image models exported with
+    their preprocessing built in take them)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     weights = np.random.default_rng(seed).standard_normal((3 * h * w, dim)).astype(np.float32)
-    x = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["n", 3, h, w])
+    x = helper.make_tensor_value_info("pixels", TensorProto.UINT8 if uint8 else TensorProto.FLOAT, ["n", 3, h, w])
+    cast = [helper.make_node("Cast", ["pixels"], ["pixels_f"], to=TensorProto.FLOAT)] if uint8 else []
     if out == "vector":
-        nodes = [helper.make_node("Reshape", ["pixels", "shape"], ["flat"]),
+        nodes = cast + [helper.make_node("Reshape", ["pixels_f" if uint8 else "pixels", "shape"], ["flat"]),
                  helper.make_node("MatMul", ["flat", "W"], ["embedding"])]
         init = [numpy_helper.from_array(np.array([-1, 3 * h * w], np.int64), "shape"),
                 numpy_helper.from_array(weights, "W")]
@@ -168,6 +173,35 @@ def test_onnx_teacher_prepares_its_input_as_configured(tmp_path, media_dir, dete
         x = (crop[..., ::-1].astype(np.float32) - 127.5) / 64.0
         assert np.allclose(vec, x.transpose(2, 0, 1).reshape(-1) @ weights, rtol=1e-4, atol=1e-3)
     assert teacher.identity()["input"]["color"] == "BGR" and len(teacher.model_sha256) == 64
+
+
+def test_uint8_onnx_teacher_gets_the_pixels_and_refuses_normalisation(tmp_path, media_dir, detector):
+    weights = tiny_onnx(tmp_path / "u8.onnx", uint8=True)
+    for options in ({"mean": 127.5}, {"std": 128}, {"scale": 1 / 255}):
+        # (pixel - 127.5) cast to uint8 would wrap: a dark pixel, -100, would reach the model as 156
+        with pytest.raises(UserError, match=r"u8\.onnx takes uint8 pixels \(0\.\.255\) and normalises them itself: "
+                                            "drop the teacher's mean/std/scale/offset options"):
+            load_teacher(f"onnx:{tmp_path}/u8.onnx", options=options)
+    teacher = load_teacher(f"onnx:{tmp_path}/u8.onnx", options={"alignment": "box"})
+    image, det = largest_face(media_dir / "obama.jpg", detector)
+    (vec,) = teacher.run([teacher.prepare(image, det)])
+    crop = cv2.warpAffine(image, box_transform(det.box, (20, 24)), (20, 24), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    assert np.allclose(vec, crop.astype(np.float32).transpose(2, 0, 1).reshape(-1) @ weights, rtol=1e-4, atol=1e-2)
+
+
+def test_dlib_jitters_must_be_whole():
+    with pytest.raises(UserError, match=r"teacher option jitters must be a whole number \(dlib's num_jitters\), "
+                                        r"got 1\.5"):
+        load_teacher("dlib", options={"jitters": 1.5})
+
+
+def test_onnx_load_errors_keep_their_first_line():
+    from edgeface.distill.teachers import _first_line
+
+    assert _first_line(RuntimeError("Load model failed: bad protobuf\n  at line 3 of parser.cc")) == \
+        "Load model failed: bad protobuf"
+    assert _first_line(RuntimeError("")) == "RuntimeError"
 
 
 def test_tflite_teacher_aligns_to_its_template_and_scales_pixels(tmp_path, media_dir, detector):
@@ -398,6 +432,7 @@ def test_distilling_on_att_raises_agreement_with_the_teacher_and_rank1(trained_m
 def bad(tmp_path, media_dir):
     tiny_onnx(tmp_path / "ok.onnx")
     tiny_onnx(tmp_path / "image.onnx", out="image")
+    tiny_onnx(tmp_path / "u8.onnx", uint8=True)
     (tmp_path / "notes.onnx").write_text("these are my notes, not a model\n")
     (tmp_path / "notes.tflite").write_text("these are my notes, not a model\n")
     faceless = tmp_path / "faceless"
@@ -428,6 +463,10 @@ def bad(tmp_path, media_dir):
     (["{flat}", "--teacher", "onnx:{dir}/ok.onnx", "--labels", "0.5"], "--labels needs identity folders"),
     (["{flat}", "--teacher", "onnx:{dir}/ok.onnx", "--teacher-option", "colour=BGR"],
      "unknown teacher option 'colour' (did you mean 'color'?)"),
+    (["{flat}", "--teacher", "onnx:{dir}/u8.onnx", "--teacher-option", "mean=127.5"],
+     "{dir}/u8.onnx takes uint8 pixels (0..255) and normalises them itself"),
+    (["{flat}", "--teacher", "dlib", "--teacher-option", "jitters=1.5"],
+     "teacher option jitters must be a whole number"),
     (["{dir}/nope", "--teacher", "dlib"], "dataset folder not found: {dir}/nope"),
     (["{flat}", "--teacher", "dlib", "--loss", "cosin"], "unknown distillation loss 'cosin' (did you mean 'cosine'?)"),
 ])

@@ -179,6 +179,49 @@ def test_compiler_log_is_parsed_into_the_same_table():
                                "some unspecified limitation", f"1 x QUANTIZE: {AFTER_CUT}"]
 
 
+# What edgetpu_compiler writes to <stem>_edgetpu.log beside the compiled file: the same op table as its
+# stdout with -s, under a short header without the op counts.
+COMPILER_LOG_FILE = COMPILER_LOG[:COMPILER_LOG.index("\n") + 1] + """Input: model_full_integer_quant.tflite
+Output: model_full_integer_quant_edgetpu.tflite
+
+""" + COMPILER_LOG[COMPILER_LOG.index("Operator  "):]
+
+
+def _fake_compiler(tmp_path: Path, write_log: bool) -> Path:
+    """An ``edgetpu_compiler`` stand-in: prints the -s report, writes the compiled file (and the log)."""
+    (tmp_path / "stdout.txt").write_text(COMPILER_LOG)
+    (tmp_path / "log.txt").write_text(COMPILER_LOG_FILE)
+    script = tmp_path / "edgetpu_compiler"
+    log = f'cp {tmp_path}/log.txt "$out/$stem"_edgetpu.log\n' if write_log else ""
+    script.write_text('#!/bin/sh\n# args: -s -o OUT MODEL\nout="$3"; stem=$(basename "$4" .tflite)\n'
+                      f'cat {tmp_path}/stdout.txt\nprintf x > "$out/$stem"_edgetpu.tflite\n{log}')
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.parametrize("write_log", [True, False])
+def test_compiler_report_counts_each_op_once(tmp_path, write_log):
+    """stdout (-s) and the .log file hold the same table: the report is read from one copy, not both."""
+    from edgeface.converters.edgetpu import run_compiler
+
+    model = tmp_path / "model_full_integer_quant.tflite"
+    model.write_bytes(b"model")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_compiler(model, out, str(_fake_compiler(tmp_path, write_log)))
+    assert result.path == out / "model_full_integer_quant_edgetpu.tflite" and result.error == ""
+    report = result.report
+    assert len(report.rows) == 8 and sum(c for _, c, _ in report.rows) == 68
+    assert (report.tpu_ops, report.cpu_ops) == (66, 2)  # stdout's counts, which the log file lacks
+    assert len(report.problems) == 2 and report.compiler_version == "16.0.384591198"
+    assert not (out / "model_full_integer_quant_edgetpu.log").exists()  # read, then removed
+
+
+def test_compiler_log_file_alone_sums_its_rows():
+    report = parse_compiler_log(COMPILER_LOG_FILE)
+    assert (report.tpu_ops, report.cpu_ops) == (66, 2) and len(report.rows) == 8
+
+
 def test_layer_statistics_are_ranked_by_rmse_over_scale():
     dump = ("op_name,tensor_idx,num_elements,stddev,mean_error,max_abs_error,mean_squared_error,scale,zero_point,"
             "tensor_name\n"
@@ -591,6 +634,29 @@ def test_calibration_leaves_excluded_people_out(att_crops, tmp_path):
         load_calibration(att_crops, calib_count=10, verify_count=5, exclude=set(people))
 
 
+def test_calibration_counts_the_people_it_actually_left_out(tmp_path):
+    import cv2
+
+    from edgeface.converters.calibration import load_calibration
+
+    crops, flat = tmp_path / "crops", tmp_path / "flat"
+    flat.mkdir()
+    for person in ("p0", "p1", "p2"):
+        (crops / person).mkdir(parents=True)
+        for i in range(2):
+            img = np.full((112, 112, 3), 40 * i + 60, np.uint8)
+            cv2.imwrite(str(crops / person / f"{i}.png"), img)
+            cv2.imwrite(str(flat / f"{person}_{i}.png"), img)
+    cal = load_calibration(crops, calib_count=2, verify_count=1, exclude={"p0", "someone_else", "another"})
+    assert cal.summary()["excluded_people"] == 1  # the one name that is a folder here, not the 3 asked for
+    assert "p0" not in set(cal.calib.identities) | set(cal.verify.identities)
+    with pytest.raises(UserError, match=r"none of its 2 names is a person folder in .*crops; check the people file"):
+        load_calibration(crops, calib_count=2, verify_count=1, exclude={"Aaron_Eckhart", "Zico"})
+    with pytest.raises(UserError, match=r"needs identity folders: .*flat is a flat folder of images"):
+        load_calibration(flat, calib_count=2, verify_count=1, exclude={"p0"})
+    assert load_calibration(flat, calib_count=2, verify_count=1).summary()["excluded_people"] == 0
+
+
 def test_missing_calibration_people_file_is_one_line(trained_model, att_crops, tmp_path):
     _one_error_line(_export(trained_model, "--calib", att_crops, "--calib-exclude-people", tmp_path / "no.txt:10",
                             "--out", tmp_path / "b"), r"people file not found")
@@ -610,3 +676,129 @@ def test_train_summary_keeps_what_reproduces_the_model(tmp_path):
     assert s["seed"] == 7 and s["epochs_run"] == 9 and s["teacher"] == {"spec": "dlib"}
     assert s["loss"] == {"match": "cosine"} and s["dataset"]["excluded_people"] == 2
     assert "history" not in s and "lr" not in s  # the summary, not the whole log
+
+
+# --- a cheap real export: a tiny untrained model on synthetic crops (no training, seconds) ----------
+
+
+@pytest.fixture(scope="module")
+def tiny_model_and_crops(tmp_path_factory):
+    """A tiny embedding model (.keras, 112x112 RGB in, 16-d out) and 4 'people' x 3 synthetic 112x112
+    crops: enough for every export step to run for real (conversion, calibration, verification, manifest)."""
+    import cv2
+    import keras
+
+    root = tmp_path_factory.mktemp("tiny")
+    inp = keras.Input((112, 112, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inp)
+    x = keras.layers.Conv2D(8, 3, strides=4, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(16)(x)  # no normalisation layer: Keras' decomposes into float ops, not int8-only
+    path = root / "tiny.keras"
+    keras.Model(inp, x, name="tiny").save(path)
+    crops = root / "crops"
+    rng = np.random.default_rng(0)
+    for person in range(4):
+        (crops / f"p{person}").mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(crops / f"p{person}" / f"{i}.png"), rng.integers(0, 256, (112, 112, 3), np.uint8))
+    return path, crops
+
+
+@pytest.fixture
+def int8_never_verifies(monkeypatch):
+    """int8 held to a mean cosine above 1, so it always fails verification and --auto-mixed starts."""
+    import dataclasses
+
+    from edgeface.converters import formats
+
+    strict = tuple(dataclasses.replace(f, mean_cosine=1.01) if f.name == "int8" else f for f in formats.FORMATS)
+    monkeypatch.setattr(formats, "FORMATS", strict)
+
+
+@pytest.fixture
+def umask_027():
+    old = os.umask(0o027)
+    yield
+    os.umask(old)
+
+
+def _tiny_export(model, crops, out, *args):
+    result = runner.invoke(app, ["export", str(model), "--calib", str(crops), "--calib-count", "6",
+                                 "--verify-count", "3", "--out", str(out), "--json", *map(str, args)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    return result, {r["format"]: r for r in json.loads(result.stdout)["formats"]}
+
+
+def test_auto_mixed_crash_is_a_failed_row_and_the_bundle_is_kept(tiny_model_and_crops, tmp_path, monkeypatch,
+                                                                   int8_never_verifies, umask_027):
+    from edgeface.converters import export as ex
+    from edgeface.runtime.bundle import Bundle
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("layer debugger crashed\nC++ detail")
+
+    monkeypatch.setattr(ex, "_run_auto_mixed", crash)
+    out = tmp_path / "bundle"
+    result, rows = _tiny_export(*tiny_model_and_crops, out, "--formats", "fp32,int8", "--auto-mixed")
+    assert result.exit_code == 1  # a row failed: the export itself went on
+    assert rows["fp32"]["status"] == "ok" and rows["int8"]["status"] == "failed_verification"
+    assert rows["int8_mixed"]["status"] == "failed" and rows["int8_mixed"]["file"] is None
+    assert rows["int8_mixed"]["error"] == "--auto-mixed failed: RuntimeError: layer debugger crashed"
+    assert json.loads(result.stdout)["mixed"]["met_budget"] is False
+    b = Bundle.load(out)
+    assert b.formats == ["fp32", "int8"] and not list(out.glob("*int8_mixed*"))
+    # Readable as the umask allows (mkdtemp/mkstemp would have made them owner-only).
+    assert out.stat().st_mode & 0o777 == 0o750
+    for f in out.iterdir():
+        assert f.stat().st_mode & 0o777 == 0o640, f.name
+
+
+def test_edgetpu_step_crashes_fail_their_row_only(tiny_model_and_crops, tmp_path, monkeypatch):
+    from edgeface.converters import edgetpu as tpu
+    from edgeface.runtime.bundle import Bundle
+
+    def crash(*args, **kwargs):
+        raise ValueError("unexpected tensor")
+
+    # The compiler step: the verified edgetpu file stays, the compiled row says what went wrong.
+    monkeypatch.setattr(tpu, "find_compiler", lambda: "/opt/edgetpu_compiler")
+    monkeypatch.setattr(tpu, "run_compiler", crash)
+    out = tmp_path / "compiled"
+    result, rows = _tiny_export(*tiny_model_and_crops, out, "--formats", "fp32,edgetpu")
+    assert rows["edgetpu"]["file"] and rows["edgetpu"]["status"] != "failed"
+    assert rows["edgetpu_compiled"]["status"] == "failed"
+    assert rows["edgetpu_compiled"]["error"] == "edgetpu_compiler step failed: ValueError: unexpected tensor"
+    assert Bundle.load(out).formats == ["fp32", "edgetpu"] and result.exit_code == 1
+    # The static check: the edgetpu row fails like a format that did not convert; fp32 is kept.
+    monkeypatch.setattr(tpu, "check_compatibility", crash)
+    out = tmp_path / "static"
+    result, rows = _tiny_export(*tiny_model_and_crops, out, "--formats", "fp32,edgetpu")
+    assert rows["fp32"]["status"] == "ok" and rows["edgetpu"]["status"] == "failed"
+    assert rows["edgetpu"]["error"] == "Edge TPU check failed: ValueError: unexpected tensor"
+    assert Bundle.load(out).formats == ["fp32"] and not list(out.glob("*edgetpu*")) and result.exit_code == 1
+
+
+def test_failed_final_rename_puts_the_previous_bundle_back(tmp_path, monkeypatch):
+    from edgeface.converters import export as ex
+
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "manifest.json").write_text("old")
+    work = tmp_path / ".bundle.tmp-1"
+    work.mkdir()
+    (work / "manifest.json").write_text("new")
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(src) == work:
+            raise OSError(18, "Invalid cross-device link")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ex.os, "replace", replace)
+    with pytest.raises(UserError, match=r"cannot move the new bundle into place at .*bundle: Invalid cross-device "
+                                        r"link; the previous bundle is back in place"):
+        ex._finish_bundle(work, out)
+    assert (out / "manifest.json").read_text() == "old" and [p.name for p in tmp_path.iterdir()] != []
+    assert not [p for p in tmp_path.iterdir() if ".old-" in p.name]

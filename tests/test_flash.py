@@ -336,3 +336,157 @@ def test_connection_and_space_problems_give_one_clear_line(case, sshd, board, ru
     assert expected in one_error_line(result)
     assert current_of(board.dir) == before
 
+
+
+# --- the service step's undo, on a stand-in board (no sshd, no systemd needed) -------------------------
+
+
+FAKE_SYSTEMCTL = """#!/bin/sh
+# Records every call; `is-active` answers with the next line of $FAKE_ANSWERS (failed, active, ...).
+echo "$*" >> "$FAKE_LOG"
+[ "$1" = "--user" ] && shift
+if [ "$1" = "is-active" ]; then
+    head -n 1 "$FAKE_ANSWERS"
+    sed -i 1d "$FAKE_ANSWERS"
+fi
+exit 0
+"""
+
+
+class LocalBoard:
+    """A board whose shell is this machine's `sh`, with a fake `systemctl` first on PATH."""
+
+    def __init__(self, tmp_path: Path, answers: list[str]) -> None:
+        from edgeface.devices.inventory import Board
+
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "systemctl").write_text(FAKE_SYSTEMCTL)
+        (bin_dir / "systemctl").chmod(0o755)
+        self.log = tmp_path / "systemctl.log"
+        self.log.write_text("")
+        (tmp_path / "answers").write_text("".join(a + "\n" for a in answers))
+        self.env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_LOG": str(self.log),
+                    "FAKE_ANSWERS": str(tmp_path / "answers")}
+        self.board = Board(name="fake", host="127.0.0.1")
+
+    def run(self, argv, input=None, timeout=120):
+        from edgeface.devices.ssh import Result, remote_command
+
+        p = subprocess.run(["sh", "-c", remote_command(argv)], input=input, capture_output=True, text=True,
+                           env=self.env, timeout=timeout)
+        return Result(p.returncode, p.stdout, p.stderr)
+
+    def check(self, argv, what, **kwargs):
+        from edgeface.errors import UserError
+
+        result = self.run(argv, **kwargs)
+        if not result.ok:
+            raise UserError(f"{what} failed: {result.tail()}")
+        return result
+
+    def calls(self) -> list[str]:
+        return self.log.read_text().splitlines()
+
+
+@pytest.fixture
+def service_board(tmp_path, monkeypatch):
+    """(make(answers, previous, had_service) -> (conn, ctx, root, unit path), cfg): a user-mode service, the new
+    release r2 just made current; ``had_service`` installs an earlier flash's unit and service.json first."""
+    from edgeface.devices import service
+    from edgeface.devices.flash import FlashConfig
+
+    monkeypatch.setattr(service, "SERVICE_SETTLE_S", 0.0)
+    root, home = tmp_path / "edgeface", tmp_path / "home"
+    unit = home / ".config" / "systemd" / "user" / "edgeface.service"
+
+    def make(answers, previous, had_service):
+        for rid in ("r1", "r2"):
+            (root / "releases" / rid).mkdir(parents=True)
+        os.symlink("releases/r2", root / "current")  # the switch step has run
+        if had_service:
+            unit.parent.mkdir(parents=True)
+            unit.write_text("OLD UNIT\n")
+            info = {"mode": "user", "name": "edgeface", "unit": str(unit), "uid": 1000}
+            (root / "service.json").write_text(json.dumps(info) + "\n")
+        ident = {"systemd": True, "uid": 1000, "home": str(home), "user": "pi"}
+        ctx = {"root": str(root), "identity": ident, "release_id": "r2", "state": {"current": previous},
+               "switched": True}
+        return LocalBoard(tmp_path, answers), ctx, root, unit
+
+    return make, FlashConfig(bundle=tmp_path, service="user")
+
+
+def test_failing_service_on_a_first_flash_removes_the_unit(service_board):
+    from edgeface.devices.flash import _service
+    from edgeface.errors import UserError
+
+    make, cfg = service_board
+    conn, ctx, root, unit = make(["failed"], previous=None, had_service=False)
+    with pytest.raises(UserError, match=r"edgeface service did not stay up on the new release \(failed: .*\); no "
+                                        r"previous release to go back to; the edgeface unit was removed"):
+        _service(conn, conn.board, cfg, ctx)
+    # Left enabled with Restart=on-failure, the unit would restart a release that no longer exists, forever.
+    assert not unit.exists() and not (root / "service.json").exists()
+    calls = conn.calls()
+    assert "--user disable --now edgeface" in calls and calls.index("--user disable --now edgeface") > \
+        calls.index("--user restart edgeface")
+    assert ctx["switched"]  # flash's recovery then removes the `current` link
+
+
+def test_failing_service_over_a_release_without_one_starts_nothing(service_board):
+    from edgeface.devices.flash import _service
+    from edgeface.errors import UserError
+
+    make, cfg = service_board
+    conn, ctx, root, unit = make(["failed"], previous="r1", had_service=False)
+    with pytest.raises(UserError, match=r"; back on release r1; the edgeface unit was removed$"):
+        _service(conn, conn.board, cfg, ctx)
+    assert os.readlink(root / "current") == "releases/r1" and not ctx["switched"]
+    assert not unit.exists() and not (root / "service.json").exists()
+    assert [c for c in conn.calls() if "restart" in c] == ["--user restart edgeface"]  # never on r1
+
+
+def test_failing_service_puts_the_old_unit_back_and_restarts_it(service_board):
+    from edgeface.devices.flash import _service
+    from edgeface.errors import UserError
+
+    make, cfg = service_board
+    conn, ctx, root, unit = make(["failed", "active"], previous="r1", had_service=True)
+    old = json.loads((root / "service.json").read_text())
+    with pytest.raises(UserError, match=r"did not stay up on the new release \(failed: .*\); back on release r1$"):
+        _service(conn, conn.board, cfg, ctx)
+    assert os.readlink(root / "current") == "releases/r1"
+    assert unit.read_text() == "OLD UNIT\n" and json.loads((root / "service.json").read_text()) == old
+    calls = conn.calls()
+    assert calls.count("--user restart edgeface") == 2 and not [c for c in calls if "disable" in c]
+
+
+def test_a_step_that_crashes_is_recorded_as_failed():
+    from edgeface.devices.flash import FlashResult, StepRunner
+
+    seen = []
+    runner_ = StepRunner(FlashResult(board="b", address="a"), lambda board, step: seen.append(step))
+
+    def bug() -> str:
+        raise KeyError("profile")
+
+    with pytest.raises(KeyError):
+        runner_.run("check", bug)
+    assert [(s.step, s.status) for s in seen] == [("check", "running"), ("check", "failed")]
+    assert runner_.result.steps[-1].detail == "KeyError: 'profile'"
+
+
+def test_low_disk_hint_does_not_promise_what_keep_cannot_do(tmp_path):
+    from edgeface.devices.flash import FlashConfig, _space
+    from edgeface.errors import UserError
+
+    wheel = tmp_path / "edgeface-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"x" * 1000)
+    local = SimpleNamespace(bundle_files=[], gallery=None)
+    ctx = {"wheels": [wheel], "identity": {"free_bytes": 5e6, "hostname": "pi"}, "root": "/home/pi/.edgeface"}
+    with pytest.raises(UserError) as exc:
+        _space(FlashConfig(bundle=tmp_path, offline=True), local, ctx)
+    message = str(exc.value)
+    assert message.startswith("not enough disk space on pi: 5.0 MB free under /home/pi/.edgeface")
+    assert "pruned only after a flash succeeds" in message and "or lower --keep" not in message

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -201,7 +202,8 @@ def test_gallery_write_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(GalleryError, match=r"^cannot write gallery .*g\.npz: disk full; the file on disk \(if any\) "
+                       "was not changed$"):  # a UserError: one line, no traceback
         g.save(path)
     assert path.read_bytes() == before  # the old gallery survives a failed write
     assert [p.name for p in tmp_path.iterdir()] == ["g.npz"]  # and no temp file is left behind
@@ -846,3 +848,146 @@ def test_alignment_follows_the_manifest_template(media_dir):
     # the face moved down by 8 px: row r of the shifted crop is row r - 8 of ours (up to interpolation)
     diff = np.abs(lower[20:100].astype(int) - ours[12:92].astype(int)).mean()
     assert diff < 6 and np.abs(lower.astype(int) - ours.astype(int)).mean() > diff + 5
+
+
+# --- option checks, file errors and the unknown-face saver ----------------------------------------------
+
+
+def test_choice_tables_equal_the_runtime_tables_and_int8_mixed_is_a_format():
+    from edgeface.commands import run as run_cmd
+    from edgeface.runtime.bundle import FORMAT_PREFERENCE
+    from edgeface.runtime.detector import DETECTORS
+    from edgeface.runtime.interpreter import BACKENDS
+
+    # the copies kept in the command module (the runtime modules are too heavy for --help) must not drift
+    assert run_cmd.DETECTOR_CHOICES == (*DETECTORS, "haar")
+    assert run_cmd.BACKEND_CHOICES == BACKENDS
+    assert run_cmd.FORMAT_CHOICES == (*FORMAT_PREFERENCE, "edgetpu", "edgetpu_compiled")
+    assert run_cmd._choice("int8_mixed", run_cmd.FORMAT_CHOICES, "--format") == "int8_mixed"
+
+
+@NEEDS_DEFAULT
+def test_format_int8_mixed_is_accepted_and_preferred(media_dir, tmp_path):
+    """A bundle with an `export --auto-mixed` file: `--format int8_mixed` runs it, and so does the default."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle_dir(), bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    int8 = next(f for f in manifest["files"] if f["format"] == "int8")
+    shutil.copy(bundle / int8["path"], bundle / "mixed.tflite")  # same bytes, so the same checksum
+    manifest["files"].append({**int8, "format": "int8_mixed", "path": "mixed.tflite"})
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    for fmt in (["--format", "int8_mixed"], []):
+        result = invoke("run", "-s", media_dir / "obama.jpg", "-m", bundle, *fmt, "-q")
+        assert result.exit_code == 0, result.output
+        assert events_of(result.stdout)[1]["model"] == str(bundle / "mixed.tflite")
+
+
+def test_enroll_rejects_threads_that_are_not_positive(media_dir):
+    for threads in ("0", "-5"):
+        result = invoke("enroll", "obama", media_dir / "obama.jpg", "-g", "g.npz", "--threads", threads)
+        assert result.exit_code == 2
+        assert result.stderr.strip() == f"error: --threads must be positive, got {int(threads)}"
+    assert not Path("g.npz").exists()
+
+
+@NEEDS_DEFAULT
+def test_enroll_into_another_gallery_ignores_gallery_npz_in_the_current_folder(media_dir, tmp_path):
+    cwd_gallery = Path("gallery.npz")  # the test runs in tmp_path (autouse fixture)
+    cwd_gallery.write_bytes(b"PK\x03\x04 not really a zip")
+    other = tmp_path / "other.npz"
+    result = invoke("enroll", "obama", media_dir / "obama.jpg", "-g", other)
+    assert result.exit_code == 0, result.output
+    assert Gallery.load(other).names() == {"obama": 1}
+    assert cwd_gallery.read_bytes() == b"PK\x03\x04 not really a zip"  # neither read nor touched
+    assert "no gallery" not in result.stderr and "gallery.npz" not in result.stderr
+
+
+def test_events_file_that_cannot_be_written_is_one_line_before_the_model_loads(media_dir, tmp_path):
+    events = tmp_path / "no" / "such" / "dir" / "e.jsonl"
+    # a folder that is no bundle: had the models been loaded first, that would have been the error
+    result = invoke("run", "-s", media_dir / "obama.jpg", "-m", tmp_path, "--events", events)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: --events {events}: cannot write to it (No such file or directory)"
+    result = invoke("run", "-s", media_dir / "obama.jpg", "-m", tmp_path, "--events", tmp_path)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: --events {tmp_path}: cannot write to it (Is a directory)"
+
+
+def test_save_unknown_given_a_file_is_one_line_before_the_model_loads(media_dir, tmp_path):
+    a_file = tmp_path / "crops"
+    a_file.write_text("not a folder")
+    result = invoke("run", "-s", media_dir / "obama.jpg", "-m", tmp_path, "--save-unknown", a_file)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: --save-unknown {a_file} is a file: give a folder for the crops "
+                                     "(created if missing)")
+    assert a_file.read_text() == "not a folder"
+    from edgeface.runtime.pipeline import UnknownSaver
+
+    with pytest.raises(UserError, match=r"^--save-unknown .*crops/sub: cannot create the folder \("):
+        UnknownSaver(a_file / "sub", 0.5)
+
+
+def _unknown_frame(image: np.ndarray, boxes: list, index: int, timestamp: float):
+    from edgeface.runtime.pipeline import FaceResult, FrameResult
+
+    faces = []
+    for i, box in enumerate(boxes):
+        embedding = np.zeros(16, np.float32)
+        embedding[index * 4 + i] = 1  # every face its own person: the cooldown never skips one
+        faces.append(FaceResult(np.array(box, np.float32), np.zeros((6, 2), np.float32), 0.9, "unknown", 0.1,
+                                None, embedding=embedding))
+    return FrameResult(index, index, timestamp, faces, {}, image=image)
+
+
+def test_unknown_saver_skips_empty_crops_and_outlives_a_folder_it_cannot_write(media_dir, tmp_path, caplog):
+    from edgeface.runtime.pipeline import UnknownSaver
+
+    image = read_image(media_dir / "obama.jpg")
+    h, w = image.shape[:2]
+    inside, outside = [w * 0.3, h * 0.3, w * 0.6, h * 0.6], [w + 50, h + 50, w + 150, h + 150]
+    folder = tmp_path / "crops"
+    saver = UnknownSaver(folder, threshold=0.5)
+    saver(_unknown_frame(image, [outside, inside], 0, 1000.0))  # the box beyond the frame has no pixels
+    assert saver.saved == 1 and saver.failed == 0 and len(list(folder.glob("unknown_*.png"))) == 1
+
+    shutil.rmtree(folder)
+    folder.write_text("the folder is gone")  # every write now fails with an OSError, as on a full disk
+    with caplog.at_level(logging.WARNING, logger="edgeface"):
+        saver(_unknown_frame(image, [inside], 1, 1001.0))
+        saver(_unknown_frame(image, [inside], 2, 1002.0))
+    assert saver.saved == 1 and saver.failed == 2
+    warnings = [r.getMessage() for r in caplog.records if "cannot save an unknown face" in r.getMessage()]
+    assert len(warnings) == 1 and "going on without it" in warnings[0]  # once, not on every frame
+
+    folder.unlink()
+    folder.mkdir()
+    saver(_unknown_frame(image, [inside], 3, 1003.0))  # the folder is back: saving resumes
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(1003.0))
+    assert saver.saved == 2 and [p.name for p in folder.iterdir()] == [f"unknown_{stamp}_f000003_0.png"]
+
+
+def test_gallery_that_cannot_be_read_or_written_is_a_gallery_error(tmp_path, monkeypatch):
+    g = Gallery(model=model_id())
+    g.add("ann", np.eye(4, dtype=np.float32)[:1], ["a.jpg"])
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the gallery's folder should be")
+    target = blocker / "g.npz"
+    with pytest.raises(GalleryError, match=rf"^cannot write gallery {re.escape(str(target))}: File exists; the file"):
+        g.save(target)
+    assert blocker.read_text().startswith("a file where")
+
+    path = tmp_path / "g.npz"
+    g.save(path)
+    import edgeface.runtime.gallery as gallery_module
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(gallery_module, "open", denied, raising=False)  # root ignores chmod: deny it here
+    with pytest.raises(GalleryError, match=rf"^cannot read gallery {re.escape(str(path))}: Permission denied$"):
+        Gallery.load(path)
+    with pytest.raises(GalleryError, match=rf"^cannot write gallery {re.escape(str(path))}: Permission denied; "):
+        g.save(path)
+    monkeypatch.undo()
+    assert Gallery.load(path).names() == {"ann": 1}  # the failed save left the file as it was
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

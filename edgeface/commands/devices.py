@@ -373,6 +373,7 @@ def benchmark_cmd(
         BenchmarkConfig,
         board_line,
         check_plot_support,
+        load_reference,
         parse_threads,
         result_rows,
         run_benchmark,
@@ -397,6 +398,7 @@ def benchmark_cmd(
                           delegate=None if delegate == "cpu" else delegate, backend=backend, formats=fmt or None,
                           pairs=pairs, images=images, video=video, video_frames=video_frames, gallery=gallery,
                           profile=profile, reference=reference, tolerance=tolerance)
+    load_reference(cfg)  # a bad --reference fails now, not after every model (and board) was measured
     if target:
         from concurrent.futures import ThreadPoolExecutor
 

@@ -14,24 +14,30 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, TextIO
 
 import typer
 
 from edgeface.cli import user_errors
 from edgeface.console import print_table, progress_bar
 from edgeface.errors import UserError
+from edgeface.runtime.bundle import EDGETPU_FORMATS, FORMAT_PREFERENCE  # light: no numpy, no interpreter
 
 # One table per family of choices; the options' help and the checks both read them.
-DETECTOR_CHOICES = ("short", "full", "haar")
-BACKEND_CHOICES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+# The detector and backend tables live in edgeface.runtime.detector (imports OpenCV) and .interpreter (imports
+# numpy), too heavy for `edgeface --help`: they are copied here and a test keeps the copies equal.
+DETECTOR_CHOICES = ("short", "full", "haar")  # = (*detector.DETECTORS, "haar")
+BACKEND_CHOICES = ("ai_edge_litert", "tflite_runtime", "tensorflow")  # = interpreter.BACKENDS
 DELEGATE_CHOICES = ("edgetpu",)
-FORMAT_CHOICES = ("int8", "fp32", "fp16", "dynamic", "edgetpu", "edgetpu_compiled")
+FORMAT_CHOICES = (*FORMAT_PREFERENCE, *EDGETPU_FORMATS)
 PICK_CHOICES = ("largest",)
 DEFAULT_GALLERY = "gallery.npz"  # = edgeface.runtime.gallery.DEFAULT_GALLERY (not imported: --help stays light)
 
 MODEL_HELP = "Model bundle folder (from `edgeface export`); default: the bundle shipped in the package."
 GALLERY_HELP = f"Gallery file (.npz); default: ./{DEFAULT_GALLERY}."
+FORMAT_HELP = (f"Model file of the bundle: {', '.join(FORMAT_CHOICES)} (default: the first the bundle has of "
+               f"{', '.join(FORMAT_PREFERENCE)}).")
+BACKEND_HELP = f"TFLite interpreter: {', '.join(BACKEND_CHOICES)} (default: the first one installed)."
 
 
 def _choice(value: Optional[str], choices: tuple, option: str) -> Optional[str]:
@@ -96,11 +102,9 @@ def run_cmd(
                                  "(BlazeFace 192, faces up to ~5 m), haar (OpenCV fallback)."),
     threshold: Optional[float] = typer.Option(None, help="Cosine similarity needed to name a face (default: the "
                                               "bundle's threshold)."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="Model file of the bundle to run: int8 (default when "
-                                      "present), fp32, fp16, dynamic."),
+    fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
     threads: Optional[int] = typer.Option(None, help="Interpreter threads (default: the interpreter's choice)."),
-    backend: Optional[str] = typer.Option(None, help="TFLite interpreter: ai_edge_litert, tflite_runtime or "
-                                          "tensorflow (default: the first one installed)."),
+    backend: Optional[str] = typer.Option(None, help=BACKEND_HELP),
     delegate: Optional[str] = typer.Option(None, help="edgetpu: run the bundle's Edge TPU model on a Coral "
                                            "(needs libedgetpu.so.1)."),
     events: Optional[Path] = typer.Option(None, help="Append the JSON lines to this file instead of stdout."),
@@ -137,6 +141,8 @@ def run_cmd(
     spec = parse_source(source)  # before the models load: a typo in the source fails at once
     size = _parse_size(capture_size)
     host_port = parse_host_port(preview) if preview else None
+    if save_unknown is not None and save_unknown.exists() and not save_unknown.is_dir():
+        raise UserError(f"--save-unknown {save_unknown} is a file: give a folder for the crops (created if missing)")
 
     status = StatusLine(sys.stderr, enabled=not quiet)
     logger = logging.getLogger("edgeface")
@@ -150,10 +156,11 @@ def run_cmd(
         # The source first: a missing camera or unreadable file is reported before anything slow, and a
         # live source's thread is already warming up while the models load.
         src = open_source(spec, CaptureConfig(size=size))
+        # Opened before the models load, so a wrong path is one line at once, not after seconds of loading.
+        # Appended: on a board the events file is a log that outlives one run (each run ends with its summary).
+        out = _open_events(events) if events else sys.stdout
         rt = load_recognizer(model, gallery, fmt=fmt, detector=detector, threshold=threshold, threads=threads,
                              backend=backend, delegate=delegate)
-        # Appended: on a board the events file is a log that outlives one run (each run ends with its summary).
-        out = open(events, "a", encoding="utf-8") if events else sys.stdout  # noqa: SIM115 (closed below)
         stopper = _Stopper()
         writer = EventWriter(out, stop=stopper.event)
         sinks: list = [writer, status]
@@ -194,6 +201,14 @@ def run_cmd(
         logger.setLevel(saved_level)
         logger.propagate = saved_propagate
     _print_summary(summary)
+
+
+def _open_events(path: Path) -> TextIO:
+    """The events file opened for appending, or a :class:`UserError` saying why it cannot be."""
+    try:
+        return open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by run_cmd)
+    except OSError as exc:
+        raise UserError(f"--events {path}: cannot write to it ({exc.strerror or exc})") from None
 
 
 def _print_summary(s: dict) -> None:
@@ -261,14 +276,14 @@ def enroll_cmd(
     gallery: Path = typer.Option(Path(DEFAULT_GALLERY), "--gallery", "-g", help="Gallery file to add to (created if "
                                  "missing)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    fmt: Optional[str] = typer.Option(None, "--format", help="Model file of the bundle (default: int8 when present)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
     detector: str = typer.Option("short", help="Face detector: short, full or haar."),
     pick: Optional[str] = typer.Option(None, help="With several faces in a photo: 'largest' enrolls the largest "
                                        "(default: skip the photo)."),
     replace: bool = typer.Option(False, "--replace", help="Replace this person's existing embeddings instead of "
                                  "adding to them."),
     threads: Optional[int] = typer.Option(None, help="Interpreter threads."),
-    backend: Optional[str] = typer.Option(None, help="TFLite interpreter: ai_edge_litert, tflite_runtime, tensorflow."),
+    backend: Optional[str] = typer.Option(None, help=BACKEND_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Enroll a person from photos: detect, align and embed one face per photo into the gallery."""
@@ -280,8 +295,11 @@ def enroll_cmd(
     _choice(pick, PICK_CHOICES, "--pick")
     _choice(backend, BACKEND_CHOICES, "--backend")
     _choice(fmt, FORMAT_CHOICES, "--format")
+    _positive(threads, "--threads")
     photos = _expand_photos(images)
-    rt = load_recognizer(model, None, fmt=fmt, detector=detector, threads=threads, backend=backend)
+    # with_gallery=False: enroll opens its own --gallery below; load_recognizer would read ./gallery.npz instead.
+    rt = load_recognizer(model, None, fmt=fmt, detector=detector, threads=threads, backend=backend,
+                         with_gallery=False)
     # Read (and check) the gallery before the work: a corrupt one or another model's stops us here, untouched.
     store = Gallery.open_or_create(gallery, rt.model_id)
     with progress_bar(f"enrolling {name}", disable=as_json) as advance:

@@ -471,6 +471,12 @@ class OnnxTeacher(ModelFileTeacher):
         self._input_name = inputs[0].name
         self._input_dtype = {"tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
                              "tensor(double)": np.float64}.get(inputs[0].type, np.float32)
+        if self._input_dtype == np.uint8 and (any(m != 0 for m in self.input.mean)
+                                              or any(s != 1 for s in self.input.std)):
+            # A uint8 input takes the 0..255 pixels as they are and normalises inside the model; a normalised
+            # value cast to uint8 would wrap (-1.0 becomes 255), so these options can only be a mistake.
+            raise UserError(f"{path} takes uint8 pixels (0..255) and normalises them itself: drop the teacher's "
+                            "mean/std/scale/offset options")
         self.input.layout, self.input.size, dynamic_batch = resolve_layout(inputs[0].shape, self.input, str(path))
         self.batch_size = 32 if dynamic_batch else 1
         outputs = [o.name for o in self.session.get_outputs()]
@@ -579,7 +585,10 @@ class DlibTeacher(Teacher):
             raise UserError(DLIB_HINT) from None
         from edgeface.runtime.bundle import sha256_file
 
-        self.jitters = int(_numbers("jitters", options.get("jitters", 0), 1)[0])
+        jitters = _numbers("jitters", options.get("jitters", 0), 1)[0]
+        if not float(jitters).is_integer():  # also refuses inf and nan, which int() would choke on
+            raise UserError(f"teacher option jitters must be a whole number (dlib's num_jitters), got {jitters:g}")
+        self.jitters = int(jitters)
         self.padding = float(_numbers("padding", options.get("padding", 0.25), 1)[0])
         if self.jitters < 0 or not 0.0 <= self.padding <= 1.0:
             raise UserError(f"dlib options need jitters >= 0 and 0 <= padding <= 1, got jitters={self.jitters}, "
@@ -630,8 +639,9 @@ def _pick_output(names: list[str], which: Union[int, str], where: str) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (onnxruntime puts the summary there), or its type's name."""
     text = str(exc).strip().splitlines()
-    return (text[-1] if text else type(exc).__name__)[:200]
+    return (text[0] if text else type(exc).__name__)[:200]
 
 
 # --------------------------------------------------------------------------- the table and the spec

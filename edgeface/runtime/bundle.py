@@ -23,6 +23,10 @@ SCHEMA_VERSION = 1
 # the Edge TPU path; fp32 is the reference.
 # int8_mixed is the accuracy-budgeted int8 file (`export --auto-mixed`): written only when plain int8 lost too much.
 FORMAT_PREFERENCE = ("int8_mixed", "int8", "fp32", "fp16", "dynamic")
+# Never picked by default: `edgetpu` is the uint8 file made for the Edge TPU compiler, and `edgetpu_compiled` the
+# compiler's output, which runs only with the Edge TPU delegate.
+EDGETPU_FORMAT = "edgetpu_compiled"
+EDGETPU_FORMATS = ("edgetpu", EDGETPU_FORMAT)
 DEFAULT_THRESHOLD = 0.5
 
 

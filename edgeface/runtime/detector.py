@@ -127,6 +127,18 @@ def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area + areas - inter, 1e-9)
 
 
+def plausible_rows(rows: np.ndarray) -> np.ndarray:
+    """Mask of decoded rows (box + keypoints) that can be a face: all values finite, positive width and height.
+
+    A model can emit NaN or inverted boxes (quantization overflow, a damaged file); such rows would poison the
+    score-weighted averages of weighted NMS and the alignment, so they are dropped before NMS.
+    """
+    rows = np.asarray(rows)
+    finite = np.isfinite(rows).all(axis=1)
+    positive = (rows[:, 2] > rows[:, 0]) & (rows[:, 3] > rows[:, 1])
+    return finite & positive
+
+
 def weighted_nms(rows: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[tuple[np.ndarray, float]]:
     """MediaPipe's weighted non-maximum suppression.
 
@@ -141,6 +153,9 @@ def weighted_nms(rows: np.ndarray, scores: np.ndarray, iou_threshold: float) -> 
     while remaining.size:
         best = remaining[0]
         overlaps = iou(rows[best, :4], rows[remaining, :4]) > iou_threshold
+        # The best box always joins its own group: a degenerate box has IoU 0 (or NaN) with itself, and without
+        # this it would never leave `remaining` and the loop would never end.
+        overlaps[0] = True
         members = remaining[overlaps]
         weights = scores[members][:, None]
         merged = (rows[members] * weights).sum(axis=0) / weights.sum()
@@ -205,8 +220,10 @@ class BlazeFaceDetector:
         if not keep.any():
             return []
         rows = decode_boxes(raw_boxes.reshape(-1, 16)[keep], self.anchors[keep], size)
+        ok = plausible_rows(rows)
+        rows, kept_scores = rows[ok], scores[keep][ok]
         dets = []
-        for row, score in weighted_nms(rows, scores[keep], self.spec.nms_iou):
+        for row, score in weighted_nms(rows, kept_scores, self.spec.nms_iou):
             pts = (row.reshape(-1, 2) * size - (pad_x, pad_y)) / scale
             box = pts[:2].reshape(-1)
             dets.append(Detection(box=box.astype(np.float32), keypoints=pts[2:].astype(np.float32), score=score))

@@ -24,6 +24,7 @@ TFLite file's own SHA-256.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import io
 import json
@@ -213,8 +214,12 @@ class Gallery:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):  # cleaning up must not hide the reason the write failed
+                tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):  # a read-only folder, a full disk: the user's to fix, not a crash
+                raise GalleryError(f"cannot write gallery {path}: {_reason(exc)}; the file on disk (if any) "
+                                   "was not changed") from None
             raise
 
     @classmethod
@@ -262,8 +267,11 @@ class Gallery:
 def _read_members(path: Path) -> tuple[dict, np.ndarray]:
     corrupt = f"{path} is corrupt or truncated"
     hint = "; it was left untouched: restore a backup or delete it and re-enroll"
-    with open(path, "rb") as f:
-        magic = f.read(4)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise GalleryError(f"cannot read gallery {path}: {_reason(exc)}") from None
     if magic != b"PK\x03\x04":  # every .npz is a zip archive
         what = "empty file" if not magic else "not an .npz archive"
         raise GalleryError(f"{corrupt} ({what}){hint}")
@@ -294,6 +302,11 @@ def _read_members(path: Path) -> tuple[dict, np.ndarray]:
     except (ValueError, UnicodeDecodeError) as exc:
         raise GalleryError(f"{corrupt} (unreadable header: {exc}){hint}") from None
     return header, emb
+
+
+def _reason(exc: OSError) -> str:
+    """'Permission denied' rather than "[Errno 13] Permission denied: '/the/path'" (the path is already said)."""
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 def check_name(name: str) -> None:

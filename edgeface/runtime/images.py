@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -41,5 +42,11 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
     if not ok:
         raise OSError(f"cannot encode {path}")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(buf.tobytes())
+        os.replace(tmp, path)
+    except OSError:
+        # A full disk leaves a partial temp file: remove it so failures do not fill the folder with debris.
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise

@@ -23,6 +23,7 @@ import numpy as np
 
 from edgeface.errors import UserError
 from edgeface.runtime.align import align_face
+from edgeface.runtime.bundle import EDGETPU_FORMAT
 from edgeface.runtime.capture import FrameSource, Pacer
 from edgeface.runtime.gallery import DEFAULT_GALLERY, UNKNOWN, Gallery, ModelId
 from edgeface.runtime.matcher import Match, Matcher
@@ -30,7 +31,6 @@ from edgeface.runtime.matcher import Match, Matcher
 log = logging.getLogger(__name__)
 
 STAGES = ("capture", "detect", "align", "embed", "match")
-EDGETPU_FORMAT = "edgetpu_compiled"
 
 
 @dataclass
@@ -144,11 +144,13 @@ class LoadedRuntime:
 def load_recognizer(model: Optional[str | os.PathLike] = None, gallery: Optional[str | os.PathLike] = None,
                     fmt: Optional[str] = None, detector: str = "short", threshold: Optional[float] = None,
                     threads: Optional[int] = None, backend: Optional[str] = None, delegate: Optional[str] = None,
-                    require_gallery: bool = False) -> LoadedRuntime:
+                    require_gallery: bool = False, with_gallery: bool = True) -> LoadedRuntime:
     """Load bundle, embedding model, detector and gallery, checking that they belong together.
 
     With no ``gallery`` the default ``gallery.npz`` is used if it exists, else an
     empty gallery (every face is ``unknown``) unless ``require_gallery``.
+    ``with_gallery=False`` reads no gallery file at all and attaches an empty one:
+    for callers that open their own gallery (``edgeface enroll -g FILE``).
     """
     from edgeface.runtime.bundle import Bundle
     from edgeface.runtime.detector import create_detector
@@ -167,7 +169,10 @@ def load_recognizer(model: Optional[str | os.PathLike] = None, gallery: Optional
     entry = bundle.entry(fmt)
     fmt = entry["format"]
     model_id = ModelId.from_bundle(bundle, fmt)
-    gallery_obj, gallery_path = _load_gallery(gallery, model_id, require_gallery)
+    if with_gallery:
+        gallery_obj, gallery_path = _load_gallery(gallery, model_id, require_gallery)
+    else:
+        gallery_obj, gallery_path = Gallery(model=model_id), None
     model_path = bundle.model_path(fmt)
     embedder = Embedder(model_path, threads=threads, backend=backend, delegate=delegate)
     if bundle.embedding_dim and embedder.dim != bundle.embedding_dim:
@@ -351,12 +356,17 @@ class UnknownSaver:
     def __init__(self, folder: str | os.PathLike, threshold: float, cooldown_s: float = 5.0,
                  margin: float = 0.5) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--save-unknown {self.folder}: cannot create the folder ({exc.strerror or exc})") from None
         self.threshold = threshold
         self.cooldown_s = cooldown_s
         self.margin = margin
         self.recent: list[tuple[float, np.ndarray]] = []
         self.saved = 0
+        self.failed = 0  # crops that could not be written
+        self._failing = False  # warn once per run of failures, not on every frame of a full disk
 
     def __call__(self, result: FrameResult) -> None:
         if result.image is None:
@@ -372,9 +382,23 @@ class UnknownSaver:
                 continue
             from edgeface.runtime.images import write_image
 
+            crop = context_crop(result.image, face.box, self.margin)
+            if crop.size == 0:  # a box wholly outside the frame: nothing to keep
+                continue
             stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(result.timestamp))
             path = self.folder / f"unknown_{stamp}_f{result.source_frame:06d}_{i}.png"
-            write_image(path, context_crop(result.image, face.box, self.margin))
+            try:
+                write_image(path, crop)
+            except OSError as exc:
+                # A full disk or a vanished folder must not stop a long-running service: the crops are a
+                # convenience, recognition goes on.
+                self.failed += 1
+                if not self._failing:
+                    log.warning("cannot save an unknown face to %s (%s); going on without it (further failures "
+                                "are not logged until a crop is saved again)", path, exc.strerror or exc)
+                self._failing = True
+                continue
+            self._failing = False
             self.recent.append((now, face.embedding))
             self.saved += 1
 
