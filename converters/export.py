@@ -30,6 +30,7 @@ from edgeface.converters.tflite_graph import Graph, read_graph
 from edgeface.converters.verify import CosineCheck, check_cosine, keras_embeddings, mean_pairwise_similarity
 from edgeface.data.dataset import read_people_file
 from edgeface.errors import UserError
+from edgeface.fileio import umask_mode
 from edgeface.runtime.bundle import MANIFEST_NAME
 
 OK, FAILED_VERIFICATION, FAILED = "ok", "failed_verification", "failed"
@@ -356,7 +357,7 @@ def _finish_bundle(work: Path, out: Path) -> None:
     """
     # mkdtemp made the folder 0700: a bundle is meant for others too (a service user on the board, a
     # colleague), so it gets the mode a plain mkdir would have given it.
-    os.chmod(work, mf.umask_mode(0o777))
+    os.chmod(work, umask_mode(0o777))
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"

@@ -9,14 +9,13 @@ match threshold, a SHA-256 per file, and the BlazeFace detector files.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 from edgeface.converters.tflite_graph import Graph, TensorDesc
+from edgeface.fileio import atomic_write_text
 from edgeface.runtime.bundle import DEFAULT_THRESHOLD, MANIFEST_NAME, SCHEMA_VERSION, sha256_file
 
 NORMALIZATION = "(x - 127.5) / 128 inside the model"
@@ -148,38 +147,8 @@ def build_manifest(model: dict, files: list[dict], detectors: list[dict], thresh
     }
 
 
-def umask_mode(base: int) -> int:
-    """``base`` (0o666 for files, 0o777 for folders) less the process umask: the mode open()/mkdir() give.
-
-    mkstemp/mkdtemp create 0600/0700 entries; what ends up in a bundle must be readable by whoever the
-    umask lets read it (a service user on the board, a colleague), like any file written plainly.
-    """
-    return base & ~_umask()
-
-
-def _umask() -> int:
-    try:  # Linux says it without changing it (setting it, even briefly, races with other threads' files)
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it, and put it straight back
-    os.umask(mask)
-    return mask
-
-
 def write_manifest(bundle_dir: Path, manifest: dict) -> Path:
     """Write ``manifest.json`` atomically (temp file + rename), with the umask's usual file mode."""
     path = bundle_dir / MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=bundle_dir)
-    try:
-        os.fchmod(fd, umask_mode(0o666))
-        with os.fdopen(fd, "w") as f:
-            json.dump(manifest, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
     return path

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from edgeface.errors import UserError
+from edgeface.fileio import atomic_write_bytes
 
 SCHEMA = "edgeface-benchmark/1"
 # Columns of --csv, in order (also what --reference reads back: model, format, threads, p50_ms).
@@ -413,15 +414,7 @@ def write_csv(reports: list[dict], path: Path) -> None:
     for rep in reports:
         for r in rep["results"]:
             writer.writerow({**r, "board": rep.get("label") or rep["board"].get("hostname")})
-    _atomic_write(path, buf.getvalue().encode())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue().encode())
 
 
 def check_plot_support() -> None:
@@ -472,4 +465,4 @@ def write_plot(reports: list[dict], path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    _atomic_write(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())

@@ -983,7 +983,11 @@ def test_gallery_that_cannot_be_read_or_written_is_a_gallery_error(tmp_path, mon
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(gallery_module, "open", denied, raising=False)  # root ignores chmod: deny it here
+    import edgeface.fileio
+
+    # root ignores chmod: deny here (the gallery reads through its own module, writes through fileio)
+    for module in (gallery_module, edgeface.fileio):
+        monkeypatch.setattr(module, "open", denied, raising=False)
     with pytest.raises(GalleryError, match=rf"^cannot read gallery {re.escape(str(path))}: Permission denied$"):
         Gallery.load(path)
     with pytest.raises(GalleryError, match=rf"^cannot write gallery {re.escape(str(path))}: Permission denied; "):

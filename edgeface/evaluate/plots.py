@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from edgeface.errors import UserError
+from edgeface.fileio import atomic_output
 
 
 @dataclass
@@ -66,10 +67,9 @@ def plot_roc(curves: Sequence[RocCurve], path: str | os.PathLike, title: str = "
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fig.savefig(tmp, format="png")
+        with atomic_output(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-    os.replace(tmp, path)
     return path

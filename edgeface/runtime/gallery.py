@@ -24,7 +24,6 @@ TFLite file's own SHA-256.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import io
 import json
@@ -37,6 +36,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from edgeface.errors import UserError
+from edgeface.fileio import atomic_write_bytes
 
 FORMAT_NAME = "edgeface-gallery"
 FORMAT_VERSION = 1
@@ -206,21 +206,11 @@ class Gallery:
         header = np.frombuffer(json.dumps(self.header()).encode("utf-8"), dtype=np.uint8)
         buf = io.BytesIO()
         np.savez(buf, header=header, embeddings=np.ascontiguousarray(self.embeddings, np.float32))
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(buf.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException as exc:
-            with contextlib.suppress(OSError):  # cleaning up must not hide the reason the write failed
-                tmp.unlink(missing_ok=True)
-            if isinstance(exc, OSError):  # a read-only folder, a full disk: the user's to fix, not a crash
-                raise GalleryError(f"cannot write gallery {path}: {_reason(exc)}; the file on disk (if any) "
-                                   "was not changed") from None
-            raise
+            atomic_write_bytes(path, buf.getvalue(), fsync=True)  # fsync: a board may lose power right after
+        except OSError as exc:  # a read-only folder, a full disk: the user's to fix, not a crash
+            raise GalleryError(f"cannot write gallery {path}: {_reason(exc)}; the file on disk (if any) "
+                               "was not changed") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike, model: Optional[ModelId] = None) -> Gallery:

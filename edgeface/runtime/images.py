@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from edgeface.fileio import atomic_write_bytes
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -41,12 +42,4 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
     ok, buf = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"cannot encode {path}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(buf.tobytes())
-        os.replace(tmp, path)
-    except OSError:
-        # A full disk leaves a partial temp file: remove it so failures do not fill the folder with debris.
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buf.tobytes())

@@ -19,8 +19,6 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ import keras
 import numpy as np
 
 from edgeface.errors import UserError
+from edgeface.fileio import atomic_output, atomic_write_text
 
 
 @dataclass
@@ -85,19 +84,6 @@ class RunFiles:
         return None
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file so a reader never sees half of it (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_write_json(path: Path, payload: Any) -> None:
     """JSON version of :func:`atomic_write_text` (numpy scalars become Python numbers)."""
     atomic_write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
@@ -115,19 +101,12 @@ def _json_default(o):
 
 def save_keras_atomic(model: keras.Model, path: Path, weights_only: bool = False) -> None:
     """``model.save`` / ``save_weights`` through a temp file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Keras picks the format from the suffix, so the temp name keeps it.
-    suffix = ".weights.h5" if weights_only else ".keras"
-    tmp = path.parent / f".tmp-{os.getpid()}-{path.name.split('.')[0]}{suffix}"
-    try:
+    with atomic_output(path, suffix=".weights.h5" if weights_only else ".keras") as tmp:
         if weights_only:
             model.save_weights(tmp)
         else:
             model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def monitor_mode(monitor: str) -> str:

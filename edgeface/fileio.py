@@ -1,0 +1,74 @@
+"""Atomic file writes: a reader (or a crash) never sees half a file, and no temp file is left behind.
+
+Every file edgeface writes for a user -- galleries, manifests, crops, plots, run state, checkpoints, CSVs --
+goes through here.  Standard library only, so the board runtime imports it for free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def umask_mode(base: int) -> int:
+    """``base`` (0o666 for files, 0o777 for folders) less the process umask: the mode open()/mkdir() give.
+
+    mkstemp/mkdtemp create 0600/0700 entries; what edgeface writes must be readable by whoever the umask lets
+    read it (a service user on the board, a colleague), like any file written plainly.
+    """
+    return base & ~_umask()
+
+
+def _umask() -> int:
+    try:  # Linux says it without changing it (setting it, even briefly, races with other threads' files)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it, and put it straight back
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temp path beside ``path`` to write to; renamed onto ``path`` when the block ends without an exception,
+    deleted when it raises.
+
+    For writers that want a file name (``fig.savefig``, ``model.save``); ``suffix`` keeps the extension those
+    pick their format from.  The parent folder is created if missing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same folder: os.replace is atomic only within one filesystem.  Hidden, and named after the target, so
+    # debris from a killed process says where it came from.
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    tmp = Path(name)
+    try:
+        os.fchmod(fd, umask_mode(0o666))
+        os.close(fd)
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # cleaning up must not hide the reason the write failed
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically; ``fsync`` also flushes it to the disk before the rename (for
+    files a power cut on a board must not lose, like the gallery)."""
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
