@@ -7,15 +7,11 @@ body, so ``edgeface --help`` stays fast and TensorFlow-free.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import os
 import sys
-from typing import Callable
 
 import typer
-
-from edgeface.errors import UserError
 
 app = typer.Typer(
     name="edgeface",
@@ -36,28 +32,6 @@ COMMAND_MODULES = (
     "info",
     "devices",
 )
-
-
-def fail(message: str) -> typer.Exit:
-    """Print one error line on stderr and return the exit to raise (code 2)."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=2)
-
-
-def user_errors(fn: Callable) -> Callable:
-    """Decorator for command bodies: a :class:`UserError` becomes one line on stderr and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            raise fail(str(exc)) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(code=130) from None
-
-    return wrapper
 
 
 def _register_all() -> None:

@@ -43,5 +43,16 @@ def test_console_script_runs():
     assert proc.returncode == 0 and proc.stdout.strip()
 
 
-def test_command_modules_import_lightly():
-    assert "data" in COMMAND_MODULES
+def test_each_command_module_imports_on_its_own_without_tensorflow():
+    """A command module imported first (a plugin, a test, `python -c`) must not hit a circular import through
+    edgeface.cli, which imports every command module to register it."""
+    code = (
+        "import importlib, sys\n"
+        "importlib.import_module(sys.argv[1])\n"
+        "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
+        "sys.exit(f'imports {heavy}' if heavy else 0)\n"
+    )
+    for name in COMMAND_MODULES:
+        proc = subprocess.run([sys.executable, "-c", code, f"edgeface.commands.{name}"], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, f"edgeface.commands.{name}: {proc.stderr.strip().splitlines()[-1:]}"

@@ -995,3 +995,29 @@ def test_gallery_that_cannot_be_read_or_written_is_a_gallery_error(tmp_path, mon
     monkeypatch.undo()
     assert Gallery.load(path).names() == {"ann": 1}  # the failed save left the file as it was
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_threshold_out_of_range_is_one_line_before_the_model_loads(media_dir, tmp_path):
+    # a folder that is no bundle: had the models been loaded first, that would have been the error
+    result = invoke("run", "-s", media_dir / "obama.jpg", "-m", tmp_path, "--threshold", "1.5")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --threshold 1.5 is not a cosine similarity: use a value between -1 and 1"
+
+
+@NEEDS_DEFAULT
+def test_a_manifest_without_embedding_dim_takes_it_from_the_model_file(media_dir, tmp_path):
+    """A hand-written manifest may leave the size out: enrolling and recognising must still work (the gallery's
+    model id used to say 0-d and the first face failed to reshape)."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle_dir(), bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    dim = manifest["model"].pop("embedding_dim")
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    gallery = tmp_path / "g.npz"
+    result = invoke("enroll", "obama", media_dir / "obama.jpg", "-m", bundle, "-g", gallery)
+    assert result.exit_code == 0, result.output
+    assert Gallery.load(gallery).model.embedding_dim == dim
+    result = invoke("run", "-s", media_dir / "obama2.jpg", "-m", bundle, "-g", gallery, "-q")
+    assert result.exit_code == 0, result.output
+    frames, _ = events_of(result.stdout)
+    assert [d["identity"] for d in frames[0]["detections"]] == ["obama"]

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from edgeface.cli import user_errors
+from edgeface.commands.errors import user_errors
 from edgeface.console import console, print_table, progress_bar
 
 data_app = typer.Typer(help="Prepare face datasets: detect, align and crop.", no_args_is_help=True)

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from edgeface.cli import user_errors
+from edgeface.commands.errors import user_errors
 from edgeface.console import console
 from edgeface.errors import UserError
 

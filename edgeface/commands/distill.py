@@ -9,8 +9,8 @@ from typing import Callable, Optional
 
 import typer
 
-from edgeface.cli import user_errors
 from edgeface.commands import fit_options as fo
+from edgeface.commands.errors import user_errors
 from edgeface.errors import UserError
 
 _TEACHER_HELP = ("Teacher: dlib (face_recognition's ResNet), onnx:PATH, tflite:PATH or keras:PATH (an edgeface "

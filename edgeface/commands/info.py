@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from edgeface.cli import user_errors
+from edgeface.commands.errors import user_errors
 from edgeface.commands.fit_options import width_label
 from edgeface.console import print_table, stdout
 

@@ -18,7 +18,7 @@ from typing import List, Optional, TextIO
 
 import typer
 
-from edgeface.cli import user_errors
+from edgeface.commands.errors import user_errors
 from edgeface.console import print_table, progress_bar
 from edgeface.errors import UserError
 from edgeface.runtime.bundle import EDGETPU_FORMATS, FORMAT_PREFERENCE  # light: no numpy, no interpreter
@@ -135,10 +135,18 @@ def run_cmd(
     _positive(threads, "--threads")
 
     from edgeface.runtime.capture import CaptureConfig, open_source, parse_source
-    from edgeface.runtime.pipeline import EventWriter, StatusLine, UnknownSaver, load_recognizer, run_loop
+    from edgeface.runtime.pipeline import (
+        EventWriter,
+        StatusLine,
+        UnknownSaver,
+        check_threshold,
+        load_recognizer,
+        run_loop,
+    )
     from edgeface.runtime.preview import PreviewServer, parse_host_port
 
     spec = parse_source(source)  # before the models load: a typo in the source fails at once
+    check_threshold(threshold)
     size = _parse_size(capture_size)
     host_port = parse_host_port(preview) if preview else None
     if save_unknown is not None and save_unknown.exists() and not save_unknown.is_dir():

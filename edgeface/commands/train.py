@@ -9,8 +9,8 @@ from typing import Mapping, Optional
 
 import typer
 
-from edgeface.cli import user_errors
 from edgeface.commands import fit_options as fo
+from edgeface.commands.errors import user_errors
 from edgeface.errors import UserError
 
 _DISTRIBUTE_HELP = (

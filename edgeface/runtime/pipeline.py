@@ -9,6 +9,7 @@ the gallery from a bundle is :func:`load_recognizer`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -168,26 +169,33 @@ def load_recognizer(model: Optional[str | os.PathLike] = None, gallery: Optional
                             "`edgeface export --format edgetpu` on a machine with edgetpu_compiler")
     entry = bundle.entry(fmt)
     fmt = entry["format"]
-    model_id = ModelId.from_bundle(bundle, fmt)
-    if with_gallery:
-        gallery_obj, gallery_path = _load_gallery(gallery, model_id, require_gallery)
-    else:
-        gallery_obj, gallery_path = Gallery(model=model_id), None
     model_path = bundle.model_path(fmt)
     embedder = Embedder(model_path, threads=threads, backend=backend, delegate=delegate)
     if bundle.embedding_dim and embedder.dim != bundle.embedding_dim:
         raise UserError(f"{model_path} gives {embedder.dim}-d embeddings but its manifest says "
                         f"{bundle.embedding_dim}: re-export the bundle")
+    model_id = ModelId.from_bundle(bundle, fmt)
+    if not model_id.embedding_dim:  # a hand-written manifest may leave it out: the model file says it
+        model_id = dataclasses.replace(model_id, embedding_dim=embedder.dim)
+    if with_gallery:
+        gallery_obj, gallery_path = _load_gallery(gallery, model_id, require_gallery)
+    else:
+        gallery_obj, gallery_path = Gallery(model=model_id), None
     det_path = bundle.detector_path(detector) if detector in ("short", "full") else None
     det = create_detector(detector, model_path=det_path, search_dirs=(bundle.root,), threads=threads,
                           backend=backend)
     thr = bundle.threshold if threshold is None else float(threshold)
-    if not -1.0 <= thr <= 1.0:
-        raise UserError(f"--threshold {thr} is not a cosine similarity: use a value between -1 and 1")
+    check_threshold(thr)
     matcher = Matcher.from_gallery(gallery_obj, thr)
     crop, template = manifest_alignment(bundle.manifest, embedder.input_size)
     return LoadedRuntime(Recognizer(det, embedder, matcher, crop, template), bundle, model_id, model_path,
                          gallery_obj, gallery_path, thr, (time.perf_counter() - t0) * 1000)
+
+
+def check_threshold(threshold: Optional[float]) -> None:
+    """A match threshold must be a cosine similarity (None: the bundle's own)."""
+    if threshold is not None and not -1.0 <= float(threshold) <= 1.0:
+        raise UserError(f"--threshold {threshold} is not a cosine similarity: use a value between -1 and 1")
 
 
 def manifest_alignment(manifest: dict, input_size: tuple[int, int]) -> tuple[int, Optional[np.ndarray]]:
