@@ -6,6 +6,8 @@ the runtime on the board, so a model always sees faces aligned the same way.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import cv2
 import numpy as np
 
@@ -52,9 +54,15 @@ def alignment_points(keypoints: np.ndarray) -> np.ndarray:
     return np.vstack([eyes, kp[2:4]])
 
 
-def align_face(image: np.ndarray, keypoints: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
-    """Warp ``image`` so the face's keypoints land on the template; returns a ``size`` x ``size`` crop."""
-    template = TEMPLATE_112 * (size / CROP_SIZE)
+def align_face(image: np.ndarray, keypoints: np.ndarray, size: int = CROP_SIZE,
+               template: Optional[np.ndarray] = None) -> np.ndarray:
+    """Warp ``image`` so the face's keypoints land on the template; returns a ``size`` x ``size`` crop.
+
+    ``template``: the 4 (x, y) target points in crop pixels (a bundle's own, from its manifest); None is
+    edgeface's template scaled to ``size``.
+    """
+    if template is None:
+        template = TEMPLATE_112 * (size / CROP_SIZE)
     matrix = umeyama(alignment_points(keypoints), template)
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 

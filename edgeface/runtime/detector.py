@@ -275,6 +275,11 @@ def create_detector(kind: str = "short", model_path: Optional[str | os.PathLike]
     return BlazeFaceDetector(path, kind=kind, score_threshold=score_threshold, threads=threads, backend=backend)
 
 
+def largest_first(detections: list[Detection]) -> list[Detection]:
+    """Detections by box area, largest first (the face nearest the camera leads every frame's results)."""
+    return sorted(detections, key=lambda d: d.area, reverse=True)
+
+
 def largest(detections: list[Detection]) -> Optional[Detection]:
     """The detection with the largest box, or None."""
     return max(detections, key=lambda d: d.area) if detections else None

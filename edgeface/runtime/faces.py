@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeface.runtime.align import CROP_SIZE, align_face
-from edgeface.runtime.detector import Detection
+from edgeface.runtime.detector import Detection, largest_first
 
 
 @dataclass
@@ -18,5 +18,5 @@ class AlignedFace:
 
 def detect_and_align(image: np.ndarray, detector, size: int = CROP_SIZE) -> list[AlignedFace]:
     """Every face in an RGB image, aligned; the largest face first."""
-    dets = sorted(detector.detect(image), key=lambda d: d.area, reverse=True)
+    dets = largest_first(detector.detect(image))
     return [AlignedFace(d, align_face(image, d.keypoints, size)) for d in dets]

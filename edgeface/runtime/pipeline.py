@@ -26,6 +26,7 @@ from edgeface.errors import UserError
 from edgeface.runtime.align import align_face
 from edgeface.runtime.bundle import EDGETPU_FORMAT
 from edgeface.runtime.capture import FrameSource, Pacer
+from edgeface.runtime.detector import largest_first
 from edgeface.runtime.gallery import DEFAULT_GALLERY, UNKNOWN, Gallery, ModelId
 from edgeface.runtime.matcher import Match, Matcher
 
@@ -100,21 +101,13 @@ class Recognizer:
 
     def align(self, image: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
         """The aligned crop of one face."""
-        if self.template is None:
-            return align_face(image, keypoints, self.crop_size)
-        import cv2
-
-        from edgeface.runtime.align import alignment_points, umeyama
-
-        matrix = umeyama(alignment_points(keypoints), self.template)
-        return cv2.warpAffine(image, matrix, (self.crop_size, self.crop_size), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
+        return align_face(image, keypoints, self.crop_size, self.template)
 
     def process(self, image: np.ndarray, ms: Optional[dict] = None) -> list[FaceResult]:
         """Find, align, embed and match every face; stage times (ms) are added to ``ms``."""
         ms = {} if ms is None else ms
         t0 = time.perf_counter()
-        dets = sorted(self.detector.detect(image), key=lambda d: d.area, reverse=True)
+        dets = largest_first(self.detector.detect(image))
         t1 = time.perf_counter()
         crops = [self.align(image, d.keypoints) for d in dets]
         t2 = time.perf_counter()
@@ -540,7 +533,7 @@ def enroll_photos(recognizer: Recognizer, photos: Iterable[Path], pick: Optional
         except (UnreadableImage, OSError):
             rows.append(EnrollRow(str(path), 0, "unreadable", "not a readable image"))
             continue
-        dets = sorted(recognizer.detector.detect(image), key=lambda d: d.area, reverse=True)
+        dets = largest_first(recognizer.detector.detect(image))
         if not dets:
             rows.append(EnrollRow(str(path), 0, "no face", "no face detected"))
             continue
