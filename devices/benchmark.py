@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from edgeface.cpus import usable_cpus
 from edgeface.errors import UserError
 from edgeface.fileio import atomic_write_bytes
 
@@ -82,7 +83,7 @@ def parse_threads(text: str) -> list[int]:
 
 def default_threads() -> list[int]:
     """One thread and all of them: the two settings that bound what a board can do."""
-    return sorted({1, os.cpu_count() or 1})
+    return sorted({1, usable_cpus()})
 
 
 def expand_models(paths: list[Path], formats: Optional[list[str]] = None, delegate: Optional[str] = None

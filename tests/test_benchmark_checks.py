@@ -3,6 +3,7 @@ worker's output, with the timing worker replaced (no model is loaded, nothing is
 
 from __future__ import annotations
 
+import os
 import subprocess
 from types import SimpleNamespace
 
@@ -97,3 +98,17 @@ def test_worker_lines_that_look_like_json_but_are_not(monkeypatch):
     outputs[:] = [(137, '{"p50_ms": 2.')]  # killed mid-write
     with pytest.raises(UserError, match=r"^the benchmark process failed \(exit 137\): Killed$"):
         benchmark.run_worker({"mode": "model", "path": "m.tflite"})
+
+
+def test_default_threads_follow_the_affinity_mask_not_the_machine(monkeypatch):
+    """Pinned to one CPU (taskset, a container's cpuset) the default is [1], not [1, every core of the host]."""
+    from edgeface.cpus import usable_cpus
+    from edgeface.devices.benchmark import default_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert usable_cpus() == 1 and default_threads() == [1]
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert default_threads() == [1, 4]
+    monkeypatch.delattr(os, "sched_getaffinity")  # no affinity API (macOS): the machine's count
+    assert usable_cpus() == 64

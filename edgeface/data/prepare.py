@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+from edgeface.cpus import usable_cpus
 from edgeface.data.dataset import scan_identity_folder
 from edgeface.errors import UserError
 
@@ -155,7 +156,7 @@ def prepare(cfg: PrepareConfig, progress: Optional[Callable[[int, int], None]] =
             continue
         tasks.append((identity, str(path), str(out / rel.with_suffix(CROP_SUFFIX))))
 
-    workers = cfg.workers or os.cpu_count() or 1
+    workers = cfg.workers or usable_cpus()
     start = time.perf_counter()
     with open(out / MANIFEST, "a") as manifest, open(out / SKIP_LOG, "a") as skip_log:
         for rec in _run_tasks(tasks, cfg, workers):

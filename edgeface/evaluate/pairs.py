@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
+from edgeface.cpus import usable_cpus
 from edgeface.errors import UserError
 
 # Written by `edgeface data prepare` (edgeface.data.prepare.MANIFEST / SKIP_LOG; not imported: it is a driver module).
@@ -142,7 +143,7 @@ class PairImages:
         self.detector_kind = detector
         self.cache = cache
         self.size = size
-        self.workers = workers or min(4, os.cpu_count() or 1)
+        self.workers = workers or min(4, usable_cpus())
         self.backend = backend
         self.no_face: set[str] = set()
         self._crops: dict[str, Optional[np.ndarray]] = {}
