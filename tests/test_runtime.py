@@ -402,6 +402,51 @@ def test_live_source_that_drops_is_reopened_with_backoff(caplog):
     assert "camera test reopened after" in text
 
 
+def test_live_source_survives_an_opener_that_crashes_and_close_never_releases_during_a_read(caplog):
+    """A reopen failing with something other than UserError (a driver error) is retried, not the reader's end;
+    and close() does not release a device whose read() is still running in the reader thread."""
+    image = np.zeros((8, 8, 3), np.uint8)
+    events: list[str] = []
+    in_read = threading.Event()
+
+    class Device:
+        def __init__(self, frames: int, block_s: float = 0.0):
+            self.frames, self.block_s = frames, block_s
+
+        def read(self):
+            if self.frames <= 0:
+                return False, None
+            self.frames -= 1
+            if self.block_s and self.frames == 0:  # the last read hangs, like a camera that froze
+                in_read.set()
+                time.sleep(self.block_s)
+                events.append("read returned")
+            return True, image
+
+        def release(self):
+            events.append("released")
+
+    opens = iter([Device(2), RuntimeError("driver exploded"), Device(10_000, block_s=1.5)])
+
+    def opener():
+        item = next(opens)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    with caplog.at_level(logging.WARNING, logger="edgeface"):
+        src = LiveSource(opener, "camera test", CaptureConfig(read_timeout_s=0.1, backoff_initial_s=0.05))
+        got = [src.read() for _ in range(4)]
+        assert all(f is not None for f in got)
+        assert "reopening camera test failed (attempt 1: driver exploded)" in caplog.text
+        src.device.frames = 1  # its next read is the last and hangs for 1.5 s
+        assert in_read.wait(5)
+        src.close()  # waits read_timeout_s + 1 = 1.1 s < 1.5 s: returns while read() is still running
+        assert events == ["released"]  # only the first device (dropped, released by the reader before reopening)
+        src._thread.join(5)
+    assert events == ["released", "read returned", "released"]  # the hung device released after its read ended
+
+
 def test_live_source_keeps_only_the_newest_frame():
     frames = iter(range(10_000))
 

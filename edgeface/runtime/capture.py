@@ -348,6 +348,14 @@ class LiveSource(FrameSource):
     # reader thread -------------------------------------------------------------
 
     def _reader(self) -> None:
+        try:
+            self._read_until_stopped()
+        finally:
+            # The reader releases the device it reads: close() may return while a driver read is still blocked
+            # here, and OpenCV capture objects must not be released from one thread while read in another.
+            self._release_device()
+
+    def _read_until_stopped(self) -> None:
         seq = 0
         while not self._stopped.is_set():
             try:
@@ -381,7 +389,7 @@ class LiveSource(FrameSource):
             attempt += 1
             try:
                 self.device = self.opener()
-            except UserError as exc:
+            except Exception as exc:  # not only UserError: a driver error must not end the reader thread for good
                 delay = min(delay * 2, self.config.backoff_max_s)
                 log.warning("reopening %s failed (attempt %d: %s); next try in %.1f s", self.description, attempt,
                             exc, delay)
@@ -422,9 +430,15 @@ class LiveSource(FrameSource):
         self._stopped.set()
         with self._cond:
             self._cond.notify_all()
-        # The reader may be blocked in a driver read (bounded by the read timeout); don't wait for ever.
+        # The reader may be blocked in a driver read (streams bound it by the read timeout, cameras may not) or in
+        # a reopen: don't wait for ever.  Once it ends it releases the device itself (see _reader); releasing it
+        # from here while it is still inside read() would race with the driver.
         self._thread.join(timeout=self.config.read_timeout_s + 1.0)
-        self._release_device()
+        if self._thread.is_alive():
+            log.debug("%s: the reader is still in a driver call; it releases the device when that returns",
+                      self.description)
+        else:
+            self._release_device()
 
 
 def open_source(spec: SourceSpec | str, config: Optional[CaptureConfig] = None) -> FrameSource:
