@@ -53,6 +53,11 @@ def _unit_writer(mode: str, uid: int, path: str) -> str:
     return f"mkdir -p {q(os.path.dirname(path))} && cat > {q(path)}"
 
 
+def _record_command(root: str, info: dict) -> str:
+    """The shell command writing ``info`` to the deployment's service.json (what status and rollback read)."""
+    return f"printf '%s\\n' {q(json.dumps(info))} > {q(root + '/' + SERVICE_INFO)}"
+
+
 def install_unit(conn: SSHConnection, mode: str, name: str, root: str, ident: dict, release_id: str) -> dict:
     """Write and enable the unit running ``root/current/run.sh``; record it in service.json; its description."""
     uid = int(ident.get("uid", 1))
@@ -72,7 +77,7 @@ def install_unit(conn: SSHConnection, mode: str, name: str, root: str, ident: di
     if mode == "user":  # keep the user's services running without a login session
         conn.run(f"loginctl enable-linger {q(ident.get('user') or '')}", timeout=30)
     info = {"mode": mode, "name": name, "unit": path, "uid": uid}
-    conn.check(f"printf '%s\\n' {q(json.dumps(info))} > {q(root + '/' + SERVICE_INFO)}", "recording the service")
+    conn.check(_record_command(root, info), "recording the service")
     return info
 
 
@@ -129,5 +134,5 @@ def restore_service(conn: SSHConnection, root: str, installed: dict, before: Opt
         conn.run(_unit_writer(old["mode"], uid, old["unit"]), input=before["unit"], timeout=60)
         sc = systemctl(old["mode"], uid)
         conn.run(f"{sc} daemon-reload", timeout=60)
-    conn.run(f"printf '%s\\n' {q(json.dumps(old))} > {q(root + '/' + SERVICE_INFO)}", timeout=30)
+    conn.run(_record_command(root, old), timeout=30)
     return old
