@@ -402,6 +402,30 @@ def test_live_source_that_drops_is_reopened_with_backoff(caplog):
     assert "camera test reopened after" in text
 
 
+def test_live_source_backoff_grows_while_reopens_keep_failing_and_resets_once_healthy(caplog):
+    """A camera that opens but whose reads fail at once must not be reopened every backoff_initial_s for ever:
+    the wait doubles from one outage to the next until the device delivers frames for a read timeout."""
+    image = np.zeros((8, 8, 3), np.uint8)
+    # Two opens that fail their first read, then one healthy for ~0.3 s (> read_timeout_s), then dead ones.
+    devices = iter([FlakyDevice(0, image), FlakyDevice(0, image), FlakyDevice(60, image)])
+
+    def opener():
+        return next(devices, None) or FlakyDevice(0, image)
+
+    cfg = CaptureConfig(read_timeout_s=0.1, backoff_initial_s=0.1, backoff_max_s=0.4)
+    with caplog.at_level(logging.WARNING, logger="edgeface"):
+        src = LiveSource(opener, "camera test", cfg)
+        t0 = time.monotonic()
+        while src.stats.outages < 6 and time.monotonic() - t0 < 10:
+            time.sleep(0.02)
+        src.close()
+    waits = [float(m.group(1)) for r in caplog.records
+             if (m := re.match(r"camera test stopped delivering frames; reopening in ([\d.]+) s", r.getMessage()))]
+    # outages 1-2 back off, the healthy device resets the wait, then it grows again up to the cap
+    assert waits[:6] == [0.1, 0.2, 0.1, 0.2, 0.4, 0.4]
+    assert src.stats.frames == 0 and src.stats.reconnects >= 5
+
+
 def test_live_source_survives_an_opener_that_crashes_and_close_never_releases_during_a_read(caplog):
     """A reopen failing with something other than UserError (a driver error) is retried, not the reader's end;
     and close() does not release a device whose read() is still running in the reader thread."""

@@ -342,6 +342,11 @@ class LiveSource(FrameSource):
         self._taken = -1  # index of the last frame handed out
         self._stopped = threading.Event()
         self._last_frame_time = time.monotonic()
+        # The back-off carries over from one outage to the next until the device has delivered frames for a
+        # read timeout: a camera that opens but fails its first reads would otherwise be reopened (and logged)
+        # every backoff_initial_s for ever.
+        self._delay = self.config.backoff_initial_s
+        self._opened_at = time.monotonic()
         self._thread = threading.Thread(target=self._reader, name=f"capture {description}", daemon=True)
         self._thread.start()
 
@@ -366,6 +371,8 @@ class LiveSource(FrameSource):
             if self._stopped.is_set():
                 break
             if ok and bgr is not None:
+                if time.monotonic() - self._opened_at >= self.config.read_timeout_s:
+                    self._delay = self.config.backoff_initial_s  # healthy again: the next outage starts afresh
                 rgb = bgr_to_rgb(bgr)
                 with self._cond:
                     if self._latest is not None and self._latest.index > self._taken:
@@ -378,22 +385,26 @@ class LiveSource(FrameSource):
             self._reopen()
 
     def _reopen(self) -> None:
-        """Close the dropped device and open it again, waiting longer after each failure."""
+        """Close the dropped device and open it again, waiting longer after each failure.
+
+        The wait doubles after every failed open and after every reopen that did not stay healthy for a read
+        timeout (see ``_read_until_stopped``), up to ``backoff_max_s``."""
         self.stats.outages += 1
         self._release_device()
-        delay = self.config.backoff_initial_s
+        delay = self._delay
         started = time.monotonic()
         log.warning("%s stopped delivering frames; reopening in %.1f s", self.description, delay)
         attempt = 0
         while not self._stopped.wait(delay):
             attempt += 1
+            delay = min(delay * 2, self.config.backoff_max_s)
             try:
                 self.device = self.opener()
             except Exception as exc:  # not only UserError: a driver error must not end the reader thread for good
-                delay = min(delay * 2, self.config.backoff_max_s)
                 log.warning("reopening %s failed (attempt %d: %s); next try in %.1f s", self.description, attempt,
                             exc, delay)
                 continue
+            self._delay, self._opened_at = delay, time.monotonic()
             self.stats.reconnects += 1
             log.warning("%s reopened after %.1f s (attempt %d)", self.description, time.monotonic() - started,
                         attempt)
