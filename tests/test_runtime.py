@@ -37,6 +37,7 @@ from edgeface.runtime.capture import (
     VideoFileSource,
     open_source,
     parse_source,
+    redact_url,
 )
 from edgeface.runtime.gallery import Gallery, GalleryError, ModelId
 from edgeface.runtime.images import read_image
@@ -353,6 +354,19 @@ def test_image_folder_skips_unreadable_images(media_dir, tmp_path):
         names.append(f.name)
     assert names == ["a_1.jpg", "a_2.jpg", "a_10.jpg"]  # natural order, the broken PNG skipped
     assert src.stats.skipped == 1
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("rtsp://admin:secret@192.168.1.20:554/stream1", "rtsp://admin:***@192.168.1.20:554/stream1"),
+    ("rtsp://admin:pa/ss@cam.local/live", "rtsp://admin:***@cam.local/live"),  # '/' in the password
+    ("rtsp://admin:p@ss/w@cam.local", "rtsp://admin:***@cam.local"),  # '@' and '/' in the password
+    ("http://u:p@cam.local/a?user=x@y", "http://u:***@cam.local/a?user=x@y"),  # the query is kept
+    ("rtsp://:token@cam.local/x", "rtsp://:***@cam.local/x"),  # no user name
+    ("rtsp://cam.local:554/stream1", "rtsp://cam.local:554/stream1"),  # nothing to hide
+    ("rtsp://admin@cam.local/x", "rtsp://admin@cam.local/x"),
+])
+def test_redact_url_hides_passwords_with_unencoded_slashes_and_ats(url, shown):
+    assert redact_url(url) == shown
 
 
 class FlakyDevice:
