@@ -454,7 +454,7 @@ def _service(conn: SSHConnection, board: Board, cfg: FlashConfig, ctx: dict) -> 
     if not ctx["identity"].get("systemd"):
         return f"skipped: systemd is not running on this board (no /run/systemd/system); {manual}"
     before = snapshot_service(conn, root)
-    info = install_unit(conn, cfg.service, cfg.service_name, root, ctx["identity"], ctx["release_id"])
+    info = install_unit(conn, cfg.service, cfg.service_name, root, ctx["identity"], ctx["release_id"], before)
     ok, state = restart_service(conn, info)
     if not ok:
         # The board gets back the service it had: none (a first flash, or a release run by hand, which must

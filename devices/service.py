@@ -58,26 +58,39 @@ def _record_command(root: str, info: dict) -> str:
     return f"printf '%s\\n' {q(json.dumps(info))} > {q(root + '/' + SERVICE_INFO)}"
 
 
-def install_unit(conn: SSHConnection, mode: str, name: str, root: str, ident: dict, release_id: str) -> dict:
-    """Write and enable the unit running ``root/current/run.sh``; record it in service.json; its description."""
+def install_unit(conn: SSHConnection, mode: str, name: str, root: str, ident: dict, release_id: str,
+                 before: Optional[dict] = None) -> dict:
+    """Write and enable the unit running ``root/current/run.sh``; record it in service.json; its description.
+
+    ``before`` is :func:`snapshot_service`'s view of the board: when a step fails half-way (the unit written but
+    systemctl refusing to enable it, a full disk while recording), the board gets that service back before the
+    error is raised, instead of keeping a new unit that nothing records (a first flash's would be left behind,
+    an earlier flash's overwritten)."""
     uid = int(ident.get("uid", 1))
     if mode == "system":
         path = f"/etc/systemd/system/{name}.service"
     else:
         path = f"{ident['home']}/.config/systemd/user/{name}.service"
+    info = {"mode": mode, "name": name, "unit": path, "uid": uid}
     writer = _unit_writer(mode, uid, path)
     unit = unit_file(mode, root, ident.get("user") or "", release_id)
-    res = conn.run(writer, input=unit, timeout=60)
-    if not res.ok:
-        hint = " (the user needs passwordless sudo for a system service; or use --service user)" \
-            if "sudo" in res.stderr else ""
-        raise UserError(f"writing {path} failed: {res.tail()}{hint}")
-    sc = systemctl(mode, uid)
-    conn.check(f"{sc} daemon-reload && {sc} enable {q(name)}", "enabling the service")
-    if mode == "user":  # keep the user's services running without a login session
-        conn.run(f"loginctl enable-linger {q(ident.get('user') or '')}", timeout=30)
-    info = {"mode": mode, "name": name, "unit": path, "uid": uid}
-    conn.check(_record_command(root, info), "recording the service")
+    try:
+        res = conn.run(writer, input=unit, timeout=60)
+        if not res.ok:
+            hint = " (the user needs passwordless sudo for a system service; or use --service user)" \
+                if "sudo" in res.stderr else ""
+            raise UserError(f"writing {path} failed: {res.tail()}{hint}")
+        sc = systemctl(mode, uid)
+        conn.check(f"{sc} daemon-reload && {sc} enable {q(name)}", "enabling the service")
+        if mode == "user":  # keep the user's services running without a login session
+            conn.run(f"loginctl enable-linger {q(ident.get('user') or '')}", timeout=30)
+        conn.check(_record_command(root, info), "recording the service")
+    except UserError as exc:
+        try:
+            restore_service(conn, root, info, before)
+        except (UserError, OSError) as undo:  # the connection is gone: say so, keep the first error
+            raise UserError(f"{exc}; putting the previous service back failed too: {undo}") from None
+        raise UserError(f"{exc}; the board's service was left as it was before this flash") from None
     return info
 
 

@@ -345,6 +345,10 @@ FAKE_SYSTEMCTL = """#!/bin/sh
 # Records every call; `is-active` answers with the next line of $FAKE_ANSWERS (failed, active, ...).
 echo "$*" >> "$FAKE_LOG"
 [ "$1" = "--user" ] && shift
+if [ -n "$FAKE_FAIL" ] && [ "$1" = "$FAKE_FAIL" ]; then
+    echo "Failed to $1 unit: Access denied" >&2
+    exit 1
+fi
 if [ "$1" = "is-active" ]; then
     head -n 1 "$FAKE_ANSWERS"
     sed -i 1d "$FAKE_ANSWERS"
@@ -356,7 +360,7 @@ exit 0
 class LocalBoard:
     """A board whose shell is this machine's `sh`, with a fake `systemctl` first on PATH."""
 
-    def __init__(self, tmp_path: Path, answers: list[str]) -> None:
+    def __init__(self, tmp_path: Path, answers: list[str], fail: str = "") -> None:
         from edgeface.devices.inventory import Board
 
         bin_dir = tmp_path / "bin"
@@ -367,7 +371,7 @@ class LocalBoard:
         self.log.write_text("")
         (tmp_path / "answers").write_text("".join(a + "\n" for a in answers))
         self.env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_LOG": str(self.log),
-                    "FAKE_ANSWERS": str(tmp_path / "answers")}
+                    "FAKE_ANSWERS": str(tmp_path / "answers"), "FAKE_FAIL": fail}
         self.board = Board(name="fake", host="127.0.0.1")
 
     def run(self, argv, input=None, timeout=120):
@@ -391,8 +395,9 @@ class LocalBoard:
 
 @pytest.fixture
 def service_board(tmp_path, monkeypatch):
-    """(make(answers, previous, had_service) -> (conn, ctx, root, unit path), cfg): a user-mode service, the new
-    release r2 just made current; ``had_service`` installs an earlier flash's unit and service.json first."""
+    """(make(answers, previous, had_service, fail) -> (conn, ctx, root, unit path), cfg): a user-mode service,
+    the new release r2 just made current; ``had_service`` installs an earlier flash's unit and service.json first;
+    ``fail`` names a systemctl verb that fails (exit 1)."""
     from edgeface.devices import service
     from edgeface.devices.flash import FlashConfig
 
@@ -400,7 +405,7 @@ def service_board(tmp_path, monkeypatch):
     root, home = tmp_path / "edgeface", tmp_path / "home"
     unit = home / ".config" / "systemd" / "user" / "edgeface.service"
 
-    def make(answers, previous, had_service):
+    def make(answers, previous, had_service, fail=""):
         for rid in ("r1", "r2"):
             (root / "releases" / rid).mkdir(parents=True)
         os.symlink("releases/r2", root / "current")  # the switch step has run
@@ -412,7 +417,7 @@ def service_board(tmp_path, monkeypatch):
         ident = {"systemd": True, "uid": 1000, "home": str(home), "user": "pi"}
         ctx = {"root": str(root), "identity": ident, "release_id": "r2", "state": {"current": previous},
                "switched": True}
-        return LocalBoard(tmp_path, answers), ctx, root, unit
+        return LocalBoard(tmp_path, answers, fail), ctx, root, unit
 
     return make, FlashConfig(bundle=tmp_path, service="user")
 
@@ -460,6 +465,27 @@ def test_failing_service_puts_the_old_unit_back_and_restarts_it(service_board):
     assert unit.read_text() == "OLD UNIT\n" and json.loads((root / "service.json").read_text()) == old
     calls = conn.calls()
     assert calls.count("--user restart edgeface") == 2 and not [c for c in calls if "disable" in c]
+
+
+@pytest.mark.parametrize("had_service", [False, True])
+def test_a_unit_that_cannot_be_enabled_leaves_the_service_as_it_was(service_board, had_service):
+    """systemctl refusing `enable` after the unit file was written: a first flash's unit is removed, an earlier
+    flash's unit and service.json come back (the new unit overwrote them)."""
+    from edgeface.devices.flash import _service
+    from edgeface.errors import UserError
+
+    make, cfg = service_board
+    conn, ctx, root, unit = make([], previous="r1" if had_service else None, had_service=had_service,
+                                 fail="enable")
+    old = (root / "service.json").read_text() if had_service else None
+    with pytest.raises(UserError, match=r"^enabling the service failed: Failed to enable unit: Access denied; the "
+                                        r"board's service was left as it was before this flash$"):
+        _service(conn, conn.board, cfg, ctx)
+    if had_service:
+        assert unit.read_text() == "OLD UNIT\n" and (root / "service.json").read_text() == old
+    else:
+        assert not unit.exists() and not (root / "service.json").exists()
+    assert not [c for c in conn.calls() if "restart" in c]  # nothing was started on the new release
 
 
 def test_a_step_that_crashes_is_recorded_as_failed():
