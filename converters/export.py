@@ -443,7 +443,6 @@ def export_bundle(cfg: ExportConfig, progress: Progress = None) -> ExportResult:
                     edgetpu_info, compiled = _edgetpu_step(ctx, r, graph)
                 except Exception as exc:  # like a failing format: this row fails, the others are kept
                     _fail_row(ctx, r, f"Edge TPU check failed: {_reason(exc)}")
-                    edgetpu_info = None
                     continue
                 extra["edgetpu"] = {k: edgetpu_info["static"][k] for k in ("tpu_ops", "cpu_ops", "fully_mapped")}
                 entries.append(_entry(ctx, r, graph, **extra))

@@ -159,9 +159,12 @@ def search_float_layers(ranking: list[LayerError], build: Callable[[list[str]], 
 
     ``build(tensor_names)`` returns a quantized file with those layers in float;
     ``judge(data)`` returns (passed, score, detail), higher score is better.
+    ``max_layers`` caps how many layers may stay float (None: every ranked layer may).
     """
+    if max_layers is not None and max_layers < 1:
+        raise ValueError(f"max_layers must be at least 1 (None for no cap), got {max_layers}")
     names = [e.tensor for e in ranking]
-    limit = min(len(names), max_layers or len(names))
+    limit = len(names) if max_layers is None else min(len(names), max_layers)
     trials: list[Trial] = []
     files: dict[int, bytes] = {}
 

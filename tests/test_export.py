@@ -263,6 +263,15 @@ def test_mixed_search_keeps_the_best_file_when_the_budget_cannot_be_met():
     assert "budget not met" in res.message and "kept the best file (2 float layers)" in res.message
 
 
+def test_mixed_search_stops_at_max_layers():
+    tried = []
+    res = search_float_layers(_ranking(20), lambda names: bytes([len(names)]),
+                              lambda data: (tried.append(data[0]) or False, float(data[0]), {}), max_layers=3)
+    assert tried == [1, 2, 3] and not res.met_budget and "even with 3 layers in float" in res.message
+    with pytest.raises(ValueError, match="max_layers must be at least 1"):
+        search_float_layers(_ranking(20), lambda names: b"", lambda data: (True, 1.0, {}), max_layers=0)
+
+
 # --- bad input (CLI, exit code 2, one line) ------------------------------------------
 
 
