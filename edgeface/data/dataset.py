@@ -36,9 +36,12 @@ def read_people_file(spec: str | os.PathLike) -> set[str]:
     """Names from a people file.
 
     ``spec`` is ``FILE`` or ``FILE:FOLD``.  FILE may be a plain list (one name per
-    line, optionally followed by a tab and a count), LFW's ``people.txt`` (folds of
-    ``name count`` lines) or LFW's ``pairs.txt``; with ``:FOLD`` (1-based) only the
-    people of that fold are returned, so ``people.txt:10`` keeps View 2 fold 10 out.
+    line, optionally followed by a tab and a count), LFW's View 2 ``people.txt``
+    (folds of ``name count`` lines) or ``pairs.txt`` (folds of pairs), or LFW's View 1
+    files (``peopleDevTrain.txt``/``peopleDevTest.txt``, ``pairsDevTrain.txt``/
+    ``pairsDevTest.txt``: a count, then names or pairs, no folds).  With ``:FOLD``
+    (1-based) only the people of that fold are returned, so ``people.txt:10`` keeps
+    View 2 fold 10 out.  A file cut short or out of shape is a ``UserError`` naming the line.
     """
     text = str(spec)
     fold: Optional[int] = None
@@ -48,32 +51,92 @@ def read_people_file(spec: str | os.PathLike) -> set[str]:
     path = Path(text)
     if not path.is_file():
         raise UserError(f"people file not found: {path}")
-    lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
+    try:
+        raw = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read people file {path}: {exc}") from None
+    # (line number, fields) so errors can point at the line a user has to look at
+    lines = [(n, ln.split()) for n, ln in enumerate(raw.splitlines(), 1) if ln.strip()]
     if not lines:
         raise UserError(f"people file is empty: {path}")
-    folds: list[set[str]] = []
-    head = lines[0]
-    if len(head) == 1 and head[0].isdigit():  # LFW people.txt
-        i = 1
-        for _ in range(int(head[0])):
-            count = int(lines[i][0])
-            folds.append({ln[0] for ln in lines[i + 1 : i + 1 + count]})
-            i += 1 + count
-    elif len(head) == 2 and all(h.isdigit() for h in head):  # LFW pairs.txt
-        n_folds, n = int(head[0]), int(head[1])
-        rows = lines[1:]
-        for k in range(n_folds):
-            chunk = rows[k * 2 * n : (k + 1) * 2 * n]
-            folds.append({r[0] for r in chunk} | {r[2] for r in chunk if len(r) == 4})
-    else:
+    head = lines[0][1]
+    lfw = len(head) in (1, 2) and all(h.isdigit() for h in head)
+    folds = _lfw_folds(path, lines) if lfw else None
+    if folds is None:  # a plain list, or a View 1 file: one set, no folds
         if fold is not None:
-            raise UserError(f"{path} is a plain list of names: it has no folds, drop ':{fold}'")
-        return {ln[0] for ln in lines}
+            raise UserError(f"{path} has no folds (a plain list or an LFW View 1 file): drop ':{fold}'")
+        return _lfw_view1(path, lines) if lfw else {f[0] for _, f in lines}
     if fold is None:
         return set().union(*folds)
     if not 1 <= fold <= len(folds):
         raise UserError(f"{path} has {len(folds)} folds; fold {fold} does not exist")
     return folds[fold - 1]
+
+
+def _bad_line(path: Path, line: int, what: str) -> UserError:
+    return UserError(f"{path}:{line}: {what}; expected an LFW people/pairs file or one name per line")
+
+
+def _pair_names(path: Path, line: int, fields: list[str]) -> set[str]:
+    """Names in one LFW pairs row: ``name i j`` (same person) or ``name1 i name2 j``."""
+    if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
+        return {fields[0]}
+    if len(fields) == 4 and fields[1].isdigit() and fields[3].isdigit():
+        return {fields[0], fields[2]}
+    raise _bad_line(path, line, f"{' '.join(fields)!r} is not a pairs row")
+
+
+def _take(path: Path, lines: list, start: int, count: int, what: str) -> list:
+    rows = lines[start : start + count]
+    if len(rows) < count:
+        last = lines[-1][0]
+        raise _bad_line(path, last, f"file ends after {len(rows)} of {count} {what}")
+    return rows
+
+
+def _lfw_folds(path: Path, lines: list) -> Optional[list[set[str]]]:
+    """The folds of a View 2 ``people.txt`` or ``pairs.txt``; None for a View 1 file (no folds)."""
+    head = lines[0][1]
+    if len(head) == 2:  # pairs.txt: "folds pairs-per-class"
+        n_folds, n = int(head[0]), int(head[1])
+        folds = []
+        for k in range(n_folds):
+            chunk = _take(path, lines, 1 + k * 2 * n, 2 * n, f"pairs of fold {k + 1}")
+            folds.append(set().union(*(_pair_names(path, ln, f) for ln, f in chunk)))
+        return folds
+    if len(lines) < 2:
+        raise _bad_line(path, lines[0][0], "a count with nothing after it")
+    if not (len(lines[1][1]) == 1 and lines[1][1][0].isdigit()):
+        return None  # View 1: the count is followed by names or pairs, not by a fold size
+    folds, i = [], 1
+    for k in range(int(head[0])):
+        if i >= len(lines):
+            raise _bad_line(path, lines[-1][0], f"file ends before fold {k + 1} of {head[0]}")
+        line, fields = lines[i]
+        if not (len(fields) == 1 and fields[0].isdigit()):
+            raise _bad_line(path, line, f"expected the size of fold {k + 1}, found {' '.join(fields)!r}")
+        rows = _take(path, lines, i + 1, int(fields[0]), f"names of fold {k + 1}")
+        for ln, f in rows:
+            if len(f) != 2 or not f[1].isdigit():
+                raise _bad_line(path, ln, f"{' '.join(f)!r} is not a 'name count' row")
+        folds.append({f[0] for _, f in rows})
+        i += 1 + len(rows)
+    return folds
+
+
+def _lfw_view1(path: Path, lines: list) -> set[str]:
+    """Names in a View 1 file: ``peopleDev*.txt`` (count, then ``name count`` rows) or
+    ``pairsDev*.txt`` (count, then that many same-person pairs and as many different-person pairs)."""
+    count = int(lines[0][1][0])
+    first = lines[1][1]
+    if len(first) == 2:
+        rows = _take(path, lines, 1, count, "names")
+        for ln, f in rows:
+            if len(f) != 2 or not f[1].isdigit():
+                raise _bad_line(path, ln, f"{' '.join(f)!r} is not a 'name count' row")
+        return {f[0] for _, f in rows}
+    rows = _take(path, lines, 1, 2 * count, "pairs")
+    return set().union(*(_pair_names(path, ln, f) for ln, f in rows))
 
 
 @dataclass

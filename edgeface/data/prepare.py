@@ -21,6 +21,7 @@ from edgeface.errors import UserError
 MANIFEST = "manifest.jsonl"
 SKIP_LOG = "skipped.log"
 CROP_SUFFIX = ".png"  # lossless: training sees exactly what alignment produced
+MIN_SIZE, MAX_SIZE = 32, 1024  # below 32 px the 5 landmarks fall within a few pixels of each other
 
 
 @dataclass
@@ -131,9 +132,39 @@ def _done_sources(out: Path) -> set[str]:
     return done
 
 
+def validate_config(cfg: PrepareConfig) -> None:
+    """Refuse settings that would write useless crops, and build one detector here.
+
+    Building the detector in the driver matters: a pool worker whose initializer raises is
+    replaced by a new one that raises again, so a bad ``--detector`` would hang the run for ever.
+    """
+    if not MIN_SIZE <= cfg.size <= MAX_SIZE:
+        raise UserError(f"--size {cfg.size} is out of range: crops must be {MIN_SIZE} to {MAX_SIZE} pixels "
+                        "(112 matches the default models)")
+    if cfg.min_score is not None and not 0.0 <= cfg.min_score <= 1.0:
+        raise UserError(f"--min-score {cfg.min_score} is out of range: detection scores lie between 0 and 1")
+    if cfg.workers < 0:
+        raise UserError(f"--workers {cfg.workers} is negative: give a count, or 0 for one per CPU core")
+    from edgeface.runtime.detector import create_detector
+
+    create_detector(cfg.detector, score_threshold=cfg.min_score, threads=1, backend=cfg.backend)
+
+
+def _end_cut_line(path: Path) -> None:
+    """Finish a last line an interrupted run cut short, so the next record starts on its own line."""
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            cut = f.read(1) != b"\n"
+        if cut:
+            with open(path, "a") as f:
+                f.write("\n")
+
+
 def prepare(cfg: PrepareConfig, progress: Optional[Callable[[int, int], None]] = None) -> PrepareSummary:
     """Run data preparation; ``progress(done, total)`` is called as images finish."""
     src, out = Path(cfg.src), Path(cfg.out)
+    validate_config(cfg)
     if not src.exists():
         raise UserError(f"source folder not found: {src}")
     items = scan_identity_folder(src)
@@ -158,6 +189,8 @@ def prepare(cfg: PrepareConfig, progress: Optional[Callable[[int, int], None]] =
 
     workers = cfg.workers or usable_cpus()
     start = time.perf_counter()
+    _end_cut_line(out / MANIFEST)
+    _end_cut_line(out / SKIP_LOG)
     with open(out / MANIFEST, "a") as manifest, open(out / SKIP_LOG, "a") as skip_log:
         for rec in _run_tasks(tasks, cfg, workers):
             rec["source"] = str(Path(rec["source"]).relative_to(src))
