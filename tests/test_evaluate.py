@@ -295,6 +295,21 @@ def test_a_single_fold_file_is_labelled_optimistic(tiny_pairs, lfw_raw, tflite_e
     assert result.accuracy_mean == pytest.approx(best_acc) and result.fold_thresholds == [best_t]
 
 
+def test_an_embedder_giving_nan_is_refused_not_scored(tiny_pairs, lfw_raw, tflite_embedder):
+    class Diverged:
+        """What a model trained into NaN weights gives: NaN for some faces."""
+
+        name = "diverged.tflite"
+
+        def embed(self, crops):
+            emb = tflite_embedder.embed(crops)
+            emb[1::3] = np.nan
+            return emb
+
+    with pytest.raises(UserError, match=r"diverged\.tflite gives NaN or infinite embeddings \(\d+ of \d+ faces"):
+        evaluate_pairs(Diverged(), read_pairs(tiny_pairs), PairImages(lfw_raw))
+
+
 def test_each_image_is_decoded_once(tiny_pairs, lfw_raw, tflite_embedder, monkeypatch):
     import edgeface.runtime.images as images_mod
 

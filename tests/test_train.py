@@ -102,6 +102,57 @@ def test_unknown_head_and_bad_margins_are_user_errors():
     with pytest.raises(UserError, match="margins need m1 >= 1"):
         resolve_margins(get_head_spec("cosface"), margin=-0.1)
     assert resolve_margins(get_head_spec("arcface"), scale=30, margin=0.4).m2 == 0.4
+    # NaN passes every comparison, so each bound has to ask for a finite number first
+    for kwargs in ({"scale": float("nan")}, {"scale": float("inf")}, {"margin": float("nan")},
+                   {"margins": (1.0, float("inf"), 0.0)}, {"margins": (float("nan"), 0.0, 0.35)}):
+        with pytest.raises(UserError, match="finite"):
+            resolve_margins(get_head_spec("cosface"), **kwargs)
+    with pytest.raises(UserError, match="--head softmax has no margin or scale: drop --margin"):
+        resolve_margins(get_head_spec("softmax"), margin=0.3)
+
+
+def test_a_loss_that_turns_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    import keras
+
+    from edgeface.train.loop import RunFiles, fit, new_state
+
+    class Batches(keras.utils.PyDataset):
+        """Four batches of regression data; once ``poisoned``, every batch holds a NaN."""
+
+        def __init__(self):
+            super().__init__()
+            self.poisoned = False
+            rng = np.random.default_rng(0)
+            self.x = rng.normal(size=(4, 8, 3)).astype("float32")
+            self.y = rng.normal(size=(4, 8, 1)).astype("float32")
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            x = self.x[i].copy()
+            if self.poisoned:
+                x[0, 0] = np.nan
+            return x, self.y[i]
+
+    data = Batches()
+
+    def poison_after_epoch_1(event):
+        if event.phase == "epoch" and event.epoch == 1:
+            data.poisoned = True
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    run = RunFiles(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    state = new_state({"arch": "dense"}, "loss")
+    with pytest.raises(UserError, match=r"training diverged: the loss became nan at epoch 2, batch 1; the checkpoint "
+                                        r"of epoch 1 is kept"):
+        fit(model, data, None, run, epochs=5, monitor="loss", patience=0, state=state, progress=poison_after_epoch_1)
+    saved = json.loads(run.state.read_text())
+    assert saved["epoch"] == 1 and len(saved["history"]) == 1
+    last = keras.models.load_model(run.last)
+    assert all(np.isfinite(w).all() for w in last.get_weights())
 
 
 # --------------------------------------------------------------------------- data and augmentation
@@ -337,6 +388,10 @@ def one_person(att_crops, tmp_path) -> Path:
     (["{crops}", "--precision", "bf16"], "error: unknown precision 'bf16'"),
     (["{crops}", "--val-split", "0.2", "--val", "{crops}"], "error: give either --val DIR or --val-split F"),
     (["{crops}", "--margins", "1,0.5"], "error: --margins must be three numbers m1,m2,m3"),
+    (["{crops}", "--head", "cosface", "--scale", "nan"], "error: head scale must be a finite number > 0, got nan"),
+    (["{crops}", "--head", "arcface", "--margin", "inf"], "error: margins must be finite numbers"),
+    (["{crops}", "--head", "softmax", "--margin", "0.3"], "error: --head softmax has no margin or scale"),
+    (["{crops}", "--lr", "inf"], "error: learning rate must be a finite number > 0, got inf"),
     (["{crops}", "--width", "0"], "error: --width must be between 0.25 and 4.0"),
     (["{crops}", "--exclude-people", "nope.txt"], "error: people file not found: nope.txt"),
     (["{one}"], "error: {one} has 1 identity after exclusions"),

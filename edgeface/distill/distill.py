@@ -111,6 +111,12 @@ class DistillConfig(FitConfig):
                 raise UserError(f"--labels trains a margin head: choose --head arcface, cosface or combined, "
                                 f"not {self.head}")
             resolve_margins(spec, self.scale, self.margin, self.margins)
+        else:
+            given = [flag for flag, v in (("--scale", self.scale), ("--margin", self.margin),
+                                          ("--margins", self.margins)) if v is not None]
+            if given:
+                raise UserError(f"{'/'.join(given)} set the margin head, which only --labels trains: add --labels "
+                                f"WEIGHT or drop {'/'.join(given)}")
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.threads}")
         if not self.data.is_dir():

@@ -101,6 +101,14 @@ def embed_keys(embedder, images: PairImages, keys: Sequence[str], progress: Prog
         present = [i for i, c in enumerate(crops) if c is not None]
         if present:
             emb = embedder.embed(np.stack([crops[i] for i in present]))
+            broken = ~np.isfinite(emb).all(axis=1)
+            if broken.any():
+                # NaN scores sort and threshold silently: every accuracy computed from them would be noise
+                name = getattr(embedder, "name", type(embedder).__name__)
+                first = chunk[present[int(np.argmax(broken))]]
+                raise UserError(f"{name} gives NaN or infinite embeddings ({int(broken.sum())} of {len(present)} "
+                                f"faces in this batch, first {first}): its weights are broken, e.g. by a training "
+                                "run that diverged; train or export it again")
             for j, i in enumerate(present):
                 out[chunk[i]] = emb[j]
         for i, c in enumerate(crops):

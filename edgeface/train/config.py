@@ -10,6 +10,7 @@ schedules) are the single place those choices are listed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Iterable, Optional
 
@@ -115,8 +116,12 @@ class FitConfig:
         check_width(self.width, "--width")
         if self.patience < 0:
             raise UserError(f"patience must be >= 0 (0 = no early stopping), got {self.patience}")
-        if self.lr is not None and not self.lr > 0:
-            raise UserError(f"learning rate must be > 0, got {self.lr}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"learning rate must be a finite number > 0, got {self.lr}")
+        if self.weight_decay is not None and not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UserError(f"weight decay must be a finite number >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.momentum) and 0.0 <= self.momentum < 1.0):
+            raise UserError(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0.0 <= self.val_split < 1.0:
             raise UserError(f"--val-split must be in [0, 1), got {self.val_split}")
         self.augment.check()

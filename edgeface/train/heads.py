@@ -84,6 +84,12 @@ class Margins:
 def resolve_margins(spec: HeadSpec, scale: Optional[float] = None, margin: Optional[float] = None,
                     margins: Optional[tuple[float, float, float]] = None) -> Margins:
     """Apply user overrides to a margin head's defaults and check them (one line on bad values)."""
+    if not spec.margin:
+        given = [flag for flag, v in (("--scale", scale), ("--margin", margin), ("--margins", margins))
+                 if v is not None]
+        if given:
+            raise UserError(f"--head {spec.name} has no margin or scale: drop {'/'.join(given)} or choose a margin "
+                            "head (arcface, cosface, combined)")
     m1, m2, m3 = spec.m1, spec.m2, spec.m3
     if margins is not None:
         if len(margins) != 3:
@@ -95,8 +101,11 @@ def resolve_margins(spec: HeadSpec, scale: Optional[float] = None, margin: Optio
         elif spec.primary == "m3":
             m3 = float(margin)
     s = spec.scale if scale is None else float(scale)
-    if s <= 0:
-        raise UserError(f"head scale must be > 0, got {s}")
+    # NaN passes every < and <= test, and an infinite scale or margin turns the loss into NaN
+    if not (math.isfinite(s) and s > 0):
+        raise UserError(f"head scale must be a finite number > 0, got {s}")
+    if not all(math.isfinite(m) for m in (m1, m2, m3)):
+        raise UserError(f"margins must be finite numbers; got m1={m1}, m2={m2}, m3={m3}")
     if m1 < 1 or m2 < 0 or m3 < 0 or m2 >= math.pi:
         raise UserError(f"margins need m1 >= 1, 0 <= m2 < pi, m3 >= 0; got m1={m1}, m2={m2}, m3={m3}")
     return Margins(s, m1, m2, m3)

@@ -124,6 +124,8 @@ class _RunCallback(keras.callbacks.Callback):
         self.monitor, self.mode, self.patience, self.save_best = monitor, monitor_mode(monitor), patience, save_best
         self.state, self.progress, self.write = state, progress, write
         self.stopped_early = False
+        # (epoch, batch, loss): where the loss stopped being a finite number (epoch and batch 1-based)
+        self.diverged: Optional[tuple[int, int, float]] = None
         self._t0 = self._t_train = 0.0
         self._epoch = 0
 
@@ -139,11 +141,19 @@ class _RunCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self._t_train = time.perf_counter()
+        floats = _floats(logs)
+        loss = floats.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            # Weights that produced a NaN loss are NaN themselves from the next step on: stop before any is saved.
+            self.diverged = (self._epoch + 1, batch + 1, loss)
+            self.model.stop_training = True
+            return
         if self.progress:
-            self.progress(TrainProgress("batch", self._epoch + 1, self.epochs, batch + 1, self.steps,
-                                        _floats(logs)))
+            self.progress(TrainProgress("batch", self._epoch + 1, self.epochs, batch + 1, self.steps, floats))
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.diverged:
+            return  # the last checkpoint stays the last good epoch's
         logs = _floats(logs)
         train_s = max(1e-9, self._t_train - self._t0)
         row = {"epoch": epoch + 1, **logs, "lr": _current_lr(self.model),
@@ -259,6 +269,12 @@ def fit(model: keras.Model, train_seq, val_seq, run: RunFiles, *, epochs: int, m
         model.fit(train_seq, validation_data=val_seq, epochs=epochs, initial_epoch=start, verbose=0,
                   callbacks=[cb])
     seconds = time.perf_counter() - t0
+    if cb.diverged:
+        epoch, batch, loss = cb.diverged
+        kept = (f"the checkpoint of epoch {state['epoch']} is kept (--resume continues from it)" if state["epoch"]
+                and write else "nothing was saved")
+        raise UserError(f"training diverged: the loss became {loss} at epoch {epoch}, batch {batch}; "
+                        f"{kept}. Lower --lr, or --scale/--margin of a margin head, and train again")
     restored = False
     best_epoch = state.get("best_epoch")
     stopped_early = cb.stopped_early or bool(patience and state.get("wait", 0) >= patience)

@@ -92,8 +92,7 @@ class TrainConfig(FitConfig):
         if self.distribute != "none" and keras.backend.backend() != "tensorflow":
             raise UserError(f"--distribute {self.distribute} needs the TensorFlow backend, "
                             f"KERAS_BACKEND is {keras.backend.backend()!r}")
-        if self.head != "softmax" or self.margins is not None or self.margin is not None:
-            resolve_margins(get_head_spec(self.head), self.scale, self.margin, self.margins)
+        resolve_margins(get_head_spec(self.head), self.scale, self.margin, self.margins)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready config (paths as strings)."""
