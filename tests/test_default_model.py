@@ -88,3 +88,26 @@ def test_info_describes_the_default_bundle():
     assert report["path"] == str(default_bundle_dir().resolve())
     assert {f["format"] for f in report["files"]} >= set(SHIPPED_FORMATS)
     assert all(f["checksum"] == "ok" for f in report["files"] + report["detectors"])
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: [m], "a JSON object was expected, found a list"),
+    (lambda m: {**m, "files": {"fp32": m["files"][0]}}, "'files' must be a list, found dict"),
+    (lambda m: {**m, "files": [{k: v for k, v in f.items() if k != "format"} for f in m["files"]]},
+     "files[0] has no 'format' string"),
+    (lambda m: {**m, "files": ["model_fp32.tflite"]}, "files[0] must be an object, found str"),
+    (lambda m: {**m, "threshold": 0.47}, "'threshold' must be an object, found float"),
+    (lambda m: {**m, "threshold": {"cosine": "high"}}, "threshold.cosine must be a number, found 'high'"),
+    (lambda m: {**m, "detectors": [{**m["detectors"][0], "path": "../../etc/passwd"}]},
+     "detectors[0].path '../../etc/passwd' points outside the bundle"),
+])
+def test_a_malformed_manifest_is_one_line_for_info_and_run(edit, message, tmp_path, media_dir):
+    manifest = json.loads((default_bundle_dir() / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps(edit(manifest)))
+    for args in (["info", str(tmp_path)], ["info", str(tmp_path), "--json"],
+                 ["run", "--model", str(tmp_path), "--source", str(media_dir / "obama.jpg")]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0] == f"error: {tmp_path / 'manifest.json'} is malformed: {message}; re-run " \
+            "`edgeface export` (or restore the bundle's manifest)", (args, result.stderr)

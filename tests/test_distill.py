@@ -442,6 +442,7 @@ def bad(tmp_path, media_dir):
         cv2.imwrite(str(faceless / f"{i}.png"), img)
     flat = tmp_path / "flat"
     flat.mkdir()
+    (tmp_path / "people.txt").write_text("Barack_Obama\nJoe_Biden\n")
     for n in ("obama", "biden"):
         shutil.copy(media_dir / f"{n}.jpg", flat / f"{n}.jpg")
     from edgeface.runtime.detector import find_blazeface_file
@@ -461,6 +462,8 @@ def bad(tmp_path, media_dir):
     (["{faceless}", "--teacher", "onnx:{dir}/ok.onnx"],
      "no faces found in {faceless}: 3 image(s), 3 without a detectable face, 0 unreadable"),
     (["{flat}", "--teacher", "onnx:{dir}/ok.onnx", "--labels", "0.5"], "--labels needs identity folders"),
+    (["{flat}", "--teacher", "onnx:{dir}/ok.onnx", "--exclude-people", "{dir}/people.txt"],
+     "--exclude-people needs identity folders: {flat} has no <person>/ folders"),
     (["{flat}", "--teacher", "dlib", "--margin", "0.3"], "--margin set the margin head, which only --labels trains"),
     (["{flat}", "--teacher", "dlib", "--labels", "1", "--head", "cosface", "--scale", "nan"],
      "head scale must be a finite number > 0, got nan"),

@@ -406,6 +406,20 @@ def test_cli_bad_input_exits_2_with_one_line(args, message, att_crops, one_perso
     assert not (tmp_path / "run" / "model.keras").exists()
 
 
+def test_photos_are_refused_with_the_prepare_command(att_dir, lfw_dir, tmp_path):
+    lfw = tmp_path / "lfw"
+    for person in ("Aaron_Peirsol", "Abdullah"):
+        shutil.copytree(lfw_dir / "lfw-deepfunneled" / person, lfw / person)
+    # AT&T photos are 92x112; LFW's are square but 250x250 with the face in the middle third
+    for root, shape in ((att_dir, "92x112"), (lfw, "250x250")):
+        result = runner.invoke(app, ["train", str(root), "--out", str(tmp_path / "run")])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith(f"error: {root} holds photos, not aligned face crops"), result.stderr
+        assert f"is {shape}, training needs 112x112 crops" in result.stderr
+        assert f"run `edgeface data prepare {root} --out CROPS`" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_cli_seed_flow_train_test_folders(att_crops, tmp_path):
     # The classic layout a user brings: train/<person>/ and test/<person>/ (7 and 3 crops of 10 people).
     for i in range(1, 11):
@@ -443,3 +457,39 @@ def test_resolve_distribute_reads_tf_config():
     assert resolve_distribute("none", {"TF_CONFIG": two}) == "none"
     with pytest.raises(UserError, match="TF_CONFIG is not valid JSON"):
         resolve_distribute("mirrored", {"TF_CONFIG": "{oops"})
+
+
+def test_a_resumed_run_sees_the_batch_orders_of_an_uninterrupted_one():
+    from edgeface.train.data import ArraySequence
+
+    x, y = np.arange(40, dtype=np.float32).reshape(40, 1), np.arange(40)
+
+    def orders(seq, epochs):
+        out = []
+        for _ in range(epochs):
+            out.append(np.concatenate([seq[i][1] for i in range(len(seq))]).tolist())
+            seq.on_epoch_end()
+        return out
+
+    whole = orders(ArraySequence(x, y, 8, shuffle=True, seed=3), 5)
+    assert len({tuple(o) for o in whole}) == 5  # a new order every epoch
+    resumed = orders(ArraySequence(x, y, 8, shuffle=True, seed=3, epoch=3), 2)
+    assert resumed == whole[3:]
+    assert orders(ArraySequence(x, y, 8, shuffle=True, seed=4), 1) != whole[:1]
+
+
+def test_excluded_people_counts_the_folders_left_out(att_crops, tmp_path):
+    from edgeface.train.trainer import TrainConfig, load_training_data
+
+    people = tmp_path / "people.txt"
+    # 36 AT&T people and 500 LFW names that are no folder here: the run records the 36 it left out
+    lfw_names = "".join(f"Somebody_{i}\n" for i in range(500))
+    people.write_text("".join(f"s{i}\n" for i in range(5, 41)) + lfw_names)
+    d = load_training_data(TrainConfig(data=att_crops, out=tmp_path / "run", exclude_people=str(people)))
+    assert d.excluded == 36 and d.train.class_names == ["s1", "s2", "s3", "s4"]
+    # names matching nobody: the wrong file or fold, not a run with nobody left out
+    people.write_text(lfw_names)
+    result = runner.invoke(app, ["train", str(att_crops), "--out", str(tmp_path / "run"), "--exclude-people",
+                                 str(people)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: --exclude-people: none of its 500 names is a person folder in ")

@@ -13,6 +13,8 @@ import numpy as np
 from edgeface.errors import UserError
 from edgeface.runtime.images import UnreadableImage, is_image_file, read_image
 
+MANIFEST = "manifest.jsonl"  # written by `edgeface data prepare` beside its crops
+
 
 def scan_identity_folder(root: str | os.PathLike, exclude: Iterable[str] = ()) -> list[tuple[str, Path]]:
     """All (identity, image path) pairs under ``root/<identity>/``, sorted; errors if none."""
@@ -30,6 +32,26 @@ def scan_identity_folder(root: str | os.PathLike, exclude: Iterable[str] = ()) -
     if not items:
         raise UserError(f"no images found in {root}: expected {root}/<person>/<image>.jpg|png|pgm|gif")
     return items
+
+
+def count_excluded(root: str | os.PathLike, exclude: set[str], option: str = "--exclude-people") -> int:
+    """How many person folders of ``root`` ``exclude`` names (0 when it is empty).
+
+    Names that match no folder at all mean the wrong people file or fold far more often than a
+    dataset that never held those people, and would leave the promised people in: a :class:`UserError`.
+    """
+    if not exclude:
+        return 0
+    root = Path(root)
+    people = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} if root.is_dir() else set()
+    if not people:
+        raise UserError(f"{option} needs identity folders: {root} has no <person>/ folders, so nobody can be left "
+                        "out (drop the option)")
+    found = len(people & exclude)
+    if not found:
+        raise UserError(f"{option}: none of its {len(exclude)} names is a person folder in {root}; check the people "
+                        "file and fold (or drop the option if none of them can be there)")
+    return found
 
 
 def read_people_file(spec: str | os.PathLike) -> set[str]:
@@ -139,6 +161,21 @@ def _lfw_view1(path: Path, lines: list) -> set[str]:
     return set().union(*(_pair_names(path, ln, f) for ln, f in rows))
 
 
+def _check_crop_sizes(root: Path, paths: list[Path], shapes: list[Optional[tuple[int, int]]],
+                      size: Optional[int]) -> None:
+    """A :class:`UserError` naming the first image that is not a ``size`` x ``size`` (or square) crop."""
+    want: Optional[tuple[int, int]] = (size, size) if size else None
+    for path, shape in zip(paths, shapes):
+        if shape is None:
+            continue  # unreadable: skipped by the loader
+        want = want or (shape if shape[0] == shape[1] else None)
+        if shape != want:
+            need = f"{want[1]}x{want[0]}" if want else "square"
+            raise UserError(f"{root} holds photos, not aligned face crops ({path.relative_to(root)} is "
+                            f"{shape[1]}x{shape[0]}, training needs {need} crops aligned as the runtime aligns "
+                            f"camera faces): run `edgeface data prepare {root} --out CROPS` and train on CROPS")
+
+
 @dataclass
 class CropSet:
     """Aligned crops in memory: images (N, H, W, 3) RGB uint8, integer labels and their names."""
@@ -157,11 +194,14 @@ class CropSet:
 
 
 def load_crops(root: str | os.PathLike, exclude: Iterable[str] = (), size: Optional[int] = None,
-               min_images: int = 1, workers: int = 4) -> CropSet:
+               min_images: int = 1, workers: int = 4, aligned_only: bool = False) -> CropSet:
     """Load an identity folder of aligned crops into memory (decoded once, reused every epoch).
 
     Identities with fewer than ``min_images`` images are dropped; images not of
     ``size`` x ``size`` are resized (crops from ``edgeface data prepare`` already are).
+    ``aligned_only``: a folder without ``edgeface data prepare``'s manifest must hold
+    ``size`` x ``size`` images (crops made elsewhere); photos of any other shape are a
+    :class:`UserError`, since resizing a photo does not align the face in it.
     """
     items = scan_identity_folder(root, exclude)
     counts: dict[str, int] = {}
@@ -173,19 +213,23 @@ def load_crops(root: str | os.PathLike, exclude: Iterable[str] = (), size: Optio
     names = sorted({p for p, _ in items})
     index = {n: i for i, n in enumerate(names)}
 
-    def load(path: Path) -> Optional[np.ndarray]:
+    def load(path: Path) -> tuple[Optional[np.ndarray], Optional[tuple[int, int]]]:
         try:
             img = read_image(path)
         except UnreadableImage:
-            return None
-        if size and img.shape[:2] != (size, size):
+            return None, None
+        shape = (int(img.shape[0]), int(img.shape[1]))
+        if size and shape != (size, size):
             import cv2
 
             img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-        return img
+        return img, shape
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        images = list(pool.map(load, [f for _, f in items]))
+        loaded = list(pool.map(load, [f for _, f in items]))
+    images = [img for img, _ in loaded]
+    if aligned_only and not (Path(root) / MANIFEST).is_file():
+        _check_crop_sizes(Path(root), [f for _, f in items], [shape for _, shape in loaded], size)
     keep = [i for i, im in enumerate(images) if im is not None]
     if not keep:
         raise UserError(f"no readable images in {root}")

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from edgeface.cpus import usable_cpus
-from edgeface.data.dataset import scan_identity_folder
+from edgeface.data.dataset import MANIFEST, scan_identity_folder
 from edgeface.errors import UserError
 
-MANIFEST = "manifest.jsonl"
 SKIP_LOG = "skipped.log"
 CROP_SUFFIX = ".png"  # lossless: training sees exactly what alignment produced
 MIN_SIZE, MAX_SIZE = 32, 1024  # below 32 px the 5 landmarks fall within a few pixels of each other

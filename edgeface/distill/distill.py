@@ -26,7 +26,7 @@ from typing import Any, Callable, ClassVar, Optional
 import keras
 import numpy as np
 
-from edgeface.data.dataset import read_people_file
+from edgeface.data.dataset import count_excluded, read_people_file
 from edgeface.distill import data as ddata
 from edgeface.distill.cache import EmbeddingCache
 from edgeface.distill.losses import LOSSES, DistillLoss, IdentityAccuracy, TeacherCosine
@@ -177,6 +177,7 @@ def load_distill_data(cfg: DistillConfig, teacher: Teacher,
 
     exclude = read_people_file(cfg.exclude_people) if cfg.exclude_people else set()
     items = ddata.scan_images(cfg.data, exclude)
+    excluded = count_excluded(cfg.data, exclude)
 
     def make_detector():
         return create_detector(cfg.detector, score_threshold=cfg.min_score, threads=1)
@@ -190,7 +191,7 @@ def load_distill_data(cfg: DistillConfig, teacher: Teacher,
         raise UserError(f"no faces found in {cfg.data}: {d.images} image(s), {d.no_face} without a detectable face, "
                         f"{d.unreadable} unreadable (distillation needs photographs with faces; try --detector full "
                         "for small or distant faces)")
-    return d, stats, len(exclude)
+    return d, stats, excluded
 
 
 def dataset_hash(d: ddata.DistillData, root: Path) -> str:
@@ -390,7 +391,8 @@ def distill(config: DistillConfig, progress: Optional[loop.ProgressFn] = None,
 
     keras.utils.set_random_seed(cfg.seed)
     y = targets(teacher_unit, d.labels)
-    train_seq = tdata.ArraySequence(d.crops[train_idx], y[train_idx], cfg.batch_size, shuffle=True, seed=cfg.seed)
+    train_seq = tdata.ArraySequence(d.crops[train_idx], y[train_idx], cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                    epoch=int(state["epoch"]))
     val_seq = tdata.ArraySequence(d.crops[val_idx], y[val_idx], cfg.batch_size) if has_val else None
     train_crops = train_seq.x  # the sequence's copy; 12k LFW crops are 0.45 GB, no need for a second one
 

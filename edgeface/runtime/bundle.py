@@ -44,6 +44,37 @@ def default_bundle_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "models" / "default"
 
 
+def _malformed(path: Path, what: str) -> UserError:
+    return UserError(f"{path} is malformed: {what}; re-run `edgeface export` (or restore the bundle's manifest)")
+
+
+def check_manifest_shape(manifest: dict, path: Path) -> None:
+    """A :class:`UserError` for a manifest whose parts are not what every reader of it indexes.
+
+    A hand-edited or truncated-then-patched manifest otherwise fails later as a KeyError or
+    AttributeError deep in ``info``, ``run`` or ``flash``.  File paths must stay inside the bundle.
+    """
+    for key in ("model", "threshold", "alignment", "provenance"):
+        if key in manifest and not isinstance(manifest[key], dict):
+            raise _malformed(path, f"'{key}' must be an object, found {type(manifest[key]).__name__}")
+    cosine = manifest.get("threshold", {}).get("cosine")
+    if cosine is not None and (isinstance(cosine, bool) or not isinstance(cosine, (int, float))):
+        raise _malformed(path, f"threshold.cosine must be a number, found {cosine!r}")
+    for key, required in (("files", ("format", "path", "sha256")), ("detectors", ("kind", "path", "sha256"))):
+        entries = manifest.get(key, [])
+        if not isinstance(entries, list):
+            raise _malformed(path, f"'{key}' must be a list, found {type(entries).__name__}")
+        for n, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise _malformed(path, f"{key}[{n}] must be an object, found {type(entry).__name__}")
+            for field_name in required:
+                if not isinstance(entry.get(field_name), str):
+                    raise _malformed(path, f"{key}[{n}] has no '{field_name}' string")
+            rel = Path(entry["path"])
+            if rel.is_absolute() or ".." in rel.parts:
+                raise _malformed(path, f"{key}[{n}].path {entry['path']!r} points outside the bundle")
+
+
 @dataclass
 class Bundle:
     """A loaded manifest and the folder it describes."""
@@ -68,10 +99,13 @@ class Bundle:
             manifest = json.loads(manifest_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise UserError(f"{manifest_path} is not valid JSON ({exc}); re-run `edgeface export`") from None
+        if not isinstance(manifest, dict):
+            raise _malformed(manifest_path, f"a JSON object was expected, found a {type(manifest).__name__}")
         version = manifest.get("schema_version")
         if version != SCHEMA_VERSION:
             raise UserError(f"{manifest_path} has schema version {version!r}; this edgeface reads version "
                             f"{SCHEMA_VERSION}: re-export the bundle or upgrade edgeface")
+        check_manifest_shape(manifest, manifest_path)
         return cls(root=root, manifest=manifest)
 
     @property

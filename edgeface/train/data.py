@@ -77,17 +77,28 @@ class ArraySequence(keras.utils.PyDataset):
     batch is dropped (each epoch sees a new order, so no image is lost for good):
     a tiny last batch gives noisy BatchNorm statistics and can leave a replica
     empty under a distribution strategy.
+
+    Each order is a function of (``seed``, epoch count), and ``epoch`` is where the
+    count starts: a run resumed at epoch k (``epoch=k``) sees the orders the
+    uninterrupted run would have, not the first epochs' orders again.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False, seed: int = 0):
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False, seed: int = 0,
+                 epoch: int = 0):
         super().__init__(workers=1, use_multiprocessing=False)
         if len(x) != len(y):
             raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
         self.x, self.y = x, y
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
-        self._rng = np.random.default_rng(seed)
-        self._order = self._rng.permutation(len(x)) if shuffle else np.arange(len(x))
+        self.seed = int(seed)
+        self._epoch = int(epoch)
+        self._order = self._order_for(self._epoch)
+
+    def _order_for(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.x))
+        return np.random.default_rng((self.seed % 2**32, epoch)).permutation(len(self.x))
 
     def __len__(self) -> int:
         n = len(self.x)
@@ -105,5 +116,5 @@ class ArraySequence(keras.utils.PyDataset):
         return self.x[idx].astype(np.float32), self.y[idx]
 
     def on_epoch_end(self) -> None:
-        if self.shuffle:
-            self._order = self._rng.permutation(len(self.x))
+        self._epoch += 1
+        self._order = self._order_for(self._epoch)

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Optional
 import keras
 import numpy as np
 
-from edgeface.data.dataset import CropSet, load_crops, read_people_file
+from edgeface.data.dataset import CropSet, count_excluded, load_crops, read_people_file
 from edgeface.errors import UserError
 from edgeface.train import data as tdata
 from edgeface.train import loop
@@ -145,7 +145,9 @@ class _Data:
 def load_training_data(cfg: TrainConfig) -> _Data:
     """Crops of DATA (minus excluded people) and the validation set: a folder, a split, or none."""
     exclude = read_people_file(cfg.exclude_people) if cfg.exclude_people else set()
-    crops = load_crops(cfg.data, exclude=exclude, size=cfg.input_size, min_images=cfg.min_images)
+    excluded = count_excluded(cfg.data, exclude)
+    crops = load_crops(cfg.data, exclude=exclude, size=cfg.input_size, min_images=cfg.min_images,
+                       aligned_only=True)
     if crops.num_classes < 2:
         raise UserError(f"{cfg.data} has {crops.num_classes} identity after exclusions and --min-images: "
                         "a classifier needs at least 2 (better hundreds)")
@@ -156,18 +158,18 @@ def load_training_data(cfg: TrainConfig) -> _Data:
             raise UserError(f"--val-split {cfg.val_split} holds out nothing: every identity has one image")
         split = {"seed": cfg.seed, "fraction": cfg.val_split,
                  "val": [str(Path(p).relative_to(cfg.data)) for p in np.array(crops.paths, dtype=object)[held]]}
-        return _Data(tdata.subset(crops, tr), tdata.subset(crops, held), None, len(exclude),
+        return _Data(tdata.subset(crops, tr), tdata.subset(crops, held), None, excluded,
                      f"{cfg.val_split:g} of each identity's images", digest, split)
     if cfg.val is not None:
-        other = load_crops(cfg.val, exclude=exclude, size=cfg.input_size)
+        other = load_crops(cfg.val, exclude=exclude, size=cfg.input_size, aligned_only=True)
         labels, known = tdata.map_labels(other, crops.class_names)
         val = CropSet(other.images[known], labels[known], crops.class_names,
                       [p for p, k in zip(other.paths, known) if k])
         unseen = tdata.subset(other, np.flatnonzero(~known)) if (~known).any() else None
         if not len(val) and unseen is None:
             raise UserError(f"no usable validation images in {cfg.val}")
-        return _Data(crops, val if len(val) else None, unseen, len(exclude), str(cfg.val), digest)
-    return _Data(crops, None, None, len(exclude), "none", digest)
+        return _Data(crops, val if len(val) else None, unseen, excluded, str(cfg.val), digest)
+    return _Data(crops, None, None, excluded, "none", digest)
 
 
 # --------------------------------------------------------------------------- model
@@ -331,7 +333,8 @@ def train(config: TrainConfig, progress: Optional[loop.ProgressFn] = None) -> Tr
     keras.utils.set_random_seed(cfg.seed)
     strategy = _strategy(cfg.distribute)
     chief = strategy is None or _is_chief(strategy)
-    train_seq = tdata.ArraySequence(d.train.images, d.train.labels, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    train_seq = tdata.ArraySequence(d.train.images, d.train.labels, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                    epoch=int(state["epoch"]))
     val_seq = (tdata.ArraySequence(d.val.images, d.val.labels, cfg.batch_size)
                if d.val is not None and len(d.val) else None)
 
