@@ -14,9 +14,11 @@ same table.  Nothing is ever installed from here.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -310,21 +312,28 @@ class CompileResult:
 
 
 def run_compiler(model_path: Path, out_dir: Path, compiler: str, timeout: float = 300.0) -> CompileResult:
-    """Compile one file; the output is ``<stem>_edgetpu.tflite`` in ``out_dir``."""
-    cmd = [compiler, "-s", "-o", str(out_dir), str(model_path)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return CompileResult(None, None, f"{COMPILER} did not finish in {timeout:.0f} s")
-    except OSError as exc:
-        return CompileResult(None, None, f"cannot run {COMPILER}: {exc.strerror}")
-    log_text = proc.stdout
-    log_file = out_dir / f"{model_path.stem}_edgetpu.log"
-    if log_file.is_file():
-        log_text += "\n" + log_file.read_text(errors="replace")
-        log_file.unlink()
-    compiled = out_dir / f"{model_path.stem}_edgetpu.tflite"
-    if proc.returncode != 0 or not compiled.is_file():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()
-        return CompileResult(None, None, f"{COMPILER} failed: {tail[-1] if tail else f'exit {proc.returncode}'}")
+    """Compile one file; the output is ``<stem>_edgetpu.tflite`` in ``out_dir``.
+
+    The compiler writes into a scratch folder and only a finished file moves to ``out_dir``: a run that
+    fails or times out part way leaves nothing behind (its partial file would otherwise ship, unlisted).
+    """
+    with tempfile.TemporaryDirectory(prefix=".edgetpu-", dir=out_dir) as scratch_name:
+        scratch = Path(scratch_name)
+        cmd = [compiler, "-s", "-o", str(scratch), str(model_path)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return CompileResult(None, None, f"{COMPILER} did not finish in {timeout:.0f} s")
+        except OSError as exc:
+            return CompileResult(None, None, f"cannot run {COMPILER}: {exc.strerror}")
+        log_text = proc.stdout
+        log_file = scratch / f"{model_path.stem}_edgetpu.log"
+        if log_file.is_file():
+            log_text += "\n" + log_file.read_text(errors="replace")
+        produced = scratch / f"{model_path.stem}_edgetpu.tflite"
+        if proc.returncode != 0 or not produced.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()
+            return CompileResult(None, None, f"{COMPILER} failed: {tail[-1] if tail else f'exit {proc.returncode}'}")
+        compiled = out_dir / produced.name
+        os.replace(produced, compiled)
     return CompileResult(compiled, parse_compiler_log(log_text))

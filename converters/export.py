@@ -12,7 +12,10 @@ end, so a crash never leaves a half-written bundle.
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -32,6 +35,7 @@ from edgeface.data.dataset import read_people_file
 from edgeface.errors import UserError
 from edgeface.fileio import umask_mode
 from edgeface.runtime.bundle import MANIFEST_NAME
+from edgeface.runtime.detector import DETECTORS
 
 OK, FAILED_VERIFICATION, FAILED = "ok", "failed_verification", "failed"
 STATUS_SYMBOL = {OK: "✅", FAILED_VERIFICATION: "❎", FAILED: "❌"}
@@ -154,10 +158,33 @@ def _check_out_dir(out: Path) -> None:
         raise UserError(f"output folder is not writable: {out} (check permissions or choose another --out)")
 
 
-def _default_calib(model: Path) -> Optional[Path]:
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+def check_bundle_name(name: str, what: str = "--name") -> None:
+    """Bundle file names are ``NAME_<format>.tflite`` inside the bundle: NAME must be a plain file-name stem."""
+    if not _NAME.fullmatch(name) or ".." in name or len(name) > 100:
+        raise UserError(f"{what} {name!r} cannot name the bundle's files: use letters, digits and . _ + - "
+                        "(no path separators, no leading dot)")
+
+
+def _default_calib(model: Path) -> tuple[Optional[Path], Optional[str]]:
+    """The training data of ``model`` (from its train.json) and the people file training left out, if any.
+
+    The people left out of training are left out of calibration too: they are usually an evaluation fold,
+    and calibrating on them would tune int8 to the faces it is then judged on.
+    """
     summary = mf.train_summary(model) or {}
-    root = (summary.get("dataset") or {}).get("root")
-    return Path(root) if root and Path(root).is_dir() else None
+    dataset = summary.get("dataset") or {}
+    # "path" and "exclude_people_path" are absolute (runs since 2026-12); older runs recorded what was typed
+    root = dataset.get("path") or dataset.get("root")
+    exclude = dataset.get("exclude_people_path") or summary.get("exclude_people")
+    if not root or not Path(root).is_dir():
+        return None, None
+    if exclude and not Path(exclude.rsplit(":", 1)[0] if exclude.rsplit(":", 1)[-1].isdigit() else exclude).is_file():
+        raise UserError(f"{model} was trained without the people in {exclude}, which is not found from here: pass "
+                        "--calib DIR (and --calib-exclude-people FILE to keep those people out of calibration)")
+    return Path(root), exclude
 
 
 def check_config(cfg: ExportConfig) -> list[ExportFormat]:
@@ -173,8 +200,15 @@ def check_config(cfg: ExportConfig) -> list[ExportFormat]:
         raise UserError(f"--verify-count must be at least 1 (got {cfg.verify_count})")
     if not 0.0 < cfg.far < 1.0:
         raise UserError(f"--far must be between 0 and 1 (got {cfg.far})")
-    if cfg.max_drop < 0:
-        raise UserError(f"--max-drop must be >= 0 percentage points (got {cfg.max_drop})")
+    # NaN passes every comparison: --max-drop nan would switch the accuracy budget off (and write NaN, not JSON)
+    if not (math.isfinite(cfg.max_drop) and cfg.max_drop >= 0):
+        raise UserError(f"--max-drop must be a finite number >= 0 percentage points (got {cfg.max_drop})")
+    check_bundle_name(cfg.name if cfg.name is not None else cfg.model.stem, "--name" if cfg.name is not None else
+                      "the model's file name (pass --name)")
+    if cfg.detector != "haar" and cfg.detector not in DETECTORS:
+        raise UserError(f"unknown detector {cfg.detector!r}: choose one of {', '.join([*DETECTORS, 'haar'])}")
+    if cfg.per_tensor and not any(f.name == "int8" or f.edgetpu for f in formats):
+        raise UserError("--per-tensor sets the int8 weights' scales: add int8 or edgetpu to --formats, or drop it")
     if (cfg.pairs is None) != (cfg.images is None):
         raise UserError("--pairs and --images go together: the pairs file and the folder of its images")
     if cfg.pairs is not None and not cfg.pairs.is_file():
@@ -182,7 +216,9 @@ def check_config(cfg: ExportConfig) -> list[ExportFormat]:
     if cfg.images is not None and not cfg.images.is_dir():
         raise UserError(f"images folder not found: {cfg.images}")
     if cfg.calib is None:
-        cfg.calib = _default_calib(cfg.model)
+        cfg.calib, trained_without = _default_calib(cfg.model)
+        if cfg.calib_exclude_people is None and trained_without:
+            cfg.calib_exclude_people = trained_without
         if cfg.calib is None:
             raise UserError("--calib DIR is required: face images (DIR/<person>/<image>, raw photos or aligned "
                             "crops) to calibrate int8 and to verify every exported file")
@@ -350,14 +386,17 @@ def _run_auto_mixed(ctx: _Context, int8: FormatResult, progress: Callable[[str],
     return result, mixed, graph
 
 
-def _finish_bundle(work: Path, out: Path) -> None:
+def _finish_bundle(work: Path, out: Path) -> list[str]:
     """Move the finished bundle into place; an older bundle at ``out`` is replaced only now.
+
+    Files of the older bundle that its manifest does not list are carried over; their names are returned.
 
     ``out`` is resolved and ``work`` was made in its parent, so both renames stay on one filesystem.
     """
     # mkdtemp made the folder 0700: a bundle is meant for others too (a service user on the board, a
     # colleague), so it gets the mode a plain mkdir would have given it.
     os.chmod(work, umask_mode(0o777))
+    kept = _carry_over_unlisted(out, work)
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -378,6 +417,30 @@ def _finish_bundle(work: Path, out: Path) -> None:
         raise UserError(f"cannot move the new bundle into place at {out}: {exc.strerror}{restored}") from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    return kept
+
+
+def _carry_over_unlisted(out: Path, work: Path) -> list[str]:
+    """Copy into the new bundle what a user put into the old one (files its manifest does not list: a
+    gallery, notes); what the old manifest lists is the old export's and is replaced.  Returns their names."""
+    if not (out / MANIFEST_NAME).is_file():
+        return []
+    try:
+        manifest = json.loads((out / MANIFEST_NAME).read_text())
+        listed = {Path(e["path"]).parts[0] for key in ("files", "detectors") for e in manifest.get(key, [])}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return []  # a manifest this export cannot read: nothing is known to be the user's, keep nothing
+    kept = []
+    for entry in sorted(out.iterdir()):
+        if (entry.name in listed or entry.name == MANIFEST_NAME or entry.name.startswith(".")
+                or (work / entry.name).exists()):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, work / entry.name, symlinks=True)
+        else:
+            shutil.copy2(entry, work / entry.name, follow_symlinks=False)
+        kept.append(entry.name)
+    return kept
 
 
 def export_bundle(cfg: ExportConfig, progress: Progress = None) -> ExportResult:
@@ -508,7 +571,9 @@ def export_bundle(cfg: ExportConfig, progress: Progress = None) -> ExportResult:
         )
         mf.write_manifest(work, manifest)
         step("writing the bundle")
-        _finish_bundle(work, out)
+        kept = _finish_bundle(work, out)
+        if kept:
+            notes.append(f"kept from the bundle this export replaced (not model files): {', '.join(kept)}")
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

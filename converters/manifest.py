@@ -110,9 +110,15 @@ def train_summary(model_path: Path) -> Optional[dict]:
         summary["seed"] = config["seed"]  # with the dataset hash, what a re-run needs to reproduce the model
     ds = data.get("dataset")
     if isinstance(ds, dict):
-        summary["dataset"] = {k: ds[k] for k in ("root", "sha256", "num_classes", "images") if k in ds}
-        if isinstance(ds.get("excluded_people"), list):
-            summary["dataset"]["excluded_people"] = len(ds["excluded_people"])
+        summary["dataset"] = {k: ds[k] for k in ("root", "path", "sha256", "num_classes", "images",
+                                                 "exclude_people_path") if ds.get(k) is not None}
+        excluded = ds.get("excluded_people")
+        if isinstance(excluded, list):
+            summary["dataset"]["excluded_people"] = len(excluded)
+        elif isinstance(excluded, int):
+            summary["dataset"]["excluded_people"] = excluded
+    if isinstance(config, dict) and config.get("exclude_people"):
+        summary["exclude_people"] = config["exclude_people"]  # as typed; dataset.exclude_people_path is absolute
     return summary
 
 

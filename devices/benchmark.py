@@ -259,6 +259,11 @@ def run_benchmark(cfg: BenchmarkConfig, progress: Progress = None) -> dict:
         if not video_specs:
             raise UserError("--video runs the whole pipeline, which needs a bundle folder (detector + model), "
                             "not a lone .tflite file")
+        from edgeface.runtime.capture import parse_source
+
+        kind = parse_source(str(cfg.video)).kind
+        if kind != "video":  # found now, not after every latency run
+            raise UserError(f"--video {cfg.video}: not a video file (got a {kind} source)")
     pairs = None
     if cfg.pairs:
         from edgeface.evaluate.pairs import PairImages, read_pairs

@@ -72,3 +72,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = False
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def check_writable_file(path: str | os.PathLike, option: str) -> None:
+    """A :class:`~edgeface.errors.UserError` now, for an output file that could not be written later.
+
+    For outputs written at the end of long work (a benchmark's CSV, a plot): the mistake is found before
+    the minutes of measuring, not after.
+    """
+    from edgeface.errors import UserError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a folder: give a file name")
+    probe = path.resolve().parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{option} {path}: cannot create it, {probe} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"{option} {path}: not writable (check permissions or choose another path)")

@@ -17,6 +17,7 @@ from edgeface.cli import app
 from edgeface.devices.bench_worker import latency_stats
 from edgeface.devices.benchmark import board_warnings, expand_models, parse_threads
 from edgeface.errors import UserError
+from edgeface.runtime.bundle import default_bundle_dir
 
 runner = CliRunner()
 
@@ -206,6 +207,22 @@ def test_bad_reference_csv_fails_before_anything_is_measured(tmp_path, no_timing
     ref.write_text("model,format,threads,p50_ms\nm,tflite,one,2.0\n")
     assert f"{ref}:2: threads and p50_ms must be numbers" in one_error_line(
         invoke(["benchmark", model, "--threads", "1", "--reference", ref]))
+    assert no_timing == []
+
+
+def test_unwritable_outputs_and_a_wrong_video_fail_before_anything_is_measured(tmp_path, no_timing, media_dir):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"not read: nothing is measured")
+    (tmp_path / "afile").write_text("a file, not a folder\n")
+    for args, message in [
+        (["--csv", tmp_path / "afile" / "x.csv"], f"--csv {tmp_path}/afile/x.csv: cannot create it, "
+                                                  f"{tmp_path}/afile is a file"),
+        (["--plot", tmp_path / "afile" / "p.png"], f"--plot {tmp_path}/afile/p.png: cannot create it"),
+    ]:
+        assert message in one_error_line(invoke(["benchmark", model, "--threads", "1", *args]))
+    bundle = default_bundle_dir()
+    line = one_error_line(invoke(["benchmark", bundle, "--threads", "1", "--video", media_dir / "obama.jpg"]))
+    assert line == f"error: --video {media_dir / 'obama.jpg'}: not a video file (got a image source)"
     assert no_timing == []
 
 

@@ -111,3 +111,22 @@ def test_a_malformed_manifest_is_one_line_for_info_and_run(edit, message, tmp_pa
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0] == f"error: {tmp_path / 'manifest.json'} is malformed: {message}; re-run " \
             "`edgeface export` (or restore the bundle's manifest)", (args, result.stderr)
+
+
+def test_info_shows_hand_edited_fields_as_they_are(tmp_path):
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle_dir(), bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["model"]["width"] = "wide"
+    manifest["files"][0].update(cosine_min="high", accuracy=None, input="uint8")
+    manifest["threshold"]["far"] = "1%"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(app, ["info", str(bundle)])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())
+    assert "width 'wide'" in out and "FAR '1%'" in out  # the table's cells wrap in a narrow terminal
+    missing = CliRunner().invoke(app, ["info", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and missing.stderr.strip() == f"error: bundle not found: {tmp_path / 'nope'} (a " \
+        "folder written by `edgeface export`)"

@@ -217,6 +217,27 @@ def test_compiler_report_counts_each_op_once(tmp_path, write_log):
     assert not (out / "model_full_integer_quant_edgetpu.log").exists()  # read, then removed
 
 
+@pytest.mark.parametrize("timeout", [False, True])
+def test_a_compiler_that_fails_part_way_leaves_no_file(tmp_path, timeout):
+    from edgeface.converters.edgetpu import run_compiler
+
+    model = tmp_path / "model_full_integer_quant.tflite"
+    model.write_bytes(b"model")
+    out = tmp_path / "out"
+    out.mkdir()
+    script = tmp_path / "edgetpu_compiler"
+    # writes part of its output, then dies (out of memory) or hangs
+    end = "sleep 30" if timeout else "echo 'ERROR: out of memory' >&2; exit 1"
+    script.write_text('#!/bin/sh\nout="$3"; stem=$(basename "$4" .tflite)\n'
+                      f'head -c 1000 /dev/zero > "$out/$stem"_edgetpu.tflite\n{end}\n')
+    script.chmod(0o755)
+    result = run_compiler(model, out, str(script), timeout=1.0 if timeout else 60.0)
+    assert result.path is None
+    assert result.error == ("edgetpu_compiler did not finish in 1 s" if timeout else
+                            "edgetpu_compiler failed: ERROR: out of memory")
+    assert list(out.iterdir()) == []
+
+
 def test_compiler_log_file_alone_sums_its_rows():
     report = parse_compiler_log(COMPILER_LOG_FILE)
     assert (report.tpu_ops, report.cpu_ops) == (66, 2) and len(report.rows) == 8
@@ -811,3 +832,56 @@ def test_failed_final_rename_puts_the_previous_bundle_back(tmp_path, monkeypatch
         ex._finish_bundle(work, out)
     assert (out / "manifest.json").read_text() == "old" and [p.name for p in tmp_path.iterdir()] != []
     assert not [p for p in tmp_path.iterdir() if ".old-" in p.name]
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["--name", "../evil"], r"--name '\.\./evil' cannot name the bundle's files"),
+    (["--name", "/tmp/x"], r"--name '/tmp/x' cannot name the bundle's files"),
+    (["--max-drop", "nan"], r"--max-drop must be a finite number >= 0 percentage points \(got nan\)"),
+    (["--detector", "bogus"], r"unknown detector 'bogus'"),
+    (["--formats", "fp32", "--per-tensor"], r"--per-tensor sets the int8 weights' scales"),
+])
+def test_bad_export_options_write_nothing(tiny_model_and_crops, tmp_path, args, pattern):
+    model, crops = tiny_model_and_crops
+    result = runner.invoke(app, ["export", str(model), "--calib", str(crops), "--out", str(tmp_path / "b"), *args])
+    _one_error_line(result, pattern)
+    assert list(tmp_path.iterdir()) == []  # no bundle, and nothing written beside it
+
+
+def test_re_export_keeps_the_users_files_and_drops_the_old_models(tiny_model_and_crops, tmp_path):
+    model, crops = tiny_model_and_crops
+    out = tmp_path / "bundle"
+    result, _ = _tiny_export(model, crops, out, "--formats", "fp32,fp16")
+    assert result.exit_code == 0, result.output
+    (out / "people.npz").write_bytes(b"a gallery enrolled on the board")
+    (out / "notes").mkdir()
+    (out / "notes" / "a.txt").write_text("mine\n")
+    result, _ = _tiny_export(model, crops, out, "--formats", "fp32")
+    assert result.exit_code == 0, result.output
+    assert (out / "people.npz").read_bytes() == b"a gallery enrolled on the board"
+    assert (out / "notes" / "a.txt").read_text() == "mine\n"
+    assert not list(out.glob("*float16*"))  # listed by the old manifest: the old export's, replaced
+    assert "kept from the bundle this export replaced (not model files): notes, people.npz" in \
+        json.loads(result.stdout)["notes"]
+
+
+def test_default_calibration_leaves_out_the_people_training_left_out(tiny_model_and_crops, tmp_path, monkeypatch):
+    model, crops = tiny_model_and_crops
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(model, run / "model.keras")
+    people = tmp_path / "people.txt"
+    people.write_text("p0\np1\n")
+    monkeypatch.chdir(tmp_path / "run")  # train.json's paths are absolute: export runs from anywhere
+    (run / "train.json").write_text(json.dumps({
+        "config": {"seed": 0, "exclude_people": "../people.txt"},
+        "dataset": {"root": "crops", "path": str(crops), "exclude_people_path": str(people)}}))
+    result = runner.invoke(app, ["export", "model.keras", "--calib-count", "2", "--verify-count", "2",
+                                 "--formats", "fp32", "--out", str(tmp_path / "b"), "--json"])
+    assert result.exit_code == 0, result.output
+    calibration = json.loads(result.stdout)["calibration"]
+    assert calibration["excluded_people"] == 2 and calibration["identities"] == 2
+    people.unlink()
+    _one_error_line(runner.invoke(app, ["export", "model.keras", "--formats", "fp32", "--out", str(tmp_path / "c")]),
+                    r"model\.keras was trained without the people in .*people\.txt, which is not found from here: "
+                    r"pass --calib DIR")

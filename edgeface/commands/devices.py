@@ -12,6 +12,7 @@ import typer
 from edgeface.commands.errors import user_errors
 from edgeface.console import console
 from edgeface.errors import UserError
+from edgeface.fileio import check_writable_file
 
 devices_app = typer.Typer(help="Board profiles: list them, detect a board's.", no_args_is_help=True)
 
@@ -371,13 +372,10 @@ def benchmark_cmd(
     from edgeface.console import progress_bar
     from edgeface.devices.benchmark import (
         BenchmarkConfig,
-        board_line,
         check_plot_support,
         load_reference,
         parse_threads,
-        result_rows,
         run_benchmark,
-        video_rows,
         write_csv,
         write_plot,
     )
@@ -387,6 +385,9 @@ def benchmark_cmd(
         if plot.suffix.lower() != ".png":
             raise UserError(f"--plot {plot}: the chart is a PNG file; name it .png")
         check_plot_support()
+        check_writable_file(plot, "--plot")
+    if csv_out is not None:
+        check_writable_file(csv_out, "--csv")
     if profile is not None:
         get_profile(profile)
     if delegate not in (None, "edgetpu", "cpu"):
@@ -415,13 +416,28 @@ def benchmark_cmd(
             raise UserError("nothing to benchmark: give .tflite files or bundle folders (or --target BOARD)")
         with progress_bar("benchmarking", disable=as_json) as advance:
             reports = [run_benchmark(cfg, progress=advance)]
-    if csv_out is not None:
-        write_csv(reports, csv_out)
-    if plot is not None:
-        write_plot(reports, plot)
+    written: list[tuple[str, Path]] = []
+    write_error = None
+    for path, what, writer in ((csv_out, "CSV", write_csv), (plot, "plot", write_plot)):
+        if path is None:
+            continue
+        try:
+            writer(reports, path)
+            written.append((what, path))
+        except OSError as exc:  # e.g. the disk filled while measuring: the results are still shown, then this
+            write_error = f"cannot write the {what} {exc.filename or path}: {exc.strerror}"
+            break
     if as_json:
         typer.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
-        return
+    else:
+        _print_benchmark(reports, tolerance, written)
+    if write_error:
+        raise UserError(write_error)
+
+
+def _print_benchmark(reports: list[dict], tolerance: float, written: list[tuple[str, Path]]) -> None:
+    from edgeface.devices.benchmark import board_line, result_rows, video_rows
+
     for rep in reports:
         console.print(f"[bold]{rep.get('label') or rep['board'].get('hostname')}[/]: {board_line(rep)}",
                       highlight=False)
@@ -436,9 +452,8 @@ def benchmark_cmd(
     flagged = [r for rep in reports for r in rep["results"] if r.get("flag") in ("slower", "faster")]
     if flagged:
         console.print(f"[yellow]{len(flagged)} result(s) outside ±{tolerance:.0%} of the reference[/]")
-    for path, what in ((csv_out, "CSV"), (plot, "plot")):
-        if path is not None:
-            console.print(f"{what} written to {path}")
+    for what, path in written:
+        console.print(f"{what} written to {path}")
 
 
 # --- devices group --------------------------------------------------------------------------

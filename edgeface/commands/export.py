@@ -30,7 +30,7 @@ def print_summary(result, pairs: bool) -> None:
                _fmt(r.cosine.cosine_mean if r.cosine else None, ".4f")]
         if pairs:
             row += [_fmt(100 * r.accuracy if r.accuracy is not None else None, ".2f"),
-                    _fmt(-r.accuracy_drop_pt if r.accuracy_drop_pt is not None else None, "+.2f")]
+                    _fmt(0.0 - r.accuracy_drop_pt if r.accuracy_drop_pt is not None else None, "+.2f")]
         row += [f"{r.seconds:.1f}"]
         rows.append(row)
     title = f"edgeface export -> {result.bundle}"

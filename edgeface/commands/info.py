@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -36,11 +36,23 @@ def bundle_report(bundle) -> dict:
             "total_bytes": sum(f["size_on_disk"] for f in files + detectors), "manifest": bundle.manifest}
 
 
-def _io(spec: Optional[dict]) -> str:
+def _num(value: Any, spec: str, scale: float = 1.0) -> str:
+    """A manifest number formatted, "-" when absent; anything else shown as it is (a hand-edited field
+    must not stop the report that would show it)."""
+    if value is None:
+        return "-"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value * scale, spec)
+    return repr(value)
+
+
+def _io(spec: Any) -> str:
     """dtype, with scale/zero point when quantized (shapes are in --json)."""
     if not spec:
         return "-"
-    q = f" ({spec.get('scale', 0):.3g},{spec.get('zero_point', 0)})" if spec.get("scale") else ""
+    if not isinstance(spec, dict):
+        return repr(spec)
+    q = f" ({_num(spec.get('scale'), '.3g')},{spec.get('zero_point', 0)})" if spec.get("scale") else ""
     return f"{spec.get('dtype')}{q}"
 
 
@@ -66,7 +78,8 @@ def info_cmd(
     model = m.get("model", {})
     stdout.print(f"bundle {report['path']}  (schema {m.get('schema_version')}, edgeface "
                   f"{m.get('edgeface_version')}, created {m.get('created')})")
-    width = width_label(float(model.get("width", 1.0)))
+    raw_width = model.get("width", 1.0)
+    width = width_label(float(raw_width)) if isinstance(raw_width, (int, float)) else f" width {raw_width!r}"
     stdout.print(f"model {model.get('name')} ({model.get('arch')}{width}): {model.get('embedding_dim')}-d embedding, "
                   f"{model.get('input_size')}x{model.get('input_size')} {model.get('color_order')} "
                   f"{model.get('input_range')}, {model.get('normalization')}")
@@ -75,15 +88,14 @@ def info_cmd(
         acc = f.get("accuracy")
         rows.append([f["format"], f["path"], f"{f['size_on_disk'] / 1e6:.2f}", f["checksum"],
                      "yes" if f.get("verified", True) else "no", _io(f.get("input")), _io(f.get("output")),
-                     f"{f['cosine_min']:.4f}" if f.get("cosine_min") is not None else "-",
-                     f"{100 * acc:.2f}" if acc is not None else "-"])
+                     _num(f.get("cosine_min"), ".4f"), _num(acc, ".2f", 100)])
     print_table("files", ["Format", "File", "MB", "SHA-256", "Verified", "In", "Out", "Cosine min", "Acc %"], rows)
     if report["detectors"]:
         print_table("detectors", ["Kind", "File", "MB", "SHA-256", "License"],
                     [[d["kind"], d["path"], f"{d['size_on_disk'] / 1e6:.2f}", d["checksum"], d.get("license", "")]
                      for d in report["detectors"]])
     th = m.get("threshold", {})
-    far = f", FAR {th['far']:g}" if th.get("far") else ""
+    far = f", FAR {_num(th['far'], 'g')}" if th.get("far") else ""
     stdout.print(f"match threshold: cosine {th.get('cosine')} ({th.get('source')}{far})")
     prov = m.get("provenance", {})
     stdout.print(f"source: {prov.get('source_model')} sha256 {str(prov.get('source_sha256', ''))[:16]}..., "

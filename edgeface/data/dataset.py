@@ -54,6 +54,17 @@ def count_excluded(root: str | os.PathLike, exclude: set[str], option: str = "--
     return found
 
 
+def resolved_people_spec(spec: Optional[str]) -> Optional[str]:
+    """``FILE[:FOLD]`` with FILE made absolute (for records read later from another folder)."""
+    if not spec:
+        return None
+    text, fold = str(spec), ""
+    if ":" in text and text.rsplit(":", 1)[1].isdigit():
+        text, fold = text.rsplit(":", 1)
+        fold = f":{fold}"
+    return f"{Path(text).resolve()}{fold}"
+
+
 def read_people_file(spec: str | os.PathLike) -> set[str]:
     """Names from a people file.
 

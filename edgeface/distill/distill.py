@@ -26,7 +26,7 @@ from typing import Any, Callable, ClassVar, Optional
 import keras
 import numpy as np
 
-from edgeface.data.dataset import count_excluded, read_people_file
+from edgeface.data.dataset import count_excluded, read_people_file, resolved_people_spec
 from edgeface.distill import data as ddata
 from edgeface.distill.cache import EmbeddingCache
 from edgeface.distill.losses import LOSSES, DistillLoss, IdentityAccuracy, TeacherCosine
@@ -476,7 +476,9 @@ def _train_json(cfg: DistillConfig, d: ddata.DistillData, teacher: Teacher, outc
                  "labels": cfg.labels,
                  "head": {"name": cfg.head, **dataclasses.asdict(margins)} if margins else None,
                  "projection": cfg.embedding_dim != teacher.dim},
-        "dataset": {"root": str(cfg.data), "sha256": dataset_hash(d, cfg.data), "num_classes": len(d.class_names),
+        "dataset": {"root": str(cfg.data), "path": str(cfg.data.resolve()),
+                    "exclude_people_path": resolved_people_spec(cfg.exclude_people),
+                    "sha256": dataset_hash(d, cfg.data), "num_classes": len(d.class_names),
                     "images": result.data["images"], "faces": len(d), "train_images": result.train_images,
                     "val_images": result.val_images, "excluded_people": result.data["excluded_people"],
                     **{k: result.data[k] for k in ("no_face", "unreadable", "multiple_faces")}},

@@ -89,6 +89,8 @@ class Bundle:
         if root.is_file() and root.name == MANIFEST_NAME:
             root = root.parent
         manifest_path = root / MANIFEST_NAME
+        if path is not None and not root.exists():
+            raise UserError(f"bundle not found: {root} (a folder written by `edgeface export`)")
         if not manifest_path.is_file():
             if path is None:
                 raise UserError("no default model bundle is installed: pass --model BUNDLE_DIR "

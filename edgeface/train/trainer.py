@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Optional
 import keras
 import numpy as np
 
-from edgeface.data.dataset import CropSet, count_excluded, load_crops, read_people_file
+from edgeface.data.dataset import CropSet, count_excluded, load_crops, read_people_file, resolved_people_spec
 from edgeface.errors import UserError
 from edgeface.train import data as tdata
 from edgeface.train import loop
@@ -403,7 +403,9 @@ def _train_json(cfg: TrainConfig, d: _Data, outcome: loop.FitOutcome, result: Tr
         "model": {"arch": cfg.arch, "width": cfg.width, "embedding_dim": cfg.embedding_dim,
                   "input_size": cfg.input_size, "file": result.model_path.name},
         "head": {"name": cfg.head, **(dataclasses.asdict(margins) if margins else {})},
-        "dataset": {"root": str(cfg.data), "sha256": d.dataset_hash, "num_classes": d.train.num_classes,
+        "dataset": {"root": str(cfg.data), "path": str(cfg.data.resolve()),
+                    "exclude_people_path": resolved_people_spec(cfg.exclude_people),
+                    "sha256": d.dataset_hash, "num_classes": d.train.num_classes,
                     "images": len(d.train) + (len(d.val) if d.val is not None and cfg.val_split else 0),
                     "train_images": len(d.train), "val_images": result.val_images,
                     "val_unseen_images": len(d.val_unseen) if d.val_unseen is not None else 0,
