@@ -116,7 +116,8 @@ def _board_from_table(name: str, table: dict[str, Any], defaults: dict[str, Any]
     if "host" not in merged:
         raise UserError(f"{where} has no host: add host = \"192.168.1.20\" (or a name from ~/.ssh/config)")
     port = merged.get("port")
-    if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
+    # bool is an int in Python: `port = true` would pass as 1
+    if port is not None and (not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536):
         raise UserError(f"{where}: port must be a number from 1 to 65535, not {port!r}")
     groups = merged.get("groups", [])
     if isinstance(groups, str):
@@ -124,7 +125,7 @@ def _board_from_table(name: str, table: dict[str, Any], defaults: dict[str, Any]
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
         raise UserError(f"{where}: groups must be a list of names, like groups = [\"lab\"]")
     threads = merged.get("threads")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise UserError(f"{where}: threads must be a positive number, not {threads!r}")
     profile = merged.get("profile")
     if profile is not None:

@@ -6,11 +6,15 @@ import contextlib
 from typing import Callable, Iterator, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-console = Console(stderr=True)
-stdout = Console()
+# markup=False: names, paths and messages printed here are user data ("Dr. [/b] Who", "photos [2024]/"), which
+# Rich would otherwise parse as markup (and raise on an unmatched tag).  Calls that style text pass
+# markup=True and escape() what they interpolate.
+console = Console(stderr=True, markup=False)
+stdout = Console(markup=False)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence], to_stdout: bool = True) -> None:
@@ -40,7 +44,7 @@ def progress_bar(description: str, disable: bool = False) -> Iterator[Callable[[
         nonlocal task
         if task is None:
             progress.start()
-            task = progress.add_task(description, total=total)
+            task = progress.add_task(escape(description), total=total)  # the column renders it as markup
         progress.update(task, completed=done, total=total)
 
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,16 +41,24 @@ def atomic_output(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Pat
     deleted when it raises.
 
     For writers that want a file name (``fig.savefig``, ``model.save``); ``suffix`` keeps the extension those
-    pick their format from.  The parent folder is created if missing.
+    pick their format from.  The parent folder is created if missing.  A file that already exists keeps its
+    mode (a gallery someone made 0600 stays 0600), and a symbolic link keeps pointing at the file it names,
+    which gets the new content (renaming onto the link would replace the link with a plain file).
     """
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:  # a new file: the mode open() would give it
+        mode = umask_mode(0o666)
     # Same folder: os.replace is atomic only within one filesystem.  Hidden, and named after the target, so
     # debris from a killed process says where it came from.
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     tmp = Path(name)
     try:
-        os.fchmod(fd, umask_mode(0o666))
+        os.fchmod(fd, mode)
         os.close(fd)
         yield tmp
         os.replace(tmp, path)

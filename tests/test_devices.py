@@ -160,6 +160,8 @@ def test_inventory_boards_groups_and_defaults(tmp_path):
     ('[boards.a]\nhots = "x"\n', r"unknown key 'hots' in .*\[boards.a\]: did you mean 'host'\?"),
     ('[boards.a]\nuser = "pi"\n', r"\[boards.a\] has no host"),
     ('[boards.a]\nhost = "x"\nport = 70000\n', r"port must be a number from 1 to 65535"),
+    ('[boards.a]\nhost = "x"\nport = true\n', r"port must be a number from 1 to 65535, not True"),
+    ('[boards.a]\nhost = "x"\nthreads = true\n', r"threads must be a positive number, not True"),
     ('[boards.a]\nhost = "x"\nprofile = "rpi6"\n', r"unknown board profile 'rpi6'"),
     ('[bords.a]\nhost = "x"\n', r"unknown key 'bords'.*did you mean 'boards'\?"),
     ('[boards.a\nhost = "x"\n', r"is not valid TOML"),

@@ -52,3 +52,20 @@ def test_atomic_output_keeps_the_suffix_and_discards_the_file_when_the_writer_ra
         raise RuntimeError("plot failed")
     assert path.read_bytes() == b"png"
     assert [p.name for p in tmp_path.iterdir()] == ["roc.png"]
+
+
+def test_rewriting_a_file_keeps_its_mode_and_its_symlink(tmp_path, umask_027):
+    private = tmp_path / "gallery.npz"
+    atomic_write_bytes(private, b"v1")
+    private.chmod(0o600)  # biometric templates: the owner made it private
+    atomic_write_bytes(private, b"v2", fsync=True)
+    assert private.read_bytes() == b"v2" and stat.S_IMODE(private.stat().st_mode) == 0o600
+
+    (tmp_path / "shared").mkdir()
+    target = tmp_path / "shared" / "real.npz"
+    atomic_write_bytes(target, b"v1")
+    link = tmp_path / "link.npz"
+    link.symlink_to(target)
+    atomic_write_bytes(link, b"v2")
+    assert link.is_symlink() and target.read_bytes() == b"v2"
+    assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == ["real.npz"]  # no temp file left

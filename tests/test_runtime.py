@@ -812,7 +812,9 @@ def test_bad_options_are_one_line_with_a_suggestion(exported_bundle, media_dir):
                                         "'ai_edge_litert'?): choose one of ai_edge_litert, tflite_runtime, tensorflow"),
         (["--preview", "localhost"], "error: --preview 'localhost' is not HOST:PORT (e.g. 127.0.0.1:8080, :8080, or "
                                      "0.0.0.0:8080 to serve the whole network)"),
-        (["--fps-limit", "0"], "error: --fps-limit must be positive, got 0.0"),
+        (["--fps-limit", "0"], "error: --fps-limit must be a positive number, got 0.0"),
+        (["--fps-limit", "nan"], "error: --fps-limit must be a positive number, got nan"),
+        (["--fps-limit", "1e-300"], "error: --fps-limit 1e-300 is below 0.001 (one frame every 1000 s)"),
     ]
     for extra, message in cases:
         result = invoke("run", "-s", media_dir / "obama2.jpg", "-m", exported_bundle, *extra)
@@ -836,10 +838,32 @@ def test_sigterm_or_ctrl_c_stops_a_live_run_cleanly_with_its_summary(exported_bu
             proc.kill()
         server.close()
     assert proc.returncode == 0, err
-    assert "Traceback" not in err and f"{sig.name} received: stopping" in err
+    assert "Traceback" not in err and f"{sig.name} received: stopped after" in err
     summary = json.loads(out.strip().splitlines()[-1])["summary"]
     assert summary["stopped_by"] == sig.name and summary["frames"] >= 1
     assert "run summary" in err
+
+
+def test_signals_in_quick_succession_always_end_the_run(exported_bundle, media_dir, tmp_path):
+    """TERM, TERM, INT within microseconds: the handlers used to deadlock on the stop event's lock
+    (4 runs of 12 hung for ever); the run must end every time, by its summary or as interrupted."""
+    for photo in ("obama.jpg", "obama2.jpg", "biden.jpg"):
+        shutil.copy(media_dir / photo, tmp_path / photo)
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, "-m", "edgeface", "run", "-s", str(tmp_path), "-m",
+                                 str(exported_bundle), "-q", "--fps-limit", "0.01"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        try:
+            assert json.loads(proc.stdout.readline())["frame"] == 0  # now waiting 100 s for the next frame
+            for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGINT):
+                os.kill(proc.pid, sig)
+            out, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode in (0, 130), err
+        assert "Traceback" not in err
 
 
 # --- recognition quality with the shipped default model ------------------------------------------------
@@ -1104,3 +1128,71 @@ def test_a_manifest_without_embedding_dim_takes_it_from_the_model_file(media_dir
     assert result.exit_code == 0, result.output
     frames, _ = events_of(result.stdout)
     assert [d["identity"] for d in frames[0]["detections"]] == ["obama"]
+
+
+def test_names_are_text_not_markup_and_control_characters_are_refused(media_dir, tmp_path):
+    gallery = tmp_path / "g.npz"
+    for name in ("Dr. [/b] Who", "Ann [red]"):
+        result = invoke("enroll", name, media_dir / "biden.jpg" if "Who" in name else media_dir / "obama.jpg",
+                        "-g", gallery)
+        assert result.exit_code == 0, result.output
+        assert "Traceback" not in result.output and f"{name}: 1 embedding(s) added" in result.stderr
+    listed = invoke("gallery", "list", "-g", gallery)
+    assert listed.exit_code == 0 and "Dr. [/b] Who" in listed.stdout and "Ann [red]" in listed.stdout
+    result = invoke("run", "-s", media_dir / "biden.jpg", "-g", gallery, "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.splitlines()[0])["detections"][0]["identity"] == "Dr. [/b] Who"
+    for name in ("a\nb", "tab\there"):
+        result = invoke("enroll", name, media_dir / "obama.jpg", "-g", gallery)
+        assert result.exit_code == 2 and "holds a control character" in result.stderr
+
+
+def test_enrolling_the_same_photo_again_adds_nothing(media_dir, tmp_path):
+    gallery = tmp_path / "g.npz"
+    assert invoke("enroll", "obama", media_dir / "obama.jpg", "-g", gallery).exit_code == 0
+    result = invoke("enroll", "obama", media_dir / "obama.jpg", media_dir / "obama2.jpg", "-g", gallery, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["enrolled"] == 1 and report["embeddings"] == 2  # obama2.jpg only
+    assert any(w.startswith("obama.jpg is already enrolled for 'obama'") for w in report["warnings"])
+    # --replace starts the person over, so nothing counts as a repeat
+    report = json.loads(invoke("enroll", "obama", media_dir / "obama.jpg", "-g", gallery, "--replace",
+                               "--json").stdout)
+    assert report["enrolled"] == 1 and report["replaced"] == 2 and report["embeddings"] == 1
+
+
+def test_a_gallery_with_a_non_finite_row_is_refused_for_matching_but_can_be_repaired(media_dir, tmp_path):
+    gallery = tmp_path / "g.npz"
+    for name in ("obama", "biden"):
+        assert invoke("enroll", name, media_dir / f"{name}.jpg", "-g", gallery).exit_code == 0
+    g = Gallery.load(gallery)
+    g.embeddings[g.labels.index("biden")] = np.nan  # written by a broken tool, checksum and all
+    g.save(gallery)
+    result = invoke("run", "-s", media_dir / "obama2.jpg", "-g", gallery, "-q")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (f"error: {gallery} is corrupt: 1 embedding(s) of 'biden' are not finite numbers; "
+                                     "remove those people (`edgeface gallery remove`) and re-enroll them, or restore "
+                                     "a backup")
+    assert invoke("gallery", "list", "-g", gallery).exit_code == 0
+    assert invoke("gallery", "remove", "biden", "-g", gallery).exit_code == 0
+    result = invoke("run", "-s", media_dir / "obama2.jpg", "-g", gallery, "-q")
+    assert result.exit_code == 0 and json.loads(result.stdout.splitlines()[0])["detections"][0]["identity"] == "obama"
+
+
+def test_run_and_gallery_mistakes_found_by_review(media_dir, tmp_path):
+    bad = tmp_path / "allbad"
+    bad.mkdir()
+    (bad / "a.jpg").write_text("garbage\n")
+    (bad / "b.png").write_bytes(b"")
+    result = invoke("run", "-s", bad, "-q")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == (f"error: none of the 2 images in {bad} could be read (damaged "
+                                                      "files, or not images)")
+    result = invoke("gallery", "list", "-g", tmp_path)
+    assert result.exit_code == 2 and result.stderr.strip() == (
+        f"error: --gallery {tmp_path} is a folder: give the gallery's file, e.g. {tmp_path / 'gallery.npz'}")
+    for args, message in ((["--threads", "-5"], "error: --threads must be a positive number, got -5"),
+                          (["-m", str(tmp_path)], f"error: {tmp_path} is not a model bundle: manifest.json not found")):
+        result = invoke("run", "--self-test", *args)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip().startswith(message), result.stderr

@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from edgeface.commands.errors import user_errors
-from edgeface.console import console
+from edgeface.console import console, escape
 from edgeface.errors import UserError
 from edgeface.fileio import check_writable_file
 
@@ -70,10 +70,9 @@ class _StepPrinter:
                 self.status.start()
             return
         self.stop()
-        prefix = f"[bold]{board}[/] " if self.multi else ""
-        detail = step.detail.replace("[", "\\[")
-        console.print(f"{prefix}{self.MARKS.get(step.status, '?')} {step.title:<18} {step.seconds:6.1f} s  {detail}",
-                      highlight=False)
+        prefix = f"[bold]{escape(board)}[/] " if self.multi else ""
+        console.print(f"{prefix}{self.MARKS.get(step.status, '?')} {escape(f'{step.title:<18}')} "
+                      f"{step.seconds:6.1f} s  {escape(step.detail)}", highlight=False, markup=True)
 
     def stop(self) -> None:
         if self.status is not None:
@@ -103,7 +102,7 @@ def _wide_table(title: str, columns, rows) -> None:
         from rich.console import Console
 
         width = Measurement.get(stdout, stdout.options.update(max_width=10_000), table).maximum
-        Console(width=max(80, width), no_color=True).print(table)
+        Console(width=max(80, width), no_color=True, markup=False).print(table)
 
 
 def _results_table(title: str, results) -> None:
@@ -297,12 +296,15 @@ def status_cmd(
 def _print_status(st: dict) -> None:
     ident = st["identity"]
     svc = st["service"]
-    console.print(f"[bold]{st['board']}[/] ({st['address']}): {ident.get('model') or ident.get('machine')}, "
+    console.print(f"[bold]{escape(st['board'])}[/] " + escape(
+                  f"({st['address']}): {ident.get('model') or ident.get('machine')}, "
                   f"{ident.get('machine')}, Python {ident.get('python')}, profile {st['profile']}, "
-                  f"{ident.get('free_bytes', 0) / 1e9:.1f} GB free under {st['remote_dir']}", highlight=False)
-    console.print(f"current release: [bold]{st['current'] or 'none'}[/]; service: {svc.get('state')}"
+                  f"{ident.get('free_bytes', 0) / 1e9:.1f} GB free under {st['remote_dir']}"), highlight=False,
+                  markup=True)
+    console.print(f"current release: [bold]{escape(st['current'] or 'none')}[/]; " + escape(
+                  f"service: {svc.get('state')}"
                   + (f" ({svc.get('mode')} unit {svc.get('name')})" if svc.get("mode") else "")
-                  + (f" - {svc['detail']}" if svc.get("detail") else ""), highlight=False)
+                  + (f" - {svc['detail']}" if svc.get("detail") else "")), highlight=False, markup=True)
     rows = []
     for r in st["releases"]:
         info = r.get("info") or {}
@@ -439,10 +441,10 @@ def _print_benchmark(reports: list[dict], tolerance: float, written: list[tuple[
     from edgeface.devices.benchmark import board_line, result_rows, video_rows
 
     for rep in reports:
-        console.print(f"[bold]{rep.get('label') or rep['board'].get('hostname')}[/]: {board_line(rep)}",
-                      highlight=False)
+        console.print(f"[bold]{escape(str(rep.get('label') or rep['board'].get('hostname')))}[/]: "
+                      f"{escape(board_line(rep))}", highlight=False, markup=True)
         for w in rep.get("warnings", []):
-            console.print(f"[yellow]warning:[/] {w}", highlight=False)
+            console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, markup=True)
     s = reports[0]["settings"]
     cols, rows = result_rows(reports)
     _wide_table(f"edgeface benchmark (warmup {s['warmup']}, {s['runs']} runs, latency in ms)", cols, rows)
@@ -451,7 +453,7 @@ def _print_benchmark(reports: list[dict], tolerance: float, written: list[tuple[
         _wide_table(f"pipeline on {Path(s['video']).name} (median ms per frame)", vcols, vrows)
     flagged = [r for rep in reports for r in rep["results"] if r.get("flag") in ("slower", "faster")]
     if flagged:
-        console.print(f"[yellow]{len(flagged)} result(s) outside ±{tolerance:.0%} of the reference[/]")
+        console.print(f"[yellow]{len(flagged)} result(s) outside ±{tolerance:.0%} of the reference[/]", markup=True)
     for what, path in written:
         console.print(f"{what} written to {path}")
 

@@ -127,7 +127,8 @@ def _print_verification(r, pairs: Path) -> None:
                   f"aligning {r.align_seconds:.1f} s, embedding {r.embed_seconds:.1f} s")
     if r.far < r.far_resolution:
         console.print(f"[yellow]note:[/] {r.n_impostor} impostor pairs resolve FAR down to "
-                      f"{r.far_resolution:.2g} only: the threshold at FAR={r.far:g} accepts no impostor pair")
+                      f"{r.far_resolution:.2g} only: the threshold at FAR={r.far:g} accepts no impostor pair",
+                      markup=True)
     if r.no_face:
         shown = ", ".join(r.no_face_images[:5]) + (" ..." if r.no_face > 5 else "")
         console.print(f"no face found in {r.no_face} image(s) ({shown})")

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from edgeface.commands.errors import user_errors
-from edgeface.console import console, print_table, progress_bar
+from edgeface.console import console, escape, print_table, progress_bar
 from edgeface.errors import UserError
 
 
@@ -144,7 +144,7 @@ def export_cmd(
     with progress_bar("export", disable=as_json) as advance:
         def progress(desc: str, done: int, total: int) -> None:
             if not as_json:
-                console.print(f"[dim]{desc}...[/dim]")
+                console.print(f"[dim]{escape(desc)}...[/dim]", markup=True)
             advance(done, total)
 
         result = export_bundle(cfg, progress=progress)

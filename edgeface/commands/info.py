@@ -10,7 +10,7 @@ import typer
 
 from edgeface.commands.errors import user_errors
 from edgeface.commands.fit_options import width_label
-from edgeface.console import print_table, stdout
+from edgeface.console import escape, print_table, stdout
 
 
 def file_status(root: Path, entry: dict) -> tuple[int, str]:
@@ -102,8 +102,8 @@ def info_cmd(
                   f"exported {prov.get('date')}")
     bad = [f["path"] for f in report["files"] + report["detectors"] if f["checksum"] != "ok"]
     if bad:
-        stdout.print(f"[red]warning:[/red] {len(bad)} file(s) missing or modified: {', '.join(bad)}; "
-                      "the runtime will refuse them")
+        stdout.print(f"[red]warning:[/red] {len(bad)} file(s) missing or modified: {escape(', '.join(bad))}; "
+                      "the runtime will refuse them", markup=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -58,9 +59,13 @@ def _parse_size(text: Optional[str]) -> Optional[tuple[int, int]]:
     return int(parts[0]), int(parts[1])
 
 
+MIN_FPS_LIMIT = 1e-3
+
+
 def _positive(value: Optional[float], option: str) -> None:
-    if value is not None and value <= 0:
-        raise UserError(f"{option} must be positive, got {value}")
+    # NaN passes `value <= 0`: ask for a finite number first
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise UserError(f"{option} must be a positive number, got {value}")
 
 
 class _Stopper:
@@ -70,7 +75,9 @@ class _Stopper:
     """
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        from edgeface.runtime.stopflag import StopFlag
+
+        self.event = StopFlag()  # not threading.Event: its set() can deadlock inside a signal handler
         self.signal_name: Optional[str] = None
         self._saved: dict = {}
 
@@ -81,10 +88,13 @@ class _Stopper:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.event.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        if self.signal_name is not None:  # a second signal, maybe while the first handler still runs
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
+        # Nothing else here: writing to stderr from a handler that interrupted a stderr write (the status
+        # line) raises "reentrant call"; run_cmd says which signal stopped the run once the loop ends.
         self.signal_name = signal.Signals(signum).name
-        logging.getLogger("edgeface").warning("%s received: stopping after this frame", self.signal_name)
         self.event.set()
 
     def __exit__(self, *exc) -> None:
@@ -124,6 +134,7 @@ def run_cmd(
     _choice(backend, BACKEND_CHOICES, "--backend")
     _choice(delegate, DELEGATE_CHOICES, "--delegate")
     _choice(fmt, FORMAT_CHOICES, "--format")
+    _positive(threads, "--threads")
     if self_test:
         _self_test(model, fmt, detector, threads, backend, delegate)
         return
@@ -131,8 +142,10 @@ def run_cmd(
         raise UserError("--source is required: a camera index (0), /dev/videoN, picamera2, a video file, a stream "
                         "URL or a folder of images")
     _positive(fps_limit, "--fps-limit")
+    if fps_limit is not None and fps_limit < MIN_FPS_LIMIT:
+        raise UserError(f"--fps-limit {fps_limit:g} is below {MIN_FPS_LIMIT:g} (one frame every "
+                        f"{1 / MIN_FPS_LIMIT:.0f} s)")
     _positive(max_frames, "--max-frames")
-    _positive(threads, "--threads")
 
     from edgeface.runtime.capture import CaptureConfig, open_source, parse_source
     from edgeface.runtime.pipeline import (
@@ -184,6 +197,8 @@ def run_cmd(
             stats = run_loop(src, rt.recognizer, sinks, max_frames=max_frames, fps_limit=fps_limit,
                              stop=stopper.event, keep_image=bool(server or saver))
         status.clear()
+        if stopper.signal_name:
+            logger.warning("%s received: stopped after %d frames", stopper.signal_name, stats.frames)
         summary = stats.summary({
             "source": spec.text,
             "model": str(rt.model_path),
@@ -247,8 +262,13 @@ def _print_summary(s: dict) -> None:
 
 
 def _self_test(model, fmt, detector, threads, backend, delegate) -> None:
+    from edgeface.runtime.bundle import Bundle
     from edgeface.runtime.selftest import self_test
 
+    # A wrong --model or --format is the user's mistake (exit 2), not a check this machine failed (exit 1).
+    bundle = Bundle.load(model)
+    if delegate != "edgetpu":
+        bundle.entry(fmt)
     result = self_test(model, fmt=fmt, detector=detector, threads=threads, backend=backend, delegate=delegate)
     typer.echo(json.dumps(result, indent=2))
     if not result["ok"]:
@@ -316,9 +336,13 @@ def enroll_cmd(
         reasons = "; ".join(f"{Path(r.photo).name}: {r.detail}" for r in rows[:5])
         raise UserError(f"no photo of {name!r} could be enrolled ({reasons}); {gallery} was not changed")
     warnings = _lookalike_warnings(store, name, embeddings, sources, rt.threshold)
+    if not replace:
+        embeddings, sources, repeats = _drop_repeats(store, name, embeddings, sources)
+        warnings += repeats
     replaced = store.remove(name) if replace and name in store.names() else 0
-    store.add(name, embeddings, sources)
-    store.save(gallery)
+    if len(embeddings):
+        store.add(name, embeddings, sources)
+        store.save(gallery)
     report = {"name": name, "gallery": str(gallery), "enrolled": len(embeddings), "replaced": replaced,
               "skipped": len(rows) - len(embeddings), "people": len(store.names()), "embeddings": len(store),
               "photos": [r.to_dict() for r in rows], "warnings": warnings}
@@ -331,6 +355,28 @@ def enroll_cmd(
         typer.echo(f"warning: {w}", err=True)
     typer.echo(f"{name}: {len(embeddings)} embedding(s) added{f', {replaced} replaced' if replaced else ''}; "
                f"{gallery} holds {len(store.names())} people, {len(store)} embeddings", err=True)
+
+
+# Two embeddings this close are the same photo (or the same frame) enrolled again, not another view of the face.
+REPEAT_COSINE = 0.999
+
+
+def _drop_repeats(store, name: str, embeddings, sources) -> tuple:
+    """``embeddings``/``sources`` less the photos ``name`` already has in ``store``, and a warning for each.
+
+    Re-running an enroll command must not stack identical rows: they add nothing to matching and
+    inflate the person's count.
+    """
+    import numpy as np
+
+    mine = [i for i, label in enumerate(store.labels) if label == name]
+    if not mine or not len(embeddings):
+        return embeddings, sources, []
+    best = (np.asarray(embeddings, np.float32) @ store.embeddings[mine].T).max(axis=1)
+    keep = best < REPEAT_COSINE
+    warnings = [f"{Path(src).name} is already enrolled for {name!r} (cosine {b:.4f}): skipped"
+                for src, b, k in zip(sources, best, keep) if not k]
+    return embeddings[keep], [s for s, k in zip(sources, keep) if k], warnings
 
 
 def _lookalike_warnings(store, name: str, embeddings, sources, threshold: float) -> list[str]:
@@ -361,7 +407,7 @@ def gallery_list(
     """List enrolled people with their number of embeddings."""
     from edgeface.runtime.gallery import Gallery
 
-    g = Gallery.load(gallery)
+    g = Gallery.load(gallery, for_repair=True)  # shows who a damaged row belongs to
     people = g.people()
     if as_json:
         typer.echo(json.dumps({"gallery": str(gallery), "model": g.model.to_dict(), "created": g.created,
@@ -387,7 +433,7 @@ def gallery_remove(
     """Remove a person and all their embeddings."""
     from edgeface.runtime.gallery import Gallery
 
-    g = Gallery.load(gallery)
+    g = Gallery.load(gallery, for_repair=True)  # removing the person a damaged row belongs to repairs it
     n = g.remove(name)
     g.save(gallery)
     typer.echo(f"removed {name} ({n} embedding(s)); {gallery} holds {len(g.names())} people", err=True)

@@ -308,6 +308,10 @@ class ImageFilesSource(FrameSource):
             frame = Frame(image, self.position - 1, time.time(), name=p.name)
             self.stats.frames += 1
             return frame
+        if not self.stats.frames and self.stats.skipped:
+            # skipping a bad file among good ones is a warning; a folder of nothing but bad files is the user's to fix
+            raise UserError(f"none of the {self.stats.skipped} images in {self.files[0].parent} could be read "
+                            "(damaged files, or not images)")
         return None
 
 

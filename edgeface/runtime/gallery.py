@@ -28,6 +28,7 @@ import datetime as _dt
 import io
 import json
 import os
+import unicodedata
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,13 +214,17 @@ class Gallery:
                                "was not changed") from None
 
     @classmethod
-    def load(cls, path: str | os.PathLike, model: Optional[ModelId] = None) -> Gallery:
+    def load(cls, path: str | os.PathLike, model: Optional[ModelId] = None, for_repair: bool = False) -> Gallery:
         """Read a gallery; with ``model``, also refuse one made by another network.
 
-        Any defect (truncated, not a gallery, bad checksum, unknown version) raises
-        :class:`GalleryError` with one line; the file itself is never touched.
+        Any defect (truncated, not a gallery, bad checksum, unknown version, non-finite
+        embeddings) raises :class:`GalleryError` with one line; the file itself is never
+        touched.  ``for_repair`` (``gallery list`` and ``remove``) lets non-finite rows
+        through, so the people they belong to can be seen and removed.
         """
         path = Path(path)
+        if path.is_dir():
+            raise GalleryError(f"--gallery {path} is a folder: give the gallery's file, e.g. {path / 'gallery.npz'}")
         if not path.is_file():
             raise GalleryError(f"gallery not found: {path} (create it with `edgeface enroll NAME PHOTO... "
                                f"--gallery {path}`)")
@@ -240,6 +245,13 @@ class Gallery:
                 or emb.dtype != np.float32:
             raise GalleryError(f"{path} is corrupt: {emb.shape} embeddings for {len(entries)} entries of dimension "
                                f"{gallery_model.embedding_dim}; restore a backup or re-enroll")
+        finite = np.isfinite(emb).all(axis=1)
+        if not finite.all() and not for_repair:
+            # one NaN row wins every argmax: every face would come out unknown, with a NaN score
+            bad = sorted({entries[i]["name"] for i in np.flatnonzero(~finite)})
+            raise GalleryError(f"{path} is corrupt: {int((~finite).sum())} embedding(s) of {', '.join(map(repr, bad))} "
+                               "are not finite numbers; remove those people (`edgeface gallery remove`) and re-enroll "
+                               "them, or restore a backup")
         gallery = cls(model=gallery_model, embeddings=emb, entries=entries,
                       created=str(header.get("created", "")), updated=str(header.get("updated", "")))
         if model is not None:
@@ -307,3 +319,6 @@ def check_name(name: str) -> None:
         raise UserError(f"{name!r} is reserved for faces that match nobody: choose another name")
     if name != name.strip():
         raise UserError(f"{name!r} has leading or trailing spaces: remove them")
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        # newlines, tabs and other control characters break every table, status line and log that shows names
+        raise UserError(f"{name!r} holds a control character (a newline, tab, ...): use printable characters")
