@@ -993,7 +993,7 @@ def test_enroll_rejects_threads_that_are_not_positive(media_dir):
     for threads in ("0", "-5"):
         result = invoke("enroll", "obama", media_dir / "obama.jpg", "-g", "g.npz", "--threads", threads)
         assert result.exit_code == 2
-        assert result.stderr.strip() == f"error: --threads must be positive, got {int(threads)}"
+        assert result.stderr.strip() == f"error: --threads must be a positive number, got {int(threads)}"
     assert not Path("g.npz").exists()
 
 
