@@ -72,6 +72,19 @@ def test_kfold_needs_two_folds():
         protocols.kfold_verification([0.1, 0.9], [False, True], [1, 1])
 
 
+def test_kfold_tar_at_far_sets_each_threshold_on_the_other_folds():
+    # fold 1 impostors sit high, fold 2's low: a threshold learnt on one fold misjudges the other
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.95, 0.5, 0.4, 0.85, 0.3, 0.2])
+    same = np.array([1, 1, 0, 0, 0, 1, 1, 0, 0, 0], bool)
+    folds = np.array([1, 1, 1, 1, 1, 2, 2, 2, 2, 2])
+    r = protocols.kfold_tar_at_far(scores, same, folds, far=0.0)
+    # fold 1: no impostor of fold 2 may pass -> threshold just above 0.85: TAR 1/2, FAR 1/3 (0.95 passes)
+    # fold 2: no impostor of fold 1 may pass -> threshold just above 0.95: TAR 0, FAR 0
+    assert r["thresholds"] == [pytest.approx(0.85), pytest.approx(0.95)]
+    assert r["tars"] == [0.5, 0.0] and r["fars"] == [pytest.approx(1 / 3), 0.0]
+    assert r["tar_mean"] == 0.25 and r["tar_std"] == 0.25 and r["far_mean"] == pytest.approx(1 / 6)
+
+
 def test_roc_curve_by_hand_with_a_tie():
     # 0.8 is shared by a genuine and an impostor pair: they enter the accepted set together.
     far, tar, thr = protocols.roc_curve([0.9, 0.8, 0.8, 0.3], [True, False, True, False])
@@ -281,6 +294,11 @@ def test_one_fold_uses_the_threshold_of_the_other_folds(tiny_pairs, lfw_raw, tfl
     assert only2.folds == [2] and only2.n_pairs == 16
     assert only2.fold_accuracies == [full.fold_accuracies[1]]
     assert only2.fold_thresholds == [full.fold_thresholds[1]]
+    assert only2.accuracy_std is None and full.accuracy_std is not None  # no spread over one fold
+    # the cross-validated TAR of fold 2 uses fold 1's threshold at FAR, measured on fold 2's pairs
+    kt = protocols.kfold_tar_at_far(full.scores, full.same, full.pair_folds, full.far)
+    assert only2.tar_at_far_cv == kt["tars"][1] and only2.far_cv == kt["fars"][1]
+    assert full.tar_at_far_cv == pytest.approx(np.mean(kt["tars"]))
     with pytest.raises(UserError, match="folds 1-2; fold 3 does not exist"):
         evaluate_pairs(tflite_embedder, pairs, images, folds=3)
 
@@ -412,6 +430,7 @@ def test_rank1_identification_matches_a_hand_computation(att_dir, tflite_embedde
                 os.symlink(att_dir / person / f"{n}.pgm", folder / person / f"{n}.pgm")
     (probe / "s7").mkdir()
     os.symlink(att_dir / "s7" / "4.pgm", probe / "s7" / "4.pgm")  # not enrolled: left out of a closed set
+    os.symlink(att_dir / "s1" / "1.pgm", probe / "s1" / "1.pgm")  # a gallery photo: would match itself at 1.0
 
     result = evaluate_identification(tflite_embedder, gallery, probe)
 
@@ -424,13 +443,15 @@ def test_rank1_identification_matches_a_hand_computation(att_dir, tflite_embedde
 
     g = [(p.parent.name, embed(p)) for p in sorted(gallery.glob("*/*.pgm"))]
     correct = 0
-    probes = sorted(p for p in probe.glob("*/*.pgm") if p.parent.name != "s7")
+    probes = sorted(p for p in probe.glob("*/*.pgm") if p.parent.name != "s7" and p.resolve().name != "1.pgm")
     for p in probes:
         e = embed(p)
         correct += max(g, key=lambda item: float(np.dot(item[1], e)))[0] == p.parent.name
     assert result["rank1"] == pytest.approx(correct / len(probes))
     assert (result["n_probe"], result["n_gallery"], result["gallery_identities"]) == (12, 18, 6)
-    assert result["probe_unknown_excluded"] == 1
+    assert result["probe_unknown_excluded"] == 1 and result["probe_in_gallery_excluded"] == 1
+    with pytest.raises(UserError, match="every probe image in .* is also in the gallery"):
+        evaluate_identification(tflite_embedder, gallery, gallery)
 
 
 # --- command line ---------------------------------------------------------------------------------------

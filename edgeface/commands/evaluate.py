@@ -84,8 +84,9 @@ def evaluate_cmd(
 
             far_pts, tar_pts, _ = result.roc()
             label = f"{model.name} (AUC {result.auc:.4f})"
+            which = f"fold {result.folds[0]}, " if fold is not None else ""
             plot_roc([RocCurve(label, far_pts, tar_pts, result.n_impostor)], roc,
-                     title=f"ROC on {pairs.name} ({result.n_pairs} pairs)", mark_far=far)
+                     title=f"ROC on {pairs.name} ({which}{result.n_pairs} pairs)", mark_far=far)
             report["verification"]["roc"] = str(roc)
         if not as_json:
             _print_verification(result, pairs)
@@ -109,16 +110,25 @@ def _print_verification(r, pairs: Path) -> None:
     folds = f"fold {r.folds[0]}" if len(r.folds) == 1 else f"{len(r.folds)} folds"
     if len(r.folds) > 1:
         accuracy = f"{100 * r.accuracy_mean:.2f} ± {100 * r.accuracy_std:.2f} %"
-    else:  # a spread over one fold would read as a measured 0
-        optimistic = r.threshold_source == THRESHOLD_TEST_FOLD
-        accuracy = f"{100 * r.accuracy_mean:.2f} %" + (" (optimistic)" if optimistic else "")
+    elif r.threshold_source == THRESHOLD_TEST_FOLD:  # a spread over one fold would read as a measured 0
+        accuracy = f"{100 * r.accuracy_mean:.2f} % (optimistic)"
+    else:
+        accuracy = f"{100 * r.accuracy_mean:.2f} % at {r.fold_thresholds[0]:.4f}"
+    if r.tar_at_far_cv is not None:
+        spread = f" ± {100 * r.tar_at_far_cv_std:.2f}" if r.tar_at_far_cv_std is not None else ""
+        tar_cv = f"{100 * r.tar_at_far_cv:.2f}{spread} % (FAR {100 * r.far_cv:.3g} %)"
+    else:
+        tar_cv = "-"
     print_table(
         f"verification: {r.model} on {pairs.name} ({folds}, {r.n_pairs} pairs)",
-        ["accuracy", "AUC", f"TAR@FAR={r.far:g}", "threshold @FAR", "best threshold (acc.)", "no face", "pairs"],
-        [[accuracy, f"{r.auc:.4f}", f"{100 * r.tar_at_far:.2f} %",
-          f"{r.threshold_at_far:.4f}", f"{r.best_threshold:.4f} ({100 * r.best_accuracy:.2f} %)", r.no_face,
+        ["accuracy", "AUC", f"TAR@FAR={r.far:g}, threshold of other folds", f"TAR@FAR={r.far:g} pooled (threshold)",
+         "best threshold (acc.) on these pairs", "no face (pairs)", "pairs"],
+        [[accuracy, f"{r.auc:.4f}", tar_cv, f"{100 * r.tar_at_far:.2f} % ({r.threshold_at_far:.4f})",
+          f"{r.best_threshold:.4f} ({100 * r.best_accuracy:.2f} %)", f"{r.no_face} ({r.no_face_pairs})",
           r.n_pairs]],
     )
+    console.print("pooled TAR and best threshold are set on the evaluated pairs themselves (optimistic); the "
+                  "cross-validated TAR uses the threshold at FAR of the other folds, with the FAR it then reached")
     if len(r.folds) > 1:
         rows = zip(r.folds, r.fold_accuracies, r.fold_thresholds)
         print_table("per fold", ["fold", "accuracy %", "threshold"],
@@ -137,9 +147,10 @@ def _print_verification(r, pairs: Path) -> None:
 def _print_identification(d: dict) -> None:
     print_table(
         f"rank-1 identification: {d['model']}",
-        ["rank-1", "correct", "probes", "gallery images", "identities", "chance", "no face", "unknown probes"],
+        ["rank-1", "correct", "probes", "gallery images", "identities", "chance", "no face", "unknown probes",
+         "probes also in gallery"],
         [[f"{100 * d['rank1']:.2f} %", d["correct"], d["n_probe"], d["n_gallery"], d["gallery_identities"],
-          f"{100 * d['chance']:.2f} %", d["no_face"], d["probe_unknown_excluded"]]],
+          f"{100 * d['chance']:.2f} %", d["no_face"], d["probe_unknown_excluded"], d["probe_in_gallery_excluded"]]],
     )
 
 

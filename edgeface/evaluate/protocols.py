@@ -116,6 +116,32 @@ def kfold_verification(scores, same, folds) -> dict:
     }
 
 
+def kfold_tar_at_far(scores, same, folds, far: float) -> dict:
+    """TAR at ``far`` cross-validated like the accuracy: for each fold, the threshold at ``far`` is set on
+    the impostor pairs of the *other* folds, then TAR and the FAR actually reached are measured on this one
+    (FaceNet's validation-rate protocol).  The pooled :func:`tar_at_far` sets the threshold on the very pairs
+    it measures, so it is the optimistic one; this is what a threshold fixed in advance delivers.
+
+    Returns ``{"folds", "tars", "fars", "thresholds", "tar_mean", "tar_std", "far_mean"}`` (std over folds,
+    population, as for accuracy).
+    """
+    scores, same = _check(scores, same)
+    folds = np.asarray(folds).reshape(-1)
+    fold_ids = np.unique(folds)
+    if fold_ids.size < 2:
+        raise ValueError("k-fold TAR at FAR needs at least two folds")
+    tars, fars, thresholds = [], [], []
+    for k in fold_ids:
+        test = folds == k
+        threshold = threshold_at_far(scores[~test], same[~test], far)
+        accept = scores[test] >= threshold
+        thresholds.append(threshold)
+        tars.append(float(np.mean(accept[same[test]])) if same[test].any() else float("nan"))
+        fars.append(float(np.mean(accept[~same[test]])) if (~same[test]).any() else float("nan"))
+    return {"folds": [v.item() for v in fold_ids], "tars": tars, "fars": fars, "thresholds": thresholds,
+            "tar_mean": float(np.nanmean(tars)), "tar_std": float(np.nanstd(tars)), "far_mean": float(np.nanmean(fars))}
+
+
 def roc_curve(scores, same) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC points for every distinct threshold, from accepting nothing to accepting everything.
 

@@ -41,21 +41,27 @@ class VerificationResult:
     fold_thresholds: list[float]
     threshold_source: str
     accuracy_mean: float
-    accuracy_std: float
+    accuracy_std: Optional[float]  # population std over the evaluated folds; None for one fold
     auc: float
     far: float
-    tar_at_far: float
+    tar_at_far: float  # pooled over the evaluated pairs, threshold set on them too (optimistic)
     threshold_at_far: float
-    best_threshold: float
+    best_threshold: float  # best on the evaluated pairs themselves (optimistic); fold_thresholds are the ones used
     best_accuracy: float
-    no_face: int
+    no_face: int  # images without a detected face (prepared crops: their pairs score NO_FACE_SCORE)
     no_face_images: list[str]
     images: str
     align_seconds: float
     embed_seconds: float
-    scores: np.ndarray = field(repr=False)
-    same: np.ndarray = field(repr=False)
-    pair_folds: np.ndarray = field(repr=False)
+    no_face_pairs: int = 0  # pairs with at least one such image
+    # TAR at `far` with the threshold set on the other folds, mean/std over the evaluated folds, and the FAR it
+    # reached on them (None for a one-fold file)
+    tar_at_far_cv: Optional[float] = None
+    tar_at_far_cv_std: Optional[float] = None
+    far_cv: Optional[float] = None
+    scores: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    same: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, bool))
+    pair_folds: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
 
     ARRAYS = ("scores", "same", "pair_folds")
 
@@ -172,6 +178,11 @@ def evaluate_pairs(embedder, pairs: Sequence[Pair], images: PairImages, folds: U
     else:
         thr, acc = protocols.best_threshold(scores, same)
         fold_acc, fold_thr, source = [acc], [thr], THRESHOLD_TEST_FOLD
+    cv = None
+    if len(all_folds) >= 2:
+        kt = protocols.kfold_tar_at_far(scores, same, pair_folds, far)
+        picked = [i for i, f in enumerate(kt["folds"]) if f in evaluated]
+        cv = ([kt["tars"][i] for i in picked], [kt["fars"][i] for i in picked])
 
     mask = np.isin(pair_folds, evaluated)
     s, y = scores[mask], same[mask]
@@ -181,6 +192,8 @@ def evaluate_pairs(embedder, pairs: Sequence[Pair], images: PairImages, folds: U
     best_thr, best_acc = protocols.best_threshold(s, y)
     keys = {k for p, m in zip(pairs, mask) if m for k in (p.a, p.b)}
     no_face = sorted(k for k in images.no_face if k in keys)
+    faceless = set(no_face)
+    no_face_pairs = sum(1 for p, m in zip(pairs, mask) if m and (p.a in faceless or p.b in faceless))
     return VerificationResult(
         model=getattr(embedder, "name", type(embedder).__name__),
         n_pairs=int(mask.sum()),
@@ -192,7 +205,7 @@ def evaluate_pairs(embedder, pairs: Sequence[Pair], images: PairImages, folds: U
         fold_thresholds=fold_thr,
         threshold_source=source,
         accuracy_mean=float(np.mean(fold_acc)),
-        accuracy_std=float(np.std(fold_acc)),
+        accuracy_std=float(np.std(fold_acc)) if len(fold_acc) > 1 else None,
         auc=protocols.auc(s, y),
         far=float(far),
         tar_at_far=tar,
@@ -204,6 +217,10 @@ def evaluate_pairs(embedder, pairs: Sequence[Pair], images: PairImages, folds: U
         images=images.source,
         align_seconds=round(timings.get("align", 0.0), 2),
         embed_seconds=round(timings.get("embed", 0.0), 2),
+        no_face_pairs=no_face_pairs,
+        tar_at_far_cv=float(np.nanmean(cv[0])) if cv else None,
+        tar_at_far_cv_std=float(np.nanstd(cv[0])) if cv and len(cv[0]) > 1 else None,
+        far_cv=float(np.nanmean(cv[1])) if cv else None,
         scores=s,
         same=y,
         pair_folds=pair_folds[mask],
@@ -230,8 +247,15 @@ def evaluate_identification(embedder, gallery_dir: str | os.PathLike, probe_dir:
     g_images, p_images = PairImages(gallery_dir, detector), PairImages(probe_dir, detector)
     g_keys, g_ids = _identity_keys(gallery_dir)
     p_keys, p_ids = _identity_keys(probe_dir)
+    # A probe that is a gallery image matches itself at cosine 1: it would count as identified for free.
+    g_files = {os.path.realpath(gallery_dir / k) for k in g_keys}
+    in_gallery = [i for i, k in enumerate(p_keys) if os.path.realpath(probe_dir / k) in g_files]
+    if len(in_gallery) == len(p_keys):
+        raise UserError(f"every probe image in {probe_dir} is also in the gallery {gallery_dir}: give probe photos "
+                        "the gallery does not hold")
+    skip = set(in_gallery)
     known = set(g_ids)
-    kept = [i for i, ident in enumerate(p_ids) if ident in known]
+    kept = [i for i, ident in enumerate(p_ids) if ident in known and i not in skip]
     if not kept:
         raise UserError(f"no probe identity in {probe_dir} is in the gallery {gallery_dir}: "
                         "folder names must match between gallery and probe")
@@ -257,7 +281,8 @@ def evaluate_identification(embedder, gallery_dir: str | os.PathLike, probe_dir:
         "n_probe": len(kept),
         "n_gallery": len(g_keys),
         "gallery_identities": len(names),
-        "probe_unknown_excluded": len(p_keys) - len(kept),
+        "probe_unknown_excluded": len(p_keys) - len(kept) - len(skip),
+        "probe_in_gallery_excluded": len(skip),
         "chance": 1.0 / len(names),
         "no_face": len(g_images.no_face) + len(p_images.no_face),
         "no_face_images": sorted(g_images.no_face) + sorted(p_images.no_face),
