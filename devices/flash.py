@@ -44,12 +44,16 @@ from edgeface.devices.remote import (
     INCOMING,
     RELEASES,
     RUN_SCRIPT,
+    acquire_lock,
     append_event,
+    check_remote_dir,
     failed_checks,
     health_check,
     human,
     new_release_id,
     q,
+    read_service_info,
+    release_lock,
     remote_probe,
     select_prunable,
     switch_current,
@@ -60,6 +64,7 @@ from edgeface.devices.remote import (
 from edgeface.devices.service import (
     SERVICE_MODES,
     install_unit,
+    remove_unit,
     restart_service,
     restore_service,
     snapshot_service,
@@ -168,6 +173,7 @@ class StepRunner:
     def __init__(self, result: FlashResult, on_step: Optional[StepCallback]) -> None:
         self.result = result
         self.on_step = on_step
+        self.current: Optional[str] = None  # the step running now (what a Ctrl-C interrupted)
 
     def record(self, step: str, status: str, seconds: float, detail: str = "") -> None:
         """Add a finished step to the result and report it."""
@@ -181,6 +187,7 @@ class StepRunner:
         if self.on_step:  # "running": lets a front end show what is in progress (an install takes minutes)
             self.on_step(self.result.board, StepResult(step, "running", 0.0))
         t0 = time.perf_counter()
+        self.current = step
         try:
             detail = fn() or ""
         except StepFailed:
@@ -230,11 +237,17 @@ def flash_board(board: Board, cfg: FlashConfig, local: LocalRelease, options: SS
     except StepFailed as exc:
         result.failed_step, result.error = exc.step, exc.message
         result.release = _recover(conn, ctx)
+    except KeyboardInterrupt:  # Ctrl-C: put the board back like any failure, record it, then stop
+        result.failed_step, result.error = steps.current or "interrupted", "interrupted (Ctrl-C)"
+        result.release = _recover(conn, ctx)
+        raise
     except Exception as exc:  # a bug must not leave the board half-switched without saying so
         result.failed_step, result.error = "internal", f"{type(exc).__name__}: {exc}"
         result.release = _recover(conn, ctx)
     finally:
         result.seconds = time.perf_counter() - t_start
+        if ctx.get("locked"):
+            release_lock(conn, ctx["root"])
         if ctx.get("root"):
             append_event(conn, ctx["root"], {
                 "event": "flash", "status": "ok" if result.ok else "failed", "release": ctx.get("release_id"),
@@ -255,7 +268,9 @@ def connect_step(conn: SSHConnection) -> str:
 def _check(conn: SSHConnection, board: Board, cfg: FlashConfig, local: LocalRelease, ctx: dict) -> str:
     ident = remote_probe(conn, board.python, "identity", board.remote_dir)
     ctx["identity"] = ident
-    ctx["root"] = root = ident["remote_dir"]
+    root = ident["remote_dir"]
+    check_remote_dir(root, board.address)
+    ctx["root"] = root
     profile, how = resolve_profile(board, cfg.profile, ident)
     ctx["profile"] = profile
     arch = normalise_arch(ident.get("machine", ""))
@@ -270,6 +285,9 @@ def _check(conn: SSHConnection, board: Board, cfg: FlashConfig, local: LocalRele
         raise UserError(f"{board.python} on {board.address} cannot create virtual environments: "
                         "install the venv module there (sudo apt-get install python3-venv)")
     ctx["settings"] = release_settings(profile, board, local, cfg.format, cfg.source, cfg.threads)
+    # Held until this flash ends: the state read next stays true while it works (see acquire_lock).
+    acquire_lock(conn, root, "flash")
+    ctx["locked"] = True
     ctx["state"] = remote_probe(conn, board.python, "state", root, "0")
     warn = ""
     if profile.python and ident["python"].rsplit(".", 1)[0] != profile.python and cfg.profile:
@@ -450,12 +468,24 @@ def _service(conn: SSHConnection, board: Board, cfg: FlashConfig, ctx: dict) -> 
     root = ctx["root"]
     manual = f"start it by hand: {root}/{CURRENT}/{RUN_SCRIPT}"
     if cfg.service == "none":
+        running = read_service_info(conn, root)
+        if running is not None:  # it keeps running the old release until it restarts: say so
+            return (f"skipped: --service none; the {running['mode']} unit {running['name']} an earlier flash "
+                    f"installed still runs the previous release until restarted (`edgeface flash` without "
+                    f"--service none restarts it on this one)")
         return f"skipped: --service none; {manual}"
     if not ctx["identity"].get("systemd"):
         return f"skipped: systemd is not running on this board (no /run/systemd/system); {manual}"
     before = snapshot_service(conn, root)
     info = install_unit(conn, cfg.service, cfg.service_name, root, ctx["identity"], ctx["release_id"], before)
-    ok, state = restart_service(conn, info)
+    try:
+        ok, state = restart_service(conn, info)
+    except UserError as exc:  # no answer (a dropped link, a restart past its time limit): not known to be up
+        ok, state = False, str(exc)
+    if ok and before is not None and before["info"].get("unit") != info["unit"]:
+        # another --service-name or mode: the old unit would keep running `current` beside the new one
+        remove_unit(conn, before["info"])
+        state += f"; the previous unit {before['info']['name']} was removed"
     if not ok:
         # The board gets back the service it had: none (a first flash, or a release run by hand, which must
         # not start now) or the old unit, restarted on the previous release.

@@ -132,6 +132,12 @@ def _board_from_table(name: str, table: dict[str, Any], defaults: dict[str, Any]
         from edgeface.devices.profiles import get_profile
 
         get_profile(str(profile))  # unknown names fail here, with a suggestion
+    for key in ("host", "user", "identity", "remote_dir", "python"):
+        if key in merged and not isinstance(merged[key], str):
+            raise UserError(f"{where}: {key} must be text in quotes, not {merged[key]!r}")
+    source = merged.get("source")
+    if source is not None and (isinstance(source, bool) or not isinstance(source, (str, int))):
+        raise UserError(f"{where}: source must be a camera index or text in quotes, not {source!r}")
     identity = merged.get("identity")
     return Board(
         name=name,
@@ -171,10 +177,19 @@ class Inventory:
             if key not in TOP_KEYS:
                 raise _unknown_key(key, TOP_KEYS, str(path))
         defaults = data.get("defaults", {})
+        if not isinstance(defaults, dict):
+            raise UserError(f"{path}: defaults must be a table ([defaults] with key = value lines), "
+                            f"not {defaults!r}")
         for key in defaults:
             if key not in BOARD_KEYS or key == "host":
                 raise _unknown_key(key, tuple(k for k in BOARD_KEYS if k != "host"), f"{path} [defaults]")
         boards_table = data.get("boards", {})
+        if not isinstance(boards_table, dict):
+            raise UserError(f"{path}: boards must be tables, one per board ([boards.NAME] with host = ...), "
+                            f"not {boards_table!r}")
+        for name, table in boards_table.items():
+            if not isinstance(table, dict):
+                raise UserError(f"{path}: board {name!r} must be a table: [boards.{name}] then host = {table!r}")
         if not boards_table:
             raise UserError(f"{path} lists no boards: add a [boards.NAME] table with a host")
         boards = [_board_from_table(name, table, defaults, path) for name, table in boards_table.items()]

@@ -11,16 +11,32 @@ from edgeface.devices.profiles import detect_profile
 from edgeface.devices.release import run_args
 from edgeface.devices.remote import (
     RELEASES,
+    acquire_lock,
     append_event,
     failed_checks,
     health_check,
     read_service_info,
+    release_lock,
     remote_probe,
     switch_current,
 )
 from edgeface.devices.service import restart_service, service_state
 from edgeface.devices.ssh import SSHConnection, SSHOptions
 from edgeface.errors import UserError
+
+# Events read to find what ran before the current release (one line per flash or rollback).
+HISTORY_EVENTS = 1000
+
+
+def previous_in_history(events: list[dict], current: Optional[str]) -> Optional[str]:
+    """The release that was current before ``current`` became current, from the board's event log: the
+    ``previous`` of the last successful flash or rollback that made it current.  Release ids sort by the
+    flashing machine's clock, which says nothing about what ran before after a rollback."""
+    for event in reversed(events):
+        if event.get("status") == "ok" and event.get("current") == current and current is not None:
+            return event.get("previous")
+    return None
+
 
 
 def rollback_board(board: Board, options: SSHOptions, to: Optional[str] = None, check: bool = True,
@@ -36,8 +52,14 @@ def rollback_board(board: Board, options: SSHOptions, to: Optional[str] = None, 
 
         def pick() -> str:
             ident = remote_probe(conn, board.python, "identity", board.remote_dir)
-            ctx["identity"], ctx["root"] = ident, ident["remote_dir"]
-            state = remote_probe(conn, board.python, "state", ctx["root"], "0")
+            root = ident["remote_dir"]
+            if not remote_probe(conn, board.python, "state", root, "0")["releases"]:
+                # before anything is written there (no lock, no event log in a folder that was never a deployment)
+                raise UserError(f"nothing to roll back on {board.address}: no release under {root}")
+            ctx["identity"], ctx["root"] = ident, root
+            acquire_lock(conn, root, "rollback")
+            ctx["locked"] = True
+            state = remote_probe(conn, board.python, "state", root, str(HISTORY_EVENTS))  # now under the lock
             current = state.get("current")
             result.previous = current
             ids = [r["id"] for r in state["releases"]]
@@ -52,11 +74,15 @@ def rollback_board(board: Board, options: SSHOptions, to: Optional[str] = None, 
                                     "refusing to make it current")
                 target = to
             else:
+                before = previous_in_history(state["events"], current)
                 older = [r for r in healthy if current is None or r < current]
-                if not older:
+                if before in healthy and before != current:
+                    target = before
+                elif older:  # no history (events.jsonl lost): the newest older healthy release
+                    target = older[-1]
+                else:
                     raise UserError(f"no release older than {current} on {board.address} to roll back to "
                                     f"(releases: {', '.join(ids)})")
-                target = older[-1]
             if target == current:
                 raise UserError(f"release {target} is already current on {board.address}")
             ctx["release_id"] = target
@@ -110,6 +136,8 @@ def rollback_board(board: Board, options: SSHOptions, to: Optional[str] = None, 
             result.release = result.previous
     finally:
         result.seconds = time.perf_counter() - t0
+        if ctx.get("locked"):
+            release_lock(conn, ctx["root"])
         if ctx.get("root"):
             append_event(conn, ctx["root"], {
                 "event": "rollback", "status": "ok" if result.ok else "failed", "release": ctx.get("release_id"),

@@ -16,6 +16,7 @@ Layout under ``--remote-dir`` (default ``~/.edgeface``)::
     .incoming/<id>/         an upload in progress; renamed into releases/ once complete and verified
     events.jsonl            one JSON line per flash / rollback, with the step that failed
     service.json            which systemd unit runs `current`
+    .lock/                  held by the flash or rollback working here (mkdir is atomic); `owner` says whose
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ SERVICE_INFO = "service.json"
 CONFIG_NAME = "edgeface.toml"
 RUN_SCRIPT = "run.sh"
 GALLERY_NAME = "gallery.npz"
+LOCK = ".lock"
+# Characters the board's own tools cannot take in a path: pip writes the venv's scripts with the path inside a
+# double-quoted sh line (so `$(...)` would run), reads "; " as an environment marker, and systemd splits
+# ExecStart on whitespace unless quoted (edgeface quotes it) and expands '%'.
+UNSAFE_PATH_CHARS = set('"$`\\;%\n\t')
 
 
 def q(value: object) -> str:
@@ -92,6 +98,43 @@ def remote_probe(conn: SSHConnection, python: str, *args: str, timeout: float = 
         return json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise UserError(f"probing {conn.board.address}: unexpected output {result.stdout[:120]!r}") from None
+
+
+def check_remote_dir(path: str, address: str) -> None:
+    """A :class:`UserError` for a deployment folder the board's pip, venv or systemd cannot use safely."""
+    bad = sorted({c for c in path if c in UNSAFE_PATH_CHARS})
+    if bad:
+        shown = " ".join(repr(c) for c in bad)
+        raise UserError(f"the folder on {address}, {path!r}, holds {shown}: pip and systemd cannot use such a path "
+                        "(and the venv's scripts would run what follows a '$'); choose another --remote-dir")
+
+
+def acquire_lock(conn: SSHConnection, root: str, what: str) -> None:
+    """Take the board's deployment lock for one flash or rollback, or raise a :class:`UserError` naming who
+    holds it.  Two flashes of one board at once would prune each other's releases and switch `current` under
+    each other; ``mkdir`` succeeds for exactly one of them."""
+    lock = f"{root}/{LOCK}"
+    owner = json.dumps({"what": what, "by": who_am_i(), "since": utc_now()})
+    res = conn.run(f"mkdir -p {q(root)} && mkdir {q(lock)} 2>/dev/null && printf '%s\\n' {q(owner)} > "
+                   f"{q(lock + '/owner')}", timeout=30)
+    if res.ok:
+        return
+    held = conn.run(f"cat {q(lock + '/owner')}", timeout=30).stdout.strip()
+    try:
+        info = json.loads(held)
+        holder = f"a {info['what']} by {info['by']} since {info['since']}"
+    except (ValueError, TypeError, KeyError):
+        holder = "an edgeface command whose owner file is missing"
+    raise UserError(f"{conn.board.address} is busy: {holder} holds {lock}; wait for it, or if it is no longer "
+                    f"running (killed, or its connection lost), remove that folder on the board")
+
+
+def release_lock(conn: SSHConnection, root: str) -> None:
+    """Give the lock back (best effort: a lost connection leaves it, and the next command names it)."""
+    try:
+        conn.run(f"rm -rf {q(root + '/' + LOCK)}", timeout=30)
+    except UserError:
+        pass
 
 
 def append_event(conn: SSHConnection, root: str, event: dict) -> None:

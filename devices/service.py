@@ -25,13 +25,20 @@ def unit_file(mode: str, root: str, user: str, release_id: str) -> str:
         "After=network-online.target\nWants=network-online.target\n\n"
         "[Service]\nType=simple\n"
         f"{service_user}"
-        f"WorkingDirectory={root}/{CURRENT}\n"
-        f"ExecStart={root}/{CURRENT}/{RUN_SCRIPT}\n"
+        f"WorkingDirectory={root.replace('%', '%%')}/{CURRENT}\n"
+        f"ExecStart={_unit_path(f'{root}/{CURRENT}/{RUN_SCRIPT}')}\n"
         "Environment=PYTHONUNBUFFERED=1\n"
         "Restart=on-failure\nRestartSec=5\n\n"
         f"[Install]\nWantedBy={wanted}\n"
         f"# release at install time: {release_id}\n"
     )
+
+
+def _unit_path(path: str) -> str:
+    """A path as ExecStart takes it: double-quoted (systemd splits its command line on spaces), '%' doubled
+    (a specifier otherwise; WorkingDirectory= takes the rest of its line, so only that is needed there);
+    the characters systemd cannot take are refused before (check_remote_dir)."""
+    return '"' + path.replace("%", "%%") + '"'
 
 
 def systemctl(mode: str, uid: int) -> str:

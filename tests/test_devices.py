@@ -162,6 +162,11 @@ def test_inventory_boards_groups_and_defaults(tmp_path):
     ('[boards.a]\nhost = "x"\nport = 70000\n', r"port must be a number from 1 to 65535"),
     ('[boards.a]\nhost = "x"\nport = true\n', r"port must be a number from 1 to 65535, not True"),
     ('[boards.a]\nhost = "x"\nthreads = true\n', r"threads must be a positive number, not True"),
+    ('boards = ["a"]\n', r"boards must be tables, one per board"),
+    ('defaults = 5\n[boards.a]\nhost = "x"\n', r"defaults must be a table"),
+    ('[boards]\ndoor = "1.2.3.4"\n', r"board 'door' must be a table: \[boards.door\] then host = '1.2.3.4'"),
+    ('[boards.a]\nhost = "x"\nuser = 5\n', r"user must be text in quotes, not 5"),
+    ('[boards.a]\nhost = "x"\nidentity = 5\n', r"identity must be text in quotes, not 5"),
     ('[boards.a]\nhost = "x"\nprofile = "rpi6"\n', r"unknown board profile 'rpi6'"),
     ('[bords.a]\nhost = "x"\n', r"unknown key 'bords'.*did you mean 'boards'\?"),
     ('[boards.a\nhost = "x"\n', r"is not valid TOML"),
@@ -211,7 +216,7 @@ def test_run_script_config_and_unit_agree_on_the_settings():
 
     assert tomllib.loads(toml)["run"]["source"] == "picamera2" and tomllib.loads(toml)["board"]["profile"] == "rpi5"
     unit = unit_file("system", "/home/pi/.edgeface", "pi", "r1")
-    assert "ExecStart=/home/pi/.edgeface/current/run.sh" in unit and "User=pi" in unit
+    assert 'ExecStart="/home/pi/.edgeface/current/run.sh"' in unit and "User=pi" in unit
     assert "WantedBy=multi-user.target" in unit and "Restart=on-failure" in unit
     user_unit = unit_file("user", "/home/pi/.edgeface", "pi", "r1")
     assert "User=" not in user_unit and "WantedBy=default.target" in user_unit

@@ -516,3 +516,86 @@ def test_low_disk_hint_does_not_promise_what_keep_cannot_do(tmp_path):
     message = str(exc.value)
     assert message.startswith("not enough disk space on pi: 5.0 MB free under /home/pi/.edgeface")
     assert "pruned only after a flash succeeds" in message and "or lower --keep" not in message
+
+
+def test_a_restart_that_gets_no_answer_puts_the_old_service_back(service_board):
+    """The link dropping (or the 120 s limit passing) right after `systemctl restart`: the new release is not
+    known to be up, so the board gets its old unit back on the previous release, as for a failed restart."""
+    from edgeface.devices.flash import _service
+    from edgeface.errors import UserError
+
+    make, cfg = service_board
+    conn, ctx, root, unit = make(["active"], previous="r1", had_service=True)
+    plain_run = conn.run
+    lost = []
+
+    def run(argv, **kwargs):
+        if "is-active" in str(argv) and not lost:
+            lost.append(argv)
+            raise UserError("the connection to 127.0.0.1 was lost")
+        return plain_run(argv, **kwargs)
+
+    conn.run = run
+    with pytest.raises(UserError, match=r"did not stay up on the new release \(the connection to 127.0.0.1 was "
+                                        r"lost\); back on release r1$"):
+        _service(conn, conn.board, cfg, ctx)
+    assert os.readlink(root / "current") == "releases/r1" and not ctx["switched"]
+    assert unit.read_text() == "OLD UNIT\n"
+    assert conn.calls().count("--user restart edgeface") == 2  # the new release, then the old one again
+
+
+def test_a_new_service_name_removes_the_unit_an_earlier_flash_installed(service_board):
+    import dataclasses
+
+    from edgeface.devices.flash import _service
+
+    make, cfg = service_board
+    conn, ctx, root, unit = make(["active"], previous="r1", had_service=True)
+    detail = _service(conn, conn.board, dataclasses.replace(cfg, service_name="door-cam"), ctx)
+    assert "the previous unit edgeface was removed" in detail
+    assert not unit.exists() and (unit.parent / "door-cam.service").is_file()
+    assert json.loads((root / "service.json").read_text())["name"] == "door-cam"
+    assert "--user disable --now edgeface" in conn.calls()
+    # --service none over an installed unit: the release switches, and the output says the unit runs the old one
+    detail = _service(conn, conn.board, dataclasses.replace(cfg, service="none"), ctx)
+    assert "the user unit door-cam an earlier flash installed still runs the previous release" in detail
+
+
+def test_one_flash_or_rollback_at_a_time_per_board(tmp_path):
+    from edgeface.devices.remote import acquire_lock, check_remote_dir, release_lock
+    from edgeface.errors import UserError
+
+    conn = LocalBoard(tmp_path, [])
+    root = str(tmp_path / "deploy")
+    acquire_lock(conn, root, "flash")
+    with pytest.raises(UserError, match=r"^127.0.0.1 is busy: a flash by \S+ since \S+ holds .*/deploy/.lock; "
+                                        r"wait for it, or if it is no longer running"):
+        acquire_lock(conn, root, "rollback")
+    release_lock(conn, root)
+    acquire_lock(conn, root, "rollback")  # free again
+    for bad in ('/home/pi/$(reboot)', '/home/pi/a;b', '/srv/50%', '/home/pi/"x"'):
+        with pytest.raises(UserError, match="pip and systemd cannot use such a path"):
+            check_remote_dir(bad, "pi@door")
+    check_remote_dir("/home/pi/my edgeface's dir", "pi@door")  # spaces and quotes are fine
+
+
+def test_rollback_goes_to_what_ran_before_not_to_the_next_older_id():
+    from edgeface.devices.manage import previous_in_history
+
+    # flash X, flash Y, roll back to X, flash Z: before Z ran X, though Y's id is newer
+    events = [{"event": "flash", "status": "ok", "current": "X", "previous": None},
+              {"event": "flash", "status": "ok", "current": "Y", "previous": "X"},
+              {"event": "rollback", "status": "ok", "current": "X", "previous": "Y"},
+              {"event": "flash", "status": "failed", "current": "X", "previous": "X"},
+              {"event": "flash", "status": "ok", "current": "Z", "previous": "X"}]
+    assert previous_in_history(events, "Z") == "X"
+    assert previous_in_history(events, "X") == "Y"  # the last event that made X current: the rollback from Y
+    assert previous_in_history(events, "W") is None and previous_in_history([], "Z") is None
+
+
+def test_the_unit_quotes_a_folder_with_spaces_and_percent():
+    from edgeface.devices.service import unit_file
+
+    unit = unit_file("user", "/home/pi/my 100% dir", "pi", "r1")
+    assert 'ExecStart="/home/pi/my 100%% dir/current/run.sh"\n' in unit
+    assert "WorkingDirectory=/home/pi/my 100%% dir/current\n" in unit

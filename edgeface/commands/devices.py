@@ -192,8 +192,13 @@ def flash_cmd(
         _results_table("edgeface flash", results)
     if len(results) == 1 and failed:
         r = failed[0]
-        raise UserError(f"flashing {r.board} failed at step '{r.failed_step}': {r.error}; the board stays on "
-                        f"release {r.release or 'none'}")
+        if r.release:
+            where = f"the board stays on release {r.release}"
+        elif r.failed_step in ("connect", "check"):  # its state was never read: say nothing false about it
+            where = "the board was not changed"
+        else:
+            where = "the board has no current release, as before"
+        raise UserError(f"flashing {r.board} failed at step '{r.failed_step}': {r.error}; {where}")
     if failed:
         raise UserError(f"{len(failed)} of {len(results)} boards failed to flash (see the table); each stays on its "
                         "previous release")
