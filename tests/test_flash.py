@@ -212,6 +212,11 @@ def test_inventory_group_flash_in_parallel_then_rollback(sshd, board, runtime_wh
                   second.split("/")[-1], "--no-check"])
     assert fwd.exit_code == 0, fwd.output
     assert current_of(board.dir) == second
+    # status of the group: the unreachable board is named, the other's status is still there
+    st = invoke(["status", "--all", "--inventory", inv, "--known-hosts", sshd.known_hosts, "--json"])
+    assert st.exit_code == 2 and "1 of 2 boards gave no status: ghost" in st.stderr
+    statuses = {r["board"]: r for r in json.loads(st.stdout)}
+    assert statuses["bench"]["current"] and "connection refused" in statuses["ghost"]["error"]
 
 
 def _arch() -> str:

@@ -290,12 +290,28 @@ def status_cmd(
 
     options = _ssh_options(known_hosts, accept_new_host_key, ssh_config, ssh_option, connect_timeout)
     boards = _boards(target, inventory, all_boards, identity, remote_dir, python)
-    statuses = [board_status(b, options, events=events) for b in boards]
+    if len(boards) == 1:
+        statuses = [board_status(boards[0], options, events=events)]
+    else:
+        # several boards: one unreachable board must not hide the others' status
+        statuses = []
+        for b in boards:
+            try:
+                statuses.append(board_status(b, options, events=events))
+            except UserError as exc:
+                statuses.append({"board": b.name, "address": b.address, "error": str(exc)})
     if as_json:
         typer.echo(json.dumps(statuses if len(statuses) > 1 else statuses[0], indent=2))
-        return
-    for st in statuses:
-        _print_status(st)
+    else:
+        for st in statuses:
+            if "error" in st:
+                console.print(f"[bold]{escape(st['board'])}[/] " + escape(f"({st['address']}): {st['error']}"),
+                              highlight=False, markup=True)
+            else:
+                _print_status(st)
+    unreachable = [st["board"] for st in statuses if "error" in st]
+    if unreachable:
+        raise UserError(f"{len(unreachable)} of {len(statuses)} boards gave no status: {', '.join(unreachable)}")
 
 
 def _print_status(st: dict) -> None:
