@@ -31,11 +31,11 @@ from edgeface.converters.convert import ConversionError, batch_one, convert
 from edgeface.converters.formats import ExportFormat, resolve_formats
 from edgeface.converters.tflite_graph import Graph, read_graph
 from edgeface.converters.verify import CosineCheck, check_cosine, keras_embeddings, mean_pairwise_similarity
-from edgeface.data.dataset import read_people_file
+from edgeface.data.dataset import read_people_file, split_people_spec
 from edgeface.errors import UserError
-from edgeface.fileio import umask_mode
+from edgeface.fileio import nearest_existing_parent, umask_mode
 from edgeface.runtime.bundle import MANIFEST_NAME
-from edgeface.runtime.detector import DETECTORS
+from edgeface.runtime.detector import check_detector_kind
 
 OK, FAILED_VERIFICATION, FAILED = "ok", "failed_verification", "failed"
 STATUS_SYMBOL = {OK: "✅", FAILED_VERIFICATION: "❎", FAILED: "❌"}
@@ -149,9 +149,7 @@ def _check_out_dir(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
         raise UserError(f"--out {out} exists and is not an edgeface bundle; choose a new or empty folder")
     # The bundle is built in a temp folder beside --out: the nearest existing ancestor must take new entries.
-    probe = out.resolve().parent
-    while not probe.exists():
-        probe = probe.parent
+    probe = nearest_existing_parent(out)
     if not probe.is_dir():
         raise UserError(f"output folder is not writable: cannot create {out} because {probe} is a file")
     if not os.access(probe, os.W_OK | os.X_OK) or (out.is_dir() and not os.access(out, os.W_OK)):
@@ -181,7 +179,7 @@ def _default_calib(model: Path) -> tuple[Optional[Path], Optional[str]]:
     exclude = dataset.get("exclude_people_path") or summary.get("exclude_people")
     if not root or not Path(root).is_dir():
         return None, None
-    if exclude and not Path(exclude.rsplit(":", 1)[0] if exclude.rsplit(":", 1)[-1].isdigit() else exclude).is_file():
+    if exclude and not split_people_spec(exclude)[0].is_file():
         raise UserError(f"{model} was trained without the people in {exclude}, which is not found from here: pass "
                         "--calib DIR (and --calib-exclude-people FILE to keep those people out of calibration)")
     return Path(root), exclude
@@ -205,8 +203,7 @@ def check_config(cfg: ExportConfig) -> list[ExportFormat]:
         raise UserError(f"--max-drop must be a finite number >= 0 percentage points (got {cfg.max_drop})")
     check_bundle_name(cfg.name if cfg.name is not None else cfg.model.stem, "--name" if cfg.name is not None else
                       "the model's file name (pass --name)")
-    if cfg.detector != "haar" and cfg.detector not in DETECTORS:
-        raise UserError(f"unknown detector {cfg.detector!r}: choose one of {', '.join([*DETECTORS, 'haar'])}")
+    check_detector_kind(cfg.detector)
     if cfg.per_tensor and not any(f.name == "int8" or f.edgetpu for f in formats):
         raise UserError("--per-tensor sets the int8 weights' scales: add int8 or edgetpu to --formats, or drop it")
     if (cfg.pairs is None) != (cfg.images is None):

@@ -105,6 +105,11 @@ def _parse_port(text: str, whole: str) -> int:
     return int(text)
 
 
+def _whole(value: Any) -> bool:
+    """A TOML integer (bool is an int in Python: `port = true` would pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _board_from_table(name: str, table: dict[str, Any], defaults: dict[str, Any], path: Path) -> Board:
     where = f"{path} [boards.{name}]"
     if not _NAME.match(name):
@@ -116,8 +121,7 @@ def _board_from_table(name: str, table: dict[str, Any], defaults: dict[str, Any]
     if "host" not in merged:
         raise UserError(f"{where} has no host: add host = \"192.168.1.20\" (or a name from ~/.ssh/config)")
     port = merged.get("port")
-    # bool is an int in Python: `port = true` would pass as 1
-    if port is not None and (not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536):
+    if port is not None and (not _whole(port) or not 0 < port < 65536):
         raise UserError(f"{where}: port must be a number from 1 to 65535, not {port!r}")
     groups = merged.get("groups", [])
     if isinstance(groups, str):
@@ -125,7 +129,7 @@ def _board_from_table(name: str, table: dict[str, Any], defaults: dict[str, Any]
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
         raise UserError(f"{where}: groups must be a list of names, like groups = [\"lab\"]")
     threads = merged.get("threads")
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+    if threads is not None and (not _whole(threads) or threads < 1):
         raise UserError(f"{where}: threads must be a positive number, not {threads!r}")
     profile = merged.get("profile")
     if profile is not None:
@@ -136,7 +140,7 @@ def _board_from_table(name: str, table: dict[str, Any], defaults: dict[str, Any]
         if key in merged and not isinstance(merged[key], str):
             raise UserError(f"{where}: {key} must be text in quotes, not {merged[key]!r}")
     source = merged.get("source")
-    if source is not None and (isinstance(source, bool) or not isinstance(source, (str, int))):
+    if source is not None and not (isinstance(source, str) or _whole(source)):
         raise UserError(f"{where}: source must be a camera index or text in quotes, not {source!r}")
     identity = merged.get("identity")
     return Board(

@@ -38,7 +38,6 @@ def previous_in_history(events: list[dict], current: Optional[str]) -> Optional[
     return None
 
 
-
 def rollback_board(board: Board, options: SSHOptions, to: Optional[str] = None, check: bool = True,
                    health_timeout: float = 300.0, on_step: Optional[StepCallback] = None) -> FlashResult:
     """Make the previous healthy release (or ``to``) current again, and restart the service on it."""

@@ -83,6 +83,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def nearest_existing_parent(path: str | os.PathLike) -> Path:
+    """The closest folder above ``path`` that exists (where creating ``path`` and its parents starts)."""
+    probe = Path(path).resolve().parent
+    while not probe.exists():
+        probe = probe.parent
+    return probe
+
+
 def check_writable_file(path: str | os.PathLike, option: str) -> None:
     """A :class:`~edgeface.errors.UserError` now, for an output file that could not be written later.
 
@@ -94,9 +102,7 @@ def check_writable_file(path: str | os.PathLike, option: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{option} {path} is a folder: give a file name")
-    probe = path.resolve().parent
-    while not probe.exists():
-        probe = probe.parent
+    probe = nearest_existing_parent(path)
     if not probe.is_dir():
         raise UserError(f"{option} {path}: cannot create it, {probe} is a file")
     if not os.access(probe, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):

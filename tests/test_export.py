@@ -199,15 +199,21 @@ def _fake_compiler(tmp_path: Path, write_log: bool) -> Path:
     return script
 
 
+def _compiler_input(tmp_path: Path) -> tuple[Path, Path]:
+    """A stand-in int8 file to compile and an empty output folder."""
+    model = tmp_path / "model_full_integer_quant.tflite"
+    model.write_bytes(b"model")
+    out = tmp_path / "out"
+    out.mkdir()
+    return model, out
+
+
 @pytest.mark.parametrize("write_log", [True, False])
 def test_compiler_report_counts_each_op_once(tmp_path, write_log):
     """stdout (-s) and the .log file hold the same table: the report is read from one copy, not both."""
     from edgeface.converters.edgetpu import run_compiler
 
-    model = tmp_path / "model_full_integer_quant.tflite"
-    model.write_bytes(b"model")
-    out = tmp_path / "out"
-    out.mkdir()
+    model, out = _compiler_input(tmp_path)
     result = run_compiler(model, out, str(_fake_compiler(tmp_path, write_log)))
     assert result.path == out / "model_full_integer_quant_edgetpu.tflite" and result.error == ""
     report = result.report
@@ -221,10 +227,7 @@ def test_compiler_report_counts_each_op_once(tmp_path, write_log):
 def test_a_compiler_that_fails_part_way_leaves_no_file(tmp_path, timeout):
     from edgeface.converters.edgetpu import run_compiler
 
-    model = tmp_path / "model_full_integer_quant.tflite"
-    model.write_bytes(b"model")
-    out = tmp_path / "out"
-    out.mkdir()
+    model, out = _compiler_input(tmp_path)
     script = tmp_path / "edgetpu_compiler"
     # writes part of its output, then dies (out of memory) or hangs
     end = "sleep 30" if timeout else "echo 'ERROR: out of memory' >&2; exit 1"

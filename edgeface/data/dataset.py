@@ -54,15 +54,21 @@ def count_excluded(root: str | os.PathLike, exclude: set[str], option: str = "--
     return found
 
 
+def split_people_spec(spec: str | os.PathLike) -> tuple[Path, Optional[int]]:
+    """``FILE`` or ``FILE:FOLD`` as (FILE, FOLD or None)."""
+    text = str(spec)
+    if ":" in text and text.rsplit(":", 1)[1].isdigit():
+        text, fold = text.rsplit(":", 1)
+        return Path(text), int(fold)
+    return Path(text), None
+
+
 def resolved_people_spec(spec: Optional[str]) -> Optional[str]:
     """``FILE[:FOLD]`` with FILE made absolute (for records read later from another folder)."""
     if not spec:
         return None
-    text, fold = str(spec), ""
-    if ":" in text and text.rsplit(":", 1)[1].isdigit():
-        text, fold = text.rsplit(":", 1)
-        fold = f":{fold}"
-    return f"{Path(text).resolve()}{fold}"
+    path, fold = split_people_spec(spec)
+    return f"{path.resolve()}{f':{fold}' if fold is not None else ''}"
 
 
 def read_people_file(spec: str | os.PathLike) -> set[str]:
@@ -76,12 +82,7 @@ def read_people_file(spec: str | os.PathLike) -> set[str]:
     (1-based) only the people of that fold are returned, so ``people.txt:10`` keeps
     View 2 fold 10 out.  A file cut short or out of shape is a ``UserError`` naming the line.
     """
-    text = str(spec)
-    fold: Optional[int] = None
-    if ":" in text and text.rsplit(":", 1)[1].isdigit():
-        text, fold_s = text.rsplit(":", 1)
-        fold = int(fold_s)
-    path = Path(text)
+    path, fold = split_people_spec(spec)
     if not path.is_file():
         raise UserError(f"people file not found: {path}")
     try:
@@ -119,6 +120,14 @@ def _pair_names(path: Path, line: int, fields: list[str]) -> set[str]:
     raise _bad_line(path, line, f"{' '.join(fields)!r} is not a pairs row")
 
 
+def _name_count_rows(path: Path, rows: list) -> set[str]:
+    """The names of ``name count`` rows (people.txt, peopleDev*.txt); a row of another shape names its line."""
+    for ln, f in rows:
+        if len(f) != 2 or not f[1].isdigit():
+            raise _bad_line(path, ln, f"{' '.join(f)!r} is not a 'name count' row")
+    return {f[0] for _, f in rows}
+
+
 def _take(path: Path, lines: list, start: int, count: int, what: str) -> list:
     rows = lines[start : start + count]
     if len(rows) < count:
@@ -149,10 +158,7 @@ def _lfw_folds(path: Path, lines: list) -> Optional[list[set[str]]]:
         if not (len(fields) == 1 and fields[0].isdigit()):
             raise _bad_line(path, line, f"expected the size of fold {k + 1}, found {' '.join(fields)!r}")
         rows = _take(path, lines, i + 1, int(fields[0]), f"names of fold {k + 1}")
-        for ln, f in rows:
-            if len(f) != 2 or not f[1].isdigit():
-                raise _bad_line(path, ln, f"{' '.join(f)!r} is not a 'name count' row")
-        folds.append({f[0] for _, f in rows})
+        folds.append(_name_count_rows(path, rows))
         i += 1 + len(rows)
     return folds
 
@@ -163,11 +169,7 @@ def _lfw_view1(path: Path, lines: list) -> set[str]:
     count = int(lines[0][1][0])
     first = lines[1][1]
     if len(first) == 2:
-        rows = _take(path, lines, 1, count, "names")
-        for ln, f in rows:
-            if len(f) != 2 or not f[1].isdigit():
-                raise _bad_line(path, ln, f"{' '.join(f)!r} is not a 'name count' row")
-        return {f[0] for _, f in rows}
+        return _name_count_rows(path, _take(path, lines, 1, count, "names"))
     rows = _take(path, lines, 1, 2 * count, "pairs")
     return set().union(*(_pair_names(path, ln, f) for ln, f in rows))
 

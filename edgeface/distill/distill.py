@@ -38,7 +38,7 @@ from edgeface.train import loop
 from edgeface.train.augment import apply_augmentation
 from edgeface.train.batchnorm import recalibrate_batchnorm
 from edgeface.train.config import FitConfig, choice
-from edgeface.train.heads import build_head, get_head_spec, resolve_margins
+from edgeface.train.heads import build_head, get_head_spec, margin_options_given, resolve_margins
 from edgeface.train.models import L2Normalize, embedding_features, get_model
 from edgeface.train.trainer import build_optimizer, embed_with_features, float32_copy
 
@@ -112,8 +112,7 @@ class DistillConfig(FitConfig):
                                 f"not {self.head}")
             resolve_margins(spec, self.scale, self.margin, self.margins)
         else:
-            given = [flag for flag, v in (("--scale", self.scale), ("--margin", self.margin),
-                                          ("--margins", self.margins)) if v is not None]
+            given = margin_options_given(self.scale, self.margin, self.margins)
             if given:
                 raise UserError(f"{'/'.join(given)} set the margin head, which only --labels trains: add --labels "
                                 f"WEIGHT or drop {'/'.join(given)}")

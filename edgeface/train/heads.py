@@ -81,12 +81,17 @@ class Margins:
     m3: float
 
 
+def margin_options_given(scale: Optional[float], margin: Optional[float],
+                         margins: Optional[tuple[float, float, float]]) -> list[str]:
+    """The margin-head flags set on the command line (for messages refusing them where they do nothing)."""
+    return [flag for flag, v in (("--scale", scale), ("--margin", margin), ("--margins", margins)) if v is not None]
+
+
 def resolve_margins(spec: HeadSpec, scale: Optional[float] = None, margin: Optional[float] = None,
                     margins: Optional[tuple[float, float, float]] = None) -> Margins:
     """Apply user overrides to a margin head's defaults and check them (one line on bad values)."""
     if not spec.margin:
-        given = [flag for flag, v in (("--scale", scale), ("--margin", margin), ("--margins", margins))
-                 if v is not None]
+        given = margin_options_given(scale, margin, margins)
         if given:
             raise UserError(f"--head {spec.name} has no margin or scale: drop {'/'.join(given)} or choose a margin "
                             "head (arcface, cosface, combined)")
