@@ -535,12 +535,22 @@ def test_exported_bundle_fixture_and_tampering(exported_bundle, tmp_path):
         Bundle.load(copy).model_path("int8")
     assert Bundle.load(copy).model_path("fp32").is_file()  # untouched files still load
 
+    # info reports the whole bundle and fails like `sha256sum -c`: exit 1, the damaged file named on stderr
     result = runner.invoke(app, ["info", str(copy), "--json"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     info = json.loads(result.stdout)
     assert {f["format"]: f["checksum"] for f in info["files"]} == {"fp32": "ok", "int8": "MISMATCH"}
+    assert result.stderr.strip().splitlines() == [
+        f"error: 1 file(s) missing or modified: {path.name}; the runtime will refuse them: export the bundle "
+        "again or restore the files"]
+    path.unlink()
+    result = runner.invoke(app, ["info", str(copy)])
+    assert result.exit_code == 1 and "match threshold" in result.stdout and f"modified: {path.name};" in result.stderr
+    result = runner.invoke(app, ["info", str(copy), "--json"])
+    assert result.exit_code == 1 and json.loads(result.stdout)["files"][1]["checksum"] == "missing"
     result = runner.invoke(app, ["info", str(exported_bundle)])
     assert result.exit_code == 0 and "int8" in result.stdout and "match threshold" in result.stdout
+    assert result.stderr == ""
 
 
 def test_info_on_a_folder_without_manifest(tmp_path):

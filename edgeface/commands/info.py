@@ -10,7 +10,7 @@ import typer
 
 from edgeface.commands.errors import user_errors
 from edgeface.commands.fit_options import width_label
-from edgeface.console import escape, print_table, stdout
+from edgeface.console import print_table, stdout
 
 
 def file_status(root: Path, entry: dict) -> tuple[int, str]:
@@ -62,7 +62,8 @@ def info_cmd(
                                                        "bundle shipped with edgeface)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (only JSON on stdout)."),
 ) -> None:
-    """Show a model bundle: path, files, sizes, checksums and manifest."""
+    """Show a model bundle: path, files, sizes, checksums and manifest; exit 1 when a listed file is missing or
+    differs from its checksum."""
     from edgeface.errors import UserError
     from edgeface.runtime.bundle import MANIFEST_NAME, Bundle, default_bundle_dir
 
@@ -71,10 +72,21 @@ def info_cmd(
                         "`edgeface export`)")
     b = Bundle.load(bundle)
     report = bundle_report(b)
+    bad = [f["path"] for f in report["files"] + report["detectors"] if f["checksum"] != "ok"]
     if as_json:
         typer.echo(json.dumps(report, indent=2))
-        return
-    m = b.manifest
+    else:
+        _print_report(b.manifest, report)
+    if bad:
+        # Like `sha256sum -c`: the whole report is printed, and the exit status says the check failed, so a
+        # script (or a flash pipeline) can stop on a damaged bundle without parsing the output.
+        typer.echo(f"error: {len(bad)} file(s) missing or modified: {', '.join(bad)}; the runtime will refuse "
+                   "them: export the bundle again or restore the files", err=True)
+        raise typer.Exit(1)
+
+
+def _print_report(m: dict, report: dict) -> None:
+    """The human-readable report: header, file and detector tables, threshold, provenance."""
     model = m.get("model", {})
     stdout.print(f"bundle {report['path']}  (schema {m.get('schema_version')}, edgeface "
                   f"{m.get('edgeface_version')}, created {m.get('created')})")
@@ -100,10 +112,6 @@ def info_cmd(
     prov = m.get("provenance", {})
     stdout.print(f"source: {prov.get('source_model')} sha256 {str(prov.get('source_sha256', ''))[:16]}..., "
                   f"exported {prov.get('date')}")
-    bad = [f["path"] for f in report["files"] + report["detectors"] if f["checksum"] != "ok"]
-    if bad:
-        stdout.print(f"[red]warning:[/red] {len(bad)} file(s) missing or modified: {escape(', '.join(bad))}; "
-                      "the runtime will refuse them", markup=True)
 
 
 def register(app: typer.Typer) -> None:
