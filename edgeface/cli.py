@@ -58,9 +58,35 @@ def _root(
 _register_all()
 
 
+def run_cli(args: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; a usage error (unknown option, out-of-range or missing value) is one
+    ``error: ...`` line on stderr with the command's --help hint, exit code 2, like every other user mistake
+    (Typer's own rendering is a usage line, a hint and a framed box)."""
+    try:  # Typer >= 0.2x carries its own copy of Click; older releases use the click package
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    except ImportError:  # pragma: no cover - depends on the installed Typer
+        from click.exceptions import ClickException, NoArgsIsHelpError
+
+    try:
+        rv = app(args=args, prog_name="edgeface", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `edgeface` or `edgeface data` alone: the help text, as Typer shows it
+        exc.show()
+        return exc.exit_code
+    except ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        typer.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
+        return exc.exit_code
+    except typer.Abort:  # end of input at a prompt
+        typer.echo("aborted", err=True)
+        return 1
+    # With standalone_mode off a typer.Exit comes back as its code and a finished command as its return value.
+    return rv if type(rv) is int else 0
+
+
 def main() -> None:
     """Console-script entry point."""
     # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) buries the commands' own output;
     # set before any command imports TensorFlow, and only when the user has not chosen a level.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(app())
+    sys.exit(run_cli())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from edgeface.cli import COMMAND_MODULES, app
@@ -56,3 +57,27 @@ def test_each_command_module_imports_on_its_own_without_tensorflow():
         proc = subprocess.run([sys.executable, "-c", code, f"edgeface.commands.{name}"], capture_output=True,
                               text=True, timeout=120)
         assert proc.returncode == 0, f"edgeface.commands.{name}: {proc.stderr.strip().splitlines()[-1:]}"
+
+
+@pytest.mark.parametrize("args, line", [
+    (["benchmark", "--runs", "0", "model.tflite"],
+     "error: Invalid value for '--runs': Input should be greater than or equal to 1 (see 'edgeface benchmark --help')"),
+    (["evaluate"], "error: Missing argument 'model'. (see 'edgeface evaluate --help')"),
+    (["nosuch"], "error: No such command 'nosuch'. (see 'edgeface --help')"),
+    (["info", "--bogus"], "error: No such option: --bogus (see 'edgeface info --help')"),
+    (["data", "prepare", "--size", "abc", "faces"], "error: Invalid value for '--size': Input should be a valid "
+     "integer, unable to parse string as an integer (see 'edgeface data prepare --help')"),
+])
+def test_a_usage_error_is_one_line_and_exit_2(args, line):
+    """Typer's own rendering of these is a usage line, a hint and a framed box; edgeface prints one line, as for
+    every other user mistake."""
+    proc = subprocess.run([sys.executable, "-m", "edgeface", *args], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", line + "\n")
+
+
+def test_help_and_bare_groups_still_print_help():
+    proc = subprocess.run([sys.executable, "-m", "edgeface", "run", "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and "--gallery" in proc.stdout and proc.stderr == ""
+    proc = subprocess.run([sys.executable, "-m", "edgeface", "data"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "prepare" in proc.stdout  # like Typer: a bare group shows its help, exit 2
