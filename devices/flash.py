@@ -117,6 +117,7 @@ class FlashConfig:
     health_timeout: float = 300.0
     system_site_packages: Optional[bool] = None  # None: the profile's choice
     clean_install: bool = False  # never reuse the current release's installed dependencies
+    break_lock: bool = False  # remove a board lock left by a flash or rollback that no longer runs
 
 
 @dataclass
@@ -286,15 +287,16 @@ def _check(conn: SSHConnection, board: Board, cfg: FlashConfig, local: LocalRele
                         "install the venv module there (sudo apt-get install python3-venv)")
     ctx["settings"] = release_settings(profile, board, local, cfg.format, cfg.source, cfg.threads)
     # Held until this flash ends: the state read next stays true while it works (see acquire_lock).
-    acquire_lock(conn, root, "flash")
+    broken = acquire_lock(conn, root, "flash", break_lock=cfg.break_lock)
     ctx["locked"] = True
     ctx["state"] = remote_probe(conn, board.python, "state", root, "0")
     warn = ""
     if profile.python and ident["python"].rsplit(".", 1)[0] != profile.python and cfg.profile:
         warn = f" (profile expects Python {profile.python})"
     board_name = f"{ident['model']}, " if ident.get("model") else ""
+    broke = f"; removed the lock of {broken}" if broken else ""
     return (f"{board_name}{ident['machine']}, Python {ident['python']}{warn}, "
-            f"profile {profile.name} ({how}), current release: {ctx['state'].get('current') or 'none'}")
+            f"profile {profile.name} ({how}), current release: {ctx['state'].get('current') or 'none'}{broke}")
 
 
 def _wheels(cfg: FlashConfig, local: LocalRelease, ctx: dict) -> str:

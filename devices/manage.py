@@ -39,8 +39,10 @@ def previous_in_history(events: list[dict], current: Optional[str]) -> Optional[
 
 
 def rollback_board(board: Board, options: SSHOptions, to: Optional[str] = None, check: bool = True,
-                   health_timeout: float = 300.0, on_step: Optional[StepCallback] = None) -> FlashResult:
-    """Make the previous healthy release (or ``to``) current again, and restart the service on it."""
+                   health_timeout: float = 300.0, on_step: Optional[StepCallback] = None,
+                   break_lock: bool = False) -> FlashResult:
+    """Make the previous healthy release (or ``to``) current again, and restart the service on it
+    (``break_lock``: first remove a board lock left by a flash or rollback that no longer runs)."""
     result = FlashResult(board=board.name, address=board.address)
     steps = StepRunner(result, on_step)
     t0 = time.perf_counter()
@@ -56,7 +58,7 @@ def rollback_board(board: Board, options: SSHOptions, to: Optional[str] = None, 
                 # before anything is written there (no lock, no event log in a folder that was never a deployment)
                 raise UserError(f"nothing to roll back on {board.address}: no release under {root}")
             ctx["identity"], ctx["root"] = ident, root
-            acquire_lock(conn, root, "rollback")
+            ctx["broken_lock"] = acquire_lock(conn, root, "rollback", break_lock=break_lock)
             ctx["locked"] = True
             state = remote_probe(conn, board.python, "state", root, str(HISTORY_EVENTS))  # now under the lock
             current = state.get("current")
@@ -89,7 +91,8 @@ def rollback_board(board: Board, options: SSHOptions, to: Optional[str] = None, 
             info = next(r for r in state["releases"] if r["id"] == target)["info"]
             ctx["settings"] = info.get("settings") or {}
             result.version = info.get("edgeface_version")
-            return f"{current or 'none'} -> {target}"
+            broke = f"; removed the lock of {ctx['broken_lock']}" if ctx["broken_lock"] else ""
+            return f"{current or 'none'} -> {target}{broke}"
 
         steps.run("check", pick)
         if check:

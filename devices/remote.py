@@ -109,24 +109,37 @@ def check_remote_dir(path: str, address: str) -> None:
                         "(and the venv's scripts would run what follows a '$'); choose another --remote-dir")
 
 
-def acquire_lock(conn: SSHConnection, root: str, what: str) -> None:
+def acquire_lock(conn: SSHConnection, root: str, what: str, break_lock: bool = False) -> str:
     """Take the board's deployment lock for one flash or rollback, or raise a :class:`UserError` naming who
     holds it.  Two flashes of one board at once would prune each other's releases and switch `current` under
-    each other; ``mkdir`` succeeds for exactly one of them."""
+    each other; ``mkdir`` succeeds for exactly one of them.  ``break_lock`` first removes a lock left by a
+    command that no longer runs (killed, or its connection lost), logging whose it was in the board's events;
+    it returns that holder ("" when the lock was free)."""
     lock = f"{root}/{LOCK}"
     owner = json.dumps({"what": what, "by": who_am_i(), "since": utc_now()})
-    res = conn.run(f"mkdir -p {q(root)} && mkdir {q(lock)} 2>/dev/null && printf '%s\\n' {q(owner)} > "
-                   f"{q(lock + '/owner')}", timeout=30)
-    if res.ok:
-        return
+    take = (f"mkdir -p {q(root)} && mkdir {q(lock)} 2>/dev/null && printf '%s\\n' {q(owner)} > "
+            f"{q(lock + '/owner')}")
+    if conn.run(take, timeout=30).ok:
+        return ""
+    holder = _lock_holder(conn, lock)
+    if break_lock:
+        conn.run(f"rm -rf {q(lock)}", timeout=30)
+        append_event(conn, root, {"event": "break-lock", "status": "ok", "message": f"removed the lock of {holder}"})
+        if conn.run(take, timeout=30).ok:
+            return holder
+        holder = _lock_holder(conn, lock)  # another command took it in between: that one is running
+    raise UserError(f"{conn.board.address} is busy: {holder} holds {lock}; wait for it, or if it is no longer "
+                    f"running (killed, or its connection lost), run again with --break-lock")
+
+
+def _lock_holder(conn: SSHConnection, lock: str) -> str:
+    """Who holds the lock, from its owner file: "a flash by user@host since TIME"."""
     held = conn.run(f"cat {q(lock + '/owner')}", timeout=30).stdout.strip()
     try:
         info = json.loads(held)
-        holder = f"a {info['what']} by {info['by']} since {info['since']}"
+        return f"a {info['what']} by {info['by']} since {info['since']}"
     except (ValueError, TypeError, KeyError):
-        holder = "an edgeface command whose owner file is missing"
-    raise UserError(f"{conn.board.address} is busy: {holder} holds {lock}; wait for it, or if it is no longer "
-                    f"running (killed, or its connection lost), remove that folder on the board")
+        return "an edgeface command whose owner file is missing"
 
 
 def release_lock(conn: SSHConnection, root: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -207,10 +208,19 @@ def test_inventory_group_flash_in_parallel_then_rollback(sshd, board, runtime_wh
     assert "self-test passed" in back.stderr
     last = events_of(board.dir)[-1]
     assert last["event"] == "rollback" and last["status"] == "ok" and last["previous"] == second.split("/")[-1]
-    # And forward again to a named release.
-    fwd = invoke(["rollback", "bench", "--inventory", inv, "--known-hosts", sshd.known_hosts, "--to",
-                  second.split("/")[-1], "--no-check"])
+    # And forward again to a named release, past the lock a killed flash left on the board.
+    (board.dir / ".lock").mkdir()
+    (board.dir / ".lock" / "owner").write_text('{"what": "flash", "by": "ci@laptop", "since": "2026-01-01"}\n')
+    fwd = ["rollback", "bench", "--inventory", inv, "--known-hosts", sshd.known_hosts, "--to", second.split("/")[-1],
+           "--no-check"]
+    busy = invoke(fwd)
+    assert busy.exit_code == 2 and "a flash by ci@laptop since 2026-01-01 holds" in busy.stderr
+    assert "run again with --break-lock" in busy.stderr and current_of(board.dir) == before
+    fwd = invoke(fwd + ["--break-lock", "--json"])
     assert fwd.exit_code == 0, fwd.output
+    check = next(s for s in json.loads(fwd.stdout)[0]["steps"] if s["step"] == "check")
+    assert check["detail"].endswith("; removed the lock of a flash by ci@laptop since 2026-01-01")
+    assert not (board.dir / ".lock").exists()  # released at the end, as always
     assert current_of(board.dir) == second
     # status of the group: the unreachable board is named, the other's status is still there
     st = invoke(["status", "--all", "--inventory", inv, "--known-hosts", sshd.known_hosts, "--json"])
@@ -572,12 +582,19 @@ def test_one_flash_or_rollback_at_a_time_per_board(tmp_path):
 
     conn = LocalBoard(tmp_path, [])
     root = str(tmp_path / "deploy")
-    acquire_lock(conn, root, "flash")
+    assert acquire_lock(conn, root, "flash") == ""
     with pytest.raises(UserError, match=r"^127.0.0.1 is busy: a flash by \S+ since \S+ holds .*/deploy/.lock; "
-                                        r"wait for it, or if it is no longer running"):
+                                        r"wait for it, or if it is no longer running .*run again with --break-lock$"):
         acquire_lock(conn, root, "rollback")
     release_lock(conn, root)
     acquire_lock(conn, root, "rollback")  # free again
+    # a lock left by a killed command: --break-lock takes it over, says whose it was and logs it on the board
+    holder = acquire_lock(conn, root, "flash", break_lock=True)
+    assert re.fullmatch(r"a rollback by \S+ since \S+", holder)
+    owner = json.loads((tmp_path / "deploy" / ".lock" / "owner").read_text())
+    assert owner["what"] == "flash"
+    event = json.loads((tmp_path / "deploy" / "events.jsonl").read_text().splitlines()[-1])
+    assert event["event"] == "break-lock" and event["message"] == f"removed the lock of {holder}"
     for bad in ('/home/pi/$(reboot)', '/home/pi/a;b', '/srv/50%', '/home/pi/"x"'):
         with pytest.raises(UserError, match="pip and systemd cannot use such a path"):
             check_remote_dir(bad, "pi@door")

@@ -31,6 +31,8 @@ SSH_CONFIG = typer.Option(None, "--ssh-config", help="ssh client config file (ss
 SSH_OPTION = typer.Option(None, "--ssh-option", "-o", help="Extra ssh option Key=Value (repeatable).")
 CONNECT_TIMEOUT = typer.Option(10, "--connect-timeout", min=1, help="Seconds to wait for the SSH connection.")
 REMOTE_DIR = typer.Option(None, "--remote-dir", help="Deployment folder on the board (default: ~/.edgeface).")
+BREAK_LOCK = typer.Option(False, "--break-lock", help="First remove the board's lock left by a flash or rollback "
+                          "that no longer runs (killed, or its connection lost); logged in the board's events.")
 PYTHON = typer.Option(None, "--python", help="Python on the board that creates the runtime's venv "
                       "(default: python3).")
 
@@ -139,6 +141,7 @@ def flash_cmd(
                                               "(default: ~/.cache/edgeface/wheelhouse).", file_okay=False),
     wheel: Optional[Path] = typer.Option(None, "--wheel", help="A prebuilt edgeface wheel (default: built from "
                                          "this checkout).", exists=True, dir_okay=False),
+    break_lock: bool = BREAK_LOCK,
     clean_install: bool = typer.Option(False, "--clean-install", help="Install every dependency afresh, even when "
                                        "the current release has the same ones (they are hard-linked otherwise)."),
     keep: int = typer.Option(3, "--keep", min=1, help="Releases kept on the board (the current and previous "
@@ -173,7 +176,8 @@ def flash_cmd(
     boards = _boards(target, inventory, all_boards, identity, remote_dir, python)
     cfg = FlashConfig(bundle=bundle, gallery=gallery, profile=profile, format=fmt, source=source, threads=threads,
                       offline=offline, wheelhouse=wheelhouse, wheel=wheel, keep=keep, service=service,
-                      service_name=service_name, min_free_mb=min_free_mb, clean_install=clean_install)
+                      service_name=service_name, min_free_mb=min_free_mb, clean_install=clean_install,
+                      break_lock=break_lock)
     multi = len(boards) > 1
     progress = None
     printer = _StepPrinter(multi, as_json)
@@ -236,6 +240,7 @@ def rollback_cmd(
     to: Optional[str] = typer.Option(None, "--to", help="Release id to return to (default: the one before "
                                      "current)."),
     no_check: bool = typer.Option(False, "--no-check", help="Skip the self-test of the release returned to."),
+    break_lock: bool = BREAK_LOCK,
     inventory: Optional[Path] = INVENTORY,
     all_boards: bool = typer.Option(False, "--all", help="Roll back every board of the inventory."),
     remote_dir: Optional[str] = REMOTE_DIR,
@@ -255,7 +260,8 @@ def rollback_cmd(
     boards = _boards(target, inventory, all_boards, identity, remote_dir, python)
     printer = _StepPrinter(len(boards) > 1, as_json)
     try:
-        results = [rollback_board(b, options, to=to, check=not no_check, on_step=printer) for b in boards]
+        results = [rollback_board(b, options, to=to, check=not no_check, on_step=printer, break_lock=break_lock)
+                   for b in boards]
     finally:
         printer.stop()
     if as_json:
