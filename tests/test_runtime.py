@@ -1196,3 +1196,52 @@ def test_run_and_gallery_mistakes_found_by_review(media_dir, tmp_path):
         result = invoke("run", "--self-test", *args)
         assert result.exit_code == 2, result.output
         assert result.stderr.strip().startswith(message), result.stderr
+
+
+def test_enroll_a_folder_of_people_at_once(media_dir, data_dir, tmp_path):
+    """--people: one subfolder per person, or a photo named after its person (face_recognition's layout)."""
+    people = tmp_path / "people"
+    (people / "obama").mkdir(parents=True)
+    shutil.copy(media_dir / "obama.jpg", people / "obama")
+    shutil.copy(media_dir / "obama2.jpg", people / "obama")
+    shutil.copy(media_dir / "biden.jpg", people / "Joe Biden.jpg")
+    (people / "s1" / "more").mkdir(parents=True)  # an AT&T subject, photos at any depth, one group photo
+    shutil.copy(data_dir / "att_faces" / "s1" / "1.pgm", people / "s1")
+    shutil.copy(data_dir / "att_faces" / "s1" / "2.pgm", people / "s1" / "more")
+    shutil.copy(media_dir / "two_people.jpg", people / "s1")
+    (people / "nobody").mkdir()
+    (people / "notes.txt").write_text("not a photo")
+    gallery = tmp_path / "g.npz"
+
+    result = invoke("enroll", "--people", people, "-g", gallery, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    got = {p["name"]: (len(p["photos"]), p["enrolled"], p["skipped"]) for p in report["persons"]}
+    assert got == {"Joe Biden": (1, 1, 0), "nobody": (0, 0, 0), "obama": (2, 2, 0), "s1": (3, 2, 1)}
+    assert (report["enrolled_people"], report["enrolled"], report["people"], report["embeddings"]) == (3, 5, 3, 5)
+    s1 = next(p for p in report["persons"] if p["name"] == "s1")
+    assert {Path(p["photo"]).name: p["status"] for p in s1["photos"]} == {
+        "1.pgm": "enrolled", "2.pgm": "enrolled", "two_people.jpg": "several faces"}
+    assert {p["name"]: p["embeddings"] for p in Gallery.load(gallery).people()} == {"Joe Biden": 1, "obama": 2, "s1": 2}
+    # the enrolled people are recognised: obama2.jpg is nearest to obama, biden.jpg to Joe Biden
+    result = invoke("run", "-s", media_dir / "obama2.jpg", "-g", gallery, "-q")
+    assert json.loads(result.stdout.splitlines()[0])["detections"][0]["identity"] == "obama"
+
+    # again: nothing is added twice, and each photo says why
+    result = invoke("enroll", "--people", people, "-g", gallery)
+    assert result.exit_code == 0, result.output
+    assert "0 of 4 people: 0 embedding(s) added; " in result.stderr and "already enrolled" in result.stdout
+    assert len(Gallery.load(gallery)) == 5
+
+    # a folder that cannot name a person stops before any work; NAME with --people is refused
+    (people / "unknown").mkdir()
+    before = gallery.read_bytes()
+    result = invoke("enroll", "--people", people, "-g", gallery)
+    assert result.exit_code == 2 and result.stderr.strip() == (
+        f"error: --people {people}: unknown cannot name a person: 'unknown' is reserved for faces that match nobody: "
+        "choose another name")
+    assert gallery.read_bytes() == before
+    result = invoke("enroll", "obama", media_dir / "obama.jpg", "--people", people, "-g", gallery)
+    assert result.exit_code == 2 and result.stderr.strip() == "error: give NAME PHOTOS... or --people FOLDER, not both"
+    result = invoke("enroll", "obama", "-g", gallery)
+    assert result.exit_code == 2 and "or a folder of people (`edgeface enroll --people FOLDER`)" in result.stderr

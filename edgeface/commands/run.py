@@ -298,9 +298,71 @@ def _expand_photos(paths: List[Path]) -> list[Path]:
     return photos
 
 
+def _people_folder(root: Path) -> list[tuple[str, list[Path]]]:
+    """(name, photos) for each person in a people folder: every subfolder is a person named after it (its images,
+    at any depth), and an image lying directly in the folder is a person named after the file (face_recognition's
+    known-people layout: ``Barack Obama.jpg``)."""
+    from edgeface.runtime.gallery import check_name
+    from edgeface.runtime.images import is_image_file
+
+    if not root.is_dir():
+        raise UserError(f"--people {root}: not a folder (one subfolder of photos per person, or photos named "
+                        "after their person)")
+    people: dict[str, list[Path]] = {}
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            name = entry.name
+            photos = sorted(f for f in entry.rglob("*") if f.is_file() and is_image_file(f))
+        elif entry.is_file() and is_image_file(entry):
+            name, photos = entry.stem, [entry]
+        else:
+            continue
+        try:
+            check_name(name)
+        except UserError as exc:
+            raise UserError(f"--people {root}: {entry.name} cannot name a person: {exc}") from None
+        people.setdefault(name, []).extend(photos)
+    if not people:
+        raise UserError(f"--people {root}: no person in it (one subfolder of photos per person, or photos named "
+                        "after their person)")
+    return list(people.items())
+
+
+def _enroll_person(store, recognizer, threshold: float, name: str, photos: list[Path], pick: Optional[str],
+                   replace: bool, progress) -> tuple[dict, list]:
+    """Embed ``photos`` and add them to ``store`` under ``name`` (not saved yet): the person's report (``embedded``:
+    photos with one usable face, before repeats are dropped; ``enrolled``: embeddings added) and its photo rows."""
+    from edgeface.runtime.pipeline import enroll_photos
+
+    embeddings, sources, rows = enroll_photos(recognizer, photos, pick=pick, progress=progress)
+    embedded = len(embeddings)
+    warnings = _lookalike_warnings(store, name, embeddings, sources, threshold) if embedded else []
+    if not replace:
+        kept = embeddings
+        embeddings, sources, repeats = _drop_repeats(store, name, embeddings, sources)
+        warnings += repeats
+        if len(embeddings) < len(kept):
+            for row in rows:  # the row says what happened to the photo: it added nothing
+                if row.status == "enrolled" and row.photo not in sources:
+                    row.status, row.detail = "already enrolled", "the same face is in the gallery"
+    # --replace with no usable photo keeps what the person has
+    replaced = store.remove(name) if replace and embedded and name in store.names() else 0
+    if len(embeddings):
+        store.add(name, embeddings, sources)
+    report = {"name": name, "embedded": embedded, "enrolled": len(embeddings), "replaced": replaced,
+              "skipped": len(rows) - len(embeddings), "photos": [r.to_dict() for r in rows], "warnings": warnings}
+    return report, rows
+
+
 def enroll_cmd(
-    name: str = typer.Argument(..., help="The person's name, as `edgeface run` will report it."),
-    images: List[Path] = typer.Argument(..., help="Photos of this person (files or folders), one face each."),
+    name: Optional[str] = typer.Argument(None, help="The person's name, as `edgeface run` will report it."),
+    images: Optional[List[Path]] = typer.Argument(None, help="Photos of this person (files or folders), one face "
+                                                             "each."),
+    people: Optional[Path] = typer.Option(None, "--people", help="Enroll everyone in a folder instead of NAME "
+                                          "PHOTOS: one subfolder of photos per person, named after them, or photos "
+                                          "named after their person (Barack Obama.jpg)."),
     gallery: Path = typer.Option(Path(DEFAULT_GALLERY), "--gallery", "-g", help="Gallery file to add to (created if "
                                  "missing)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
@@ -314,46 +376,73 @@ def enroll_cmd(
     backend: Optional[str] = typer.Option(None, help=BACKEND_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Enroll a person from photos: detect, align and embed one face per photo into the gallery."""
+    """Enroll a person from photos (or everyone in a --people folder): detect, align and embed one face per photo
+    into the gallery."""
     from edgeface.runtime.gallery import Gallery, check_name
-    from edgeface.runtime.pipeline import enroll_photos, load_recognizer
+    from edgeface.runtime.pipeline import load_recognizer
 
-    check_name(name)
+    if people is not None and (name is not None or images):
+        raise UserError("give NAME PHOTOS... or --people FOLDER, not both")
+    if people is None and (name is None or not images):
+        raise UserError("give a name and photos (`edgeface enroll NAME PHOTO...`), or a folder of people "
+                        "(`edgeface enroll --people FOLDER`)")
+    if name is not None:
+        check_name(name)
     _choice(detector, DETECTOR_CHOICES, "--detector")
     _choice(pick, PICK_CHOICES, "--pick")
     _choice(backend, BACKEND_CHOICES, "--backend")
     _choice(fmt, FORMAT_CHOICES, "--format")
     _positive(threads, "--threads")
-    photos = _expand_photos(images)
+    work = _people_folder(people) if people is not None else [(name, _expand_photos(images))]
     # with_gallery=False: enroll opens its own --gallery below; load_recognizer would read ./gallery.npz instead.
     rt = load_recognizer(model, None, fmt=fmt, detector=detector, threads=threads, backend=backend,
                          with_gallery=False)
     # Read (and check) the gallery before the work: a corrupt one or another model's stops us here, untouched.
     store = Gallery.open_or_create(gallery, rt.model_id)
-    with progress_bar(f"enrolling {name}", disable=as_json) as advance:
-        embeddings, sources, rows = enroll_photos(rt.recognizer, photos, pick=pick, progress=advance)
-    if not len(embeddings):
-        reasons = "; ".join(f"{Path(r.photo).name}: {r.detail}" for r in rows[:5])
-        raise UserError(f"no photo of {name!r} could be enrolled ({reasons}); {gallery} was not changed")
-    warnings = _lookalike_warnings(store, name, embeddings, sources, rt.threshold)
-    if not replace:
-        embeddings, sources, repeats = _drop_repeats(store, name, embeddings, sources)
-        warnings += repeats
-    replaced = store.remove(name) if replace and name in store.names() else 0
-    if len(embeddings):
-        store.add(name, embeddings, sources)
+    total = sum(len(photos) for _, photos in work)
+    reports, rows = [], []
+    label = f"enrolling {name}" if people is None else f"enrolling {len(work)} people"
+    with progress_bar(label, disable=as_json) as advance:
+        for person, photos in work:
+            def step(i: int, _n: int, base: int = len(rows)) -> None:
+                advance(base + i, total)
+
+            report, person_rows = _enroll_person(store, rt.recognizer, rt.threshold, person, photos, pick, replace,
+                                                 step)
+            reports.append(report)
+            rows.extend(person_rows)
+    if not any(r["embedded"] for r in reports):
+        reasons = "; ".join(f"{Path(r.photo).name}: {r.detail}" for r in rows[:5]) or "no photos"
+        what = f"no photo of {name!r}" if people is None else f"nobody in {people}"
+        raise UserError(f"{what} could be enrolled ({reasons}); {gallery} was not changed")
+    if any(r["enrolled"] for r in reports):
         store.save(gallery)
-    report = {"name": name, "gallery": str(gallery), "enrolled": len(embeddings), "replaced": replaced,
-              "skipped": len(rows) - len(embeddings), "people": len(store.names()), "embeddings": len(store),
-              "photos": [r.to_dict() for r in rows], "warnings": warnings}
+    warnings = [w for r in reports for w in r.pop("warnings")]
+    totals = {k: sum(r[k] for r in reports) for k in ("enrolled", "replaced", "skipped")}
+    if people is None:
+        report = {"name": name, "gallery": str(gallery), **totals, "people": len(store.names()),
+                  "embeddings": len(store), "photos": reports[0]["photos"], "warnings": warnings}
+    else:
+        report = {"folder": str(people), "gallery": str(gallery), "enrolled_people": sum(r["enrolled"] > 0
+                  for r in reports), **totals, "people": len(store.names()), "embeddings": len(store),
+                  "persons": reports, "warnings": warnings}
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
-    print_table(f"enroll {name}", ["photo", "faces", "result", "detail"],
-                [[Path(r.photo).name, r.faces, r.status, r.detail] for r in rows])
+    if people is None:
+        print_table(f"enroll {name}", ["photo", "faces", "result", "detail"],
+                    [[Path(r.photo).name, r.faces, r.status, r.detail] for r in rows])
+    else:
+        print_table(f"enroll {people}", ["name", "photos", "enrolled", "skipped", "why skipped"],
+                    [[r["name"], len(r["photos"]), r["enrolled"], r["skipped"],
+                      "; ".join(sorted({p["status"] for p in r["photos"] if p["status"] != "enrolled"}))
+                      if r["photos"] else "no images in its folder"]
+                     for r in reports])
     for w in warnings:
         typer.echo(f"warning: {w}", err=True)
-    typer.echo(f"{name}: {len(embeddings)} embedding(s) added{f', {replaced} replaced' if replaced else ''}; "
+    replaced = totals["replaced"]
+    who = name if people is None else f"{report['enrolled_people']} of {len(reports)} people"
+    typer.echo(f"{who}: {totals['enrolled']} embedding(s) added{f', {replaced} replaced' if replaced else ''}; "
                f"{gallery} holds {len(store.names())} people, {len(store)} embeddings", err=True)
 
 

@@ -505,7 +505,7 @@ class EnrollRow:
 
     photo: str
     faces: int
-    status: str  # "enrolled", "no face", "several faces", "unreadable"
+    status: str  # "enrolled", "no face", "several faces", "unreadable" ("already enrolled": set by enroll)
     detail: str = ""
 
     def to_dict(self) -> dict:
