@@ -123,11 +123,15 @@ def acquire_lock(conn: SSHConnection, root: str, what: str, break_lock: bool = F
         return ""
     holder = _lock_holder(conn, lock)
     if break_lock:
-        conn.run(f"rm -rf {q(lock)}", timeout=30)
+        if not conn.run(f"rm -rf {q(lock)}", timeout=30).ok:
+            raise UserError(f"cannot remove {lock} on {conn.board.address} (held by {holder}): check the folder's "
+                            "permissions there")
         append_event(conn, root, {"event": "break-lock", "status": "ok", "message": f"removed the lock of {holder}"})
         if conn.run(take, timeout=30).ok:
             return holder
-        holder = _lock_holder(conn, lock)  # another command took it in between: that one is running
+        # another command took it in between: that one is running, so no advice to break it again
+        raise UserError(f"{conn.board.address} is busy: {_lock_holder(conn, lock)} took {lock} just after the old "
+                        "lock was removed; wait for it")
     raise UserError(f"{conn.board.address} is busy: {holder} holds {lock}; wait for it, or if it is no longer "
                     f"running (killed, or its connection lost), run again with --break-lock")
 

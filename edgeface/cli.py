@@ -63,16 +63,19 @@ def run_cli(args: list[str] | None = None) -> int:
     ``error: ...`` line on stderr with the command's --help hint, exit code 2, like every other user mistake
     (Typer's own rendering is a usage line, a hint and a framed box)."""
     try:  # Typer >= 0.2x carries its own copy of Click; older releases use the click package
-        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+        from typer._click import exceptions
     except ImportError:  # pragma: no cover - depends on the installed Typer
-        from click.exceptions import ClickException, NoArgsIsHelpError
+        from click import exceptions
+    # Click < 8.2 (the last on Python 3.9) shows a bare group's help itself and has no such error
+    no_args_is_help = getattr(exceptions, "NoArgsIsHelpError", ())
 
     try:
         rv = app(args=args, prog_name="edgeface", standalone_mode=False)
-    except NoArgsIsHelpError as exc:  # `edgeface` or `edgeface data` alone: the help text, as Typer shows it
-        exc.show()
+    except no_args_is_help as exc:  # `edgeface` or `edgeface data` alone: the help text, as Typer shows it
+        if exc.format_message().strip():  # with Rich the help is already printed and the message is empty
+            exc.show()
         return exc.exit_code
-    except ClickException as exc:
+    except exceptions.ClickException as exc:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         typer.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)

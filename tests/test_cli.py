@@ -81,3 +81,4 @@ def test_help_and_bare_groups_still_print_help():
     assert proc.returncode == 0 and "--gallery" in proc.stdout and proc.stderr == ""
     proc = subprocess.run([sys.executable, "-m", "edgeface", "data"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "prepare" in proc.stdout  # like Typer: a bare group shows its help, exit 2
+    assert proc.stderr == ""

@@ -129,7 +129,8 @@ def test_preview_page_in_headless_chromium(exported_bundle, two_people_video, tm
     """`edgeface run --preview` on a real video; Chromium loads the page, shows the stream, takes a screenshot."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgeface", "run", "-s", str(two_people_video), "-m", str(exported_bundle),
-         "--preview", "127.0.0.1:0", "--fps-limit", "30", "--events", str(tmp_path / "events.jsonl")],
+         # 300 frames at 5 fps: a minute of stream, so two Chromium runs on a loaded machine finish before it ends
+         "--preview", "127.0.0.1:0", "--fps-limit", "5", "--events", str(tmp_path / "events.jsonl")],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         url = None

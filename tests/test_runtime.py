@@ -1204,6 +1204,9 @@ def test_enroll_a_folder_of_people_at_once(media_dir, data_dir, tmp_path):
     (people / "obama").mkdir(parents=True)
     shutil.copy(media_dir / "obama.jpg", people / "obama")
     shutil.copy(media_dir / "obama2.jpg", people / "obama")
+    (people / "obama" / ".thumbs").mkdir()  # hidden: a viewer's cache, not Obama's photos
+    shutil.copy(media_dir / "biden.jpg", people / "obama" / ".thumbs")
+    (people / "obama" / "._obama.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     shutil.copy(media_dir / "biden.jpg", people / "Joe Biden.jpg")
     (people / "s1" / "more").mkdir(parents=True)  # an AT&T subject, photos at any depth, one group photo
     shutil.copy(data_dir / "att_faces" / "s1" / "1.pgm", people / "s1")
@@ -1238,8 +1241,12 @@ def test_enroll_a_folder_of_people_at_once(media_dir, data_dir, tmp_path):
     before = gallery.read_bytes()
     result = invoke("enroll", "--people", people, "-g", gallery)
     assert result.exit_code == 2 and result.stderr.strip() == (
-        f"error: --people {people}: unknown cannot name a person: 'unknown' is reserved for faces that match nobody: "
-        "choose another name")
+        f"error: --people {people}: 'unknown' cannot name a person: 'unknown' is reserved for faces that match "
+        "nobody: choose another name")
+    (people / "unknown").rmdir()
+    (people / "Bob\nSmith").mkdir()
+    result = invoke("enroll", "--people", people, "-g", gallery)
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1 and "'Bob\\nSmith'" in result.stderr
     assert gallery.read_bytes() == before
     result = invoke("enroll", "obama", media_dir / "obama.jpg", "--people", people, "-g", gallery)
     assert result.exit_code == 2 and result.stderr.strip() == "error: give NAME PHOTOS... or --people FOLDER, not both"

@@ -281,13 +281,20 @@ def _self_test(model, fmt, detector, threads, backend, delegate) -> None:
 # --- enroll ---------------------------------------------------------------------------------
 
 
-def _expand_photos(paths: List[Path]) -> list[Path]:
+def _images_in(folder: Path) -> list[Path]:
+    """The image files below ``folder``, sorted, leaving out hidden files and folders (thumbnail caches, macOS
+    ``._`` companions), which hold other people's faces or none."""
     from edgeface.runtime.images import is_image_file
 
+    return sorted(f for f in folder.rglob("*") if f.is_file() and is_image_file(f)
+                  and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+
+
+def _expand_photos(paths: List[Path]) -> list[Path]:
     photos: list[Path] = []
     for p in paths:
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f))
+            found = _images_in(p)
             if not found:
                 raise UserError(f"no images in folder {p}")
             photos.extend(found)
@@ -308,13 +315,17 @@ def _people_folder(root: Path) -> list[tuple[str, list[Path]]]:
     if not root.is_dir():
         raise UserError(f"--people {root}: not a folder (one subfolder of photos per person, or photos named "
                         "after their person)")
+    try:
+        entries = sorted(root.iterdir())
+    except OSError as exc:
+        raise UserError(f"--people {root}: cannot read it ({exc.strerror})") from None
     people: dict[str, list[Path]] = {}
-    for entry in sorted(root.iterdir()):
+    for entry in entries:
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
             name = entry.name
-            photos = sorted(f for f in entry.rglob("*") if f.is_file() and is_image_file(f))
+            photos = _images_in(entry)
         elif entry.is_file() and is_image_file(entry):
             name, photos = entry.stem, [entry]
         else:
@@ -322,7 +333,7 @@ def _people_folder(root: Path) -> list[tuple[str, list[Path]]]:
         try:
             check_name(name)
         except UserError as exc:
-            raise UserError(f"--people {root}: {entry.name} cannot name a person: {exc}") from None
+            raise UserError(f"--people {root}: {entry.name!r} cannot name a person: {exc}") from None
         people.setdefault(name, []).extend(photos)
     if not people:
         raise UserError(f"--people {root}: no person in it (one subfolder of photos per person, or photos named "
@@ -401,7 +412,8 @@ def enroll_cmd(
     store = Gallery.open_or_create(gallery, rt.model_id)
     total = sum(len(photos) for _, photos in work)
     reports, rows = [], []
-    label = f"enrolling {name}" if people is None else f"enrolling {len(work)} people"
+    label = f"enrolling {name}" if people is None else f"enrolling {len(work)} " + ("person" if len(work) == 1
+                                                                                  else "people")
     with progress_bar(label, disable=as_json) as advance:
         for person, photos in work:
             def step(i: int, _n: int, base: int = len(rows)) -> None:
