@@ -58,7 +58,7 @@ def rollback_board(board: Board, options: SSHOptions, to: Optional[str] = None, 
                 # before anything is written there (no lock, no event log in a folder that was never a deployment)
                 raise UserError(f"nothing to roll back on {board.address}: no release under {root}")
             ctx["identity"], ctx["root"] = ident, root
-            ctx["broken_lock"] = acquire_lock(conn, root, "rollback", break_lock=break_lock)
+            broken = acquire_lock(conn, root, "rollback", break_lock=break_lock)
             ctx["locked"] = True
             state = remote_probe(conn, board.python, "state", root, str(HISTORY_EVENTS))  # now under the lock
             current = state.get("current")
@@ -91,7 +91,7 @@ def rollback_board(board: Board, options: SSHOptions, to: Optional[str] = None, 
             info = next(r for r in state["releases"] if r["id"] == target)["info"]
             ctx["settings"] = info.get("settings") or {}
             result.version = info.get("edgeface_version")
-            broke = f"; removed the lock of {ctx['broken_lock']}" if ctx["broken_lock"] else ""
+            broke = f"; removed the lock of {broken}" if broken else ""
             return f"{current or 'none'} -> {target}{broke}"
 
         steps.run("check", pick)

@@ -312,9 +312,9 @@ def _people_folder(root: Path) -> list[tuple[str, list[Path]]]:
     from edgeface.runtime.gallery import check_name
     from edgeface.runtime.images import is_image_file
 
+    layout = "one subfolder of photos per person, or photos named after their person"
     if not root.is_dir():
-        raise UserError(f"--people {root}: not a folder (one subfolder of photos per person, or photos named "
-                        "after their person)")
+        raise UserError(f"--people {root}: not a folder ({layout})")
     try:
         entries = sorted(root.iterdir())
     except OSError as exc:
@@ -336,8 +336,7 @@ def _people_folder(root: Path) -> list[tuple[str, list[Path]]]:
             raise UserError(f"--people {root}: {entry.name!r} cannot name a person: {exc}") from None
         people.setdefault(name, []).extend(photos)
     if not people:
-        raise UserError(f"--people {root}: no person in it (one subfolder of photos per person, or photos named "
-                        "after their person)")
+        raise UserError(f"--people {root}: no person in it ({layout})")
     return list(people.items())
 
 
@@ -351,10 +350,9 @@ def _enroll_person(store, recognizer, threshold: float, name: str, photos: list[
     embedded = len(embeddings)
     warnings = _lookalike_warnings(store, name, embeddings, sources, threshold) if embedded else []
     if not replace:
-        kept = embeddings
         embeddings, sources, repeats = _drop_repeats(store, name, embeddings, sources)
         warnings += repeats
-        if len(embeddings) < len(kept):
+        if repeats:  # one warning per photo dropped
             for row in rows:  # the row says what happened to the photo: it added nothing
                 if row.status == "enrolled" and row.photo not in sources:
                     row.status, row.detail = "already enrolled", "the same face is in the gallery"
