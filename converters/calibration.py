@@ -19,6 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from edgeface.errors import UserError
+from edgeface.runtime.facemodel import FaceModelSpec
 
 PREPARED_MANIFEST = "manifest.jsonl"  # written by `edgeface data prepare`
 
@@ -108,16 +109,21 @@ def looks_like_crops(root: Path, sample: list[Path], size: int) -> bool:
     return shapes == {(size, size)}
 
 
-def load_calibration(root: str | os.PathLike, calib_count: int = 200, verify_count: int = 100, size: int = 112,
-                     detector: str = "short", seed: int = 0,
+def load_calibration(root: str | os.PathLike, calib_count: int = 200, verify_count: int = 100,
+                     spec: Optional[FaceModelSpec] = None, detector: str = "short", seed: int = 0,
                      progress: Optional[Callable[[int, int], None]] = None,
                      exclude: Optional[set[str]] = None) -> CalibrationSet:
     """Pick ``calib_count`` + ``verify_count`` faces spread over identities, detect/align if needed.
 
+    Faces are aligned as the model's ``spec`` says (None: edgeface's 112x112).  Prepared crops carry
+    edgeface's alignment: a model aligned another way (an imported dlib model) needs raw photographs.
     ``exclude`` names identities never to pick, e.g. the test people of an evaluation fold, so
     that no face of the test set shapes the int8 ranges.
     """
     import cv2
+
+    spec = spec or FaceModelSpec.edgeface()
+    size = spec.size[0]
 
     from edgeface.runtime.images import UnreadableImage, read_image
 
@@ -146,6 +152,10 @@ def load_calibration(root: str | os.PathLike, calib_count: int = 200, verify_cou
             raise UserError(f"--calib-exclude-people leaves no images in {root}: every identity there is excluded")
     ordered = spread_over_identities(listed, seed)
     crops_given = looks_like_crops(root, [p for _, p in ordered], size)
+    if (root / PREPARED_MANIFEST).is_file() and not spec.same_alignment(FaceModelSpec.edgeface()):
+        raise UserError(f"--calib {root} holds crops of `edgeface data prepare` (edgeface's template); the model takes "
+                        f"{size}x{size} faces aligned its own way: give photographs (DIR/<person>/<image>, e.g. "
+                        "lfw-deepfunneled) so they are aligned for it")
     det = None
     if not crops_given:
         from edgeface.runtime.detector import create_detector
@@ -168,7 +178,7 @@ def load_calibration(root: str | os.PathLike, calib_count: int = 200, verify_cou
         else:
             from edgeface.runtime.faces import detect_and_align
 
-            faces = detect_and_align(img, det, size)
+            faces = detect_and_align(img, det, spec)
             if not faces:
                 no_face += 1
                 continue

@@ -36,6 +36,7 @@ from edgeface.errors import UserError
 from edgeface.fileio import nearest_existing_parent, umask_mode
 from edgeface.runtime.bundle import MANIFEST_NAME
 from edgeface.runtime.detector import check_detector_kind
+from edgeface.runtime.facemodel import FaceModelSpec, spec_for_model_file
 
 OK, FAILED_VERIFICATION, FAILED = "ok", "failed_verification", "failed"
 STATUS_SYMBOL = {OK: "✅", FAILED_VERIFICATION: "❎", FAILED: "❌"}
@@ -66,6 +67,7 @@ class ExportConfig:
     bundle_detectors: tuple[str, ...] = ("short", "full")
     threads: Optional[int] = None  # interpreter threads for verification
     name: Optional[str] = None  # file-name stem; default the model's stem
+    spec: Optional[Path] = None  # face-model spec (TOML); default: MODEL.toml beside the model, else edgeface's
     compile_edgetpu: bool = True  # run edgetpu_compiler when it is on PATH
 
     def __post_init__(self) -> None:
@@ -76,6 +78,7 @@ class ExportConfig:
         self.calib = Path(self.calib) if self.calib else None
         self.pairs = Path(self.pairs) if self.pairs else None
         self.images = Path(self.images) if self.images else None
+        self.spec = Path(self.spec) if self.spec else None
 
 
 @dataclass
@@ -204,6 +207,7 @@ def check_config(cfg: ExportConfig) -> list[ExportFormat]:
     check_bundle_name(cfg.name if cfg.name is not None else cfg.model.stem, "--name" if cfg.name is not None else
                       "the model's file name (pass --name)")
     check_detector_kind(cfg.detector)
+    spec_for_model_file(cfg.model, cfg.spec)  # a broken spec file is one line before TensorFlow loads
     if cfg.per_tensor and not any(f.name == "int8" or f.edgetpu for f in formats):
         raise UserError("--per-tensor sets the int8 weights' scales: add int8 or edgetpu to --formats, or drop it")
     if (cfg.pairs is None) != (cfg.images is None):
@@ -244,25 +248,46 @@ def _load_model(path: Path) -> Any:
     return model
 
 
+def _model_spec(cfg: ExportConfig, model: Any) -> FaceModelSpec:
+    """The model's face-model spec (``--spec``, ``MODEL.toml`` beside it, else edgeface's), fitted to its input."""
+    spec, where = spec_for_model_file(cfg.model, cfg.spec)
+    spec, _ = spec.for_model_input(tuple(model.inputs[0].shape), str(cfg.model))
+    if not spec.raw_pixels or spec.alignment != "template" or spec.size[0] != spec.size[1]:
+        raise UserError(f"{where}: a bundle model takes raw RGB pixels (NHWC, mean 0, std 1: normalisation inside "
+                        "the model) in a square crop aligned by template; this spec asks for "
+                        f"{spec.color} {spec.layout} mean {list(spec.mean)} std {list(spec.std)}, "
+                        f"{spec.alignment} alignment, {spec.size[0]}x{spec.size[1]}")
+    dim = int(model.outputs[0].shape[-1])
+    if spec.embedding_dim and spec.embedding_dim != dim:
+        raise UserError(f"{cfg.model} gives {dim}-d embeddings but {where} says {spec.embedding_dim}")
+    import dataclasses
+
+    return dataclasses.replace(spec, embedding_dim=dim)
+
+
 # --- the export ------------------------------------------------------------------------
 
 
 class _Pairs:
     """Pairs evaluation shared by the float model and every file (aligned crops cached once)."""
 
-    def __init__(self, pairs_path: Path, images_root: Path, far: float, detector: str, threads: Optional[int]):
+    def __init__(self, pairs_path: Path, images_root: Path, far: float, detector: str, threads: Optional[int],
+                 spec: FaceModelSpec):
         from edgeface.evaluate.pairs import PairImages, read_pairs
 
         self.pairs = read_pairs(pairs_path)
-        self.images = PairImages(images_root, detector=detector, cache=True)
+        self.images = PairImages(images_root, detector=detector, cache=True, spec=spec)
+        self.images.check_spec(spec)
         self.far = far
         self.threads = threads
+        self.spec = spec
 
     def evaluate(self, model_path: Path) -> Any:
         from edgeface.evaluate.embedders import make_embedder
         from edgeface.evaluate.verification import evaluate_pairs
 
-        return evaluate_pairs(make_embedder(model_path, threads=self.threads), self.pairs, self.images, far=self.far)
+        embedder = make_embedder(model_path, threads=self.threads, spec=self.spec)
+        return evaluate_pairs(embedder, self.pairs, self.images, far=self.far)
 
 
 @dataclass
@@ -271,6 +296,7 @@ class _Context:
     model1: Any
     calib: np.ndarray
     verify: np.ndarray
+    spec: FaceModelSpec
     reference: np.ndarray
     work: Path
     stem: str
@@ -281,7 +307,7 @@ class _Context:
 def _judge(ctx: _Context, path: Path, fmt: ExportFormat, result: FormatResult) -> None:
     """Verify one written file: cosine vs Keras on held-out faces, and accuracy on the pairs."""
     result.cosine = check_cosine(path, ctx.verify, ctx.reference, fmt.min_cosine, fmt.mean_cosine,
-                                 threads=ctx.cfg.threads)
+                                 threads=ctx.cfg.threads, spec=ctx.spec)
     passed = result.cosine.passed
     result.notes.extend(result.cosine.failures())
     if ctx.pairs is not None:
@@ -461,11 +487,12 @@ def export_bundle(cfg: ExportConfig, progress: Progress = None) -> ExportResult:
     # TensorFlow's C++ start-up lines (CPU features, CUDA probing at the first op) are noise here.
     with captured_output():
         model = _load_model(cfg.model)
-    size = int(model.inputs[0].shape[1])
+    spec = _model_spec(cfg, model)
+    size = spec.size[0]
     step("collecting calibration faces")
     from edgeface.converters.calibration import load_calibration
 
-    cal = load_calibration(cfg.calib, cfg.calib_count, cfg.verify_count, size=size, detector=cfg.detector,
+    cal = load_calibration(cfg.calib, cfg.calib_count, cfg.verify_count, spec=spec, detector=cfg.detector,
                            exclude=exclude)
     notes = []
     if cal.overlap:
@@ -479,14 +506,14 @@ def export_bundle(cfg: ExportConfig, progress: Progress = None) -> ExportResult:
     pairs = float_ev = None
     if cfg.pairs:
         step("evaluating the float model on the pairs")
-        pairs = _Pairs(cfg.pairs, cfg.images, cfg.far, cfg.detector, cfg.threads)
+        pairs = _Pairs(cfg.pairs, cfg.images, cfg.far, cfg.detector, cfg.threads, spec)
         float_ev = pairs.evaluate(cfg.model)
     stem = cfg.name or cfg.model.stem
     out = cfg.out.resolve()  # once: the temp folder and the final rename must be on the same filesystem
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        ctx = _Context(cfg, model1, cal.calib.images, cal.verify.images, reference, work, stem, pairs,
+        ctx = _Context(cfg, model1, cal.calib.images, cal.verify.images, spec, reference, work, stem, pairs,
                        float(float_ev.accuracy_mean) if float_ev is not None else None)
         results: list[FormatResult] = []
         entries: list[dict] = []
@@ -550,20 +577,30 @@ def export_bundle(cfg: ExportConfig, progress: Progress = None) -> ExportResult:
             threshold = mf.threshold_block(float_ev.threshold_at_far, cfg.far, "pairs", pairs=str(cfg.pairs.resolve()),
                                            model="keras float32", tar_at_far=round(float(float_ev.tar_at_far), 6),
                                            best_threshold=round(float(float_ev.best_threshold), 6))
+        elif spec.threshold is not None:  # the model's own (an import's spec), not a generic default
+            threshold = mf.threshold_block(spec.threshold, None, "spec",
+                                           note=(spec.extra.get("provenance") or {}).get("threshold"))
         else:
             threshold = mf.threshold_block(None, None, "default")
         trained = (mf.train_summary(cfg.model) or {}).get("model") or {}
+        spec_model, alignment = spec.manifest_blocks()
         manifest = mf.build_manifest(
-            model=mf.model_block(stem, trained.get("arch") or model.name, int(model.outputs[0].shape[-1]), size,
-                                 # runs from before --width were all width 1; without train.json it is unknown
-                                 width=float(trained.get("width", 1.0)) if trained else None),
+            model={**mf.model_block(stem, trained.get("arch") or model.name, int(model.outputs[0].shape[-1]), size,
+                                    # runs from before --width were all width 1; without train.json it is unknown
+                                    width=float(trained.get("width", 1.0)) if trained else None),
+                   **spec_model,
+                   # an imported model says how it normalises inside its graph (edgeface's own: the default note)
+                   **({"normalization": spec.extra["provenance"]["normalization"]}
+                      if "normalization" in spec.extra.get("provenance", {}) else {})},
+            alignment=alignment,
             files=entries,
             detectors=detectors,
             threshold=threshold,
             provenance=mf.provenance_block(
                 cfg.model, calibration={**cal.summary(), "folder": str(cfg.calib.resolve())},
                 float_accuracy=float(float_ev.accuracy_mean) if float_ev is not None else None,
-                pairs=str(cfg.pairs.resolve()) if cfg.pairs else None, max_drop_pt=cfg.max_drop),
+                pairs=str(cfg.pairs.resolve()) if cfg.pairs else None, max_drop_pt=cfg.max_drop,
+                **({"imported": spec.extra} if spec.extra else {})),
             verification={"faces": len(cal.verify), "held_out_from_calibration": not cal.overlap},
         )
         mf.write_manifest(work, manifest)

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from edgeface.runtime.facemodel import FaceModelSpec
 from edgeface.runtime.interpreter import l2_normalize
 
 
@@ -66,17 +67,19 @@ def keras_embeddings(model: Any, crops: np.ndarray, batch_size: int = 32) -> np.
     return l2_normalize(np.concatenate(out)) if out else np.zeros((0, 0), np.float32)
 
 
-def tflite_embeddings(path: str | os.PathLike, crops: np.ndarray, threads: Optional[int] = None) -> np.ndarray:
+def tflite_embeddings(path: str | os.PathLike, crops: np.ndarray, threads: Optional[int] = None,
+                      spec: Optional[FaceModelSpec] = None) -> np.ndarray:
     """Embeddings of a TFLite file through the runtime wrapper (quantized I/O handled there)."""
     from edgeface.runtime.interpreter import Embedder
 
-    return Embedder(path, threads=threads).embed(crops)
+    return Embedder(path, threads=threads, spec=spec).embed(crops)
 
 
 def check_cosine(path: str | os.PathLike, crops: np.ndarray, reference: np.ndarray, bound: float,
-                 mean_bound: float = 0.0, threads: Optional[int] = None) -> CosineCheck:
+                 mean_bound: float = 0.0, threads: Optional[int] = None,
+                 spec: Optional[FaceModelSpec] = None) -> CosineCheck:
     """Run ``path`` on ``crops`` and compare with the reference (Keras) embeddings."""
-    emb = tflite_embeddings(path, crops, threads)
+    emb = tflite_embeddings(path, crops, threads, spec)
     cos = row_cosines(reference, emb)
     return CosineCheck(float(cos.min()), float(cos.mean()), len(cos), bound, mean_bound,
                        float(np.abs(similarity_matrix(emb) - similarity_matrix(reference)).max()))

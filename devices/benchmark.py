@@ -93,11 +93,11 @@ def expand_models(paths: list[Path], formats: Optional[list[str]] = None, delega
     Edge TPU-compiled files run only with ``--delegate edgetpu`` (they hold a custom op the CPU cannot run),
     and with it only they are measured.
     """
-    from edgeface.runtime.bundle import MANIFEST_NAME, Bundle
+    from edgeface.runtime.bundle import MANIFEST_NAME, Bundle, resolve_model
 
     specs: list[ModelSpec] = []
     for raw in paths:
-        path = Path(raw)
+        path = resolve_model(raw)  # a shipped model's name ("default", "mobilefacenet") is its folder
         if path.is_dir() or path.name == MANIFEST_NAME:
             bundle = Bundle.load(path)
             name = str(bundle.manifest.get("model", {}).get("name") or bundle.root.name)
@@ -123,7 +123,7 @@ def expand_models(paths: list[Path], formats: Optional[list[str]] = None, delega
                 continue
             specs.append(ModelSpec(path, name, fmt, None))
         else:
-            raise UserError(f"model not found: {path} (give .tflite files or bundle folders)")
+            raise UserError(f"model not found: {path} (give .tflite files, bundle folders or shipped model names)")
     if not specs:
         wanted = f" in format {', '.join(formats)}" if formats else ""
         raise UserError(f"nothing to benchmark{wanted}: the bundles hold no matching model files"
@@ -286,12 +286,15 @@ def run_benchmark(cfg: BenchmarkConfig, progress: Progress = None) -> dict:
                 progress(done, total)
     if pairs:
         from edgeface.evaluate.verification import evaluate_pairs
+        from edgeface.runtime.facemodel import spec_for_model_file
         from edgeface.runtime.interpreter import Embedder
 
         accuracy = {}
         for spec in specs:
             # The runtime's embedder, which takes the delegate: an edgetpu_compiled file runs only on the TPU.
-            embedder = Embedder(spec.path, threads=max(thread_counts), backend=cfg.backend, delegate=cfg.delegate)
+            # Each file is fed faces aligned as its bundle's manifest says.
+            embedder = Embedder(spec.path, threads=max(thread_counts), backend=cfg.backend, delegate=cfg.delegate,
+                                spec=spec_for_model_file(spec.path)[0])
             res = evaluate_pairs(embedder, pairs[0], pairs[1])
             accuracy[str(spec.path)] = res.accuracy_mean
             done += 1

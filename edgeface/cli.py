@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "data",
     "train",
     "distill",
+    "importer",
     "evaluate",
     "run",
     "export",

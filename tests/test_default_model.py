@@ -1,7 +1,9 @@
-"""The default bundle shipped in edgeface/models/default: intact, runs without TensorFlow, tells people apart.
+"""The bundles shipped in edgeface/models: intact, run without TensorFlow, tell people apart.
 
-The figures behind it (LFW fold 10 accuracy, the threshold at FAR 1e-3) come from
-edgeface/models/default/recipe.sh and are in README; here we check the shipped files themselves.
+``default`` is dlib's ResNet imported by ``edgeface import dlib`` (int8 and the Edge TPU-ready file, 150x150 chips
+aligned by its own template); ``mobilefacenet`` the distilled MobileFaceNet (float32 and int8, 112x112 crops).  The
+figures behind them (LFW accuracy, the threshold at FAR) come from each folder's recipe.sh and are in README; here
+we check the shipped files themselves, each through its own spec (alignment and input size from its manifest).
 """
 
 from __future__ import annotations
@@ -13,72 +15,88 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeface.cli import app
-from edgeface.runtime.bundle import Bundle, default_bundle_dir, sha256_file
+from edgeface.runtime.bundle import Bundle, default_bundle_dir, packaged_models, sha256_file
 from edgeface.runtime.detector import create_detector
 from edgeface.runtime.faces import detect_and_align
 from edgeface.runtime.images import read_image
 from edgeface.runtime.interpreter import Embedder
 
-SHIPPED_FORMATS = ("fp32", "int8")
-
-# These check the shipped files; until edgeface/models/default/recipe.sh has produced a model worth shipping
-# (see README, "The default model") there is nothing to check, and the skip reason says so.
-pytestmark = pytest.mark.skipif(not (default_bundle_dir() / "manifest.json").is_file(),
-                                reason="the default bundle is not shipped yet: edgeface/models/default/recipe.sh")
+# name -> (formats shipped, input size, the pair of formats whose embeddings must agree)
+SHIPPED = {"default": (("int8", "edgetpu"), 150, ("int8", "edgetpu")),
+           "mobilefacenet": (("fp32", "int8"), 112, ("fp32", "int8"))}
+CASES = [(name, fmt) for name, (formats, _, _) in SHIPPED.items() for fmt in formats]
 
 
-@pytest.fixture(scope="module")
-def bundle() -> Bundle:
-    return Bundle.load()  # no path: the package's own default bundle
+@pytest.fixture(scope="module", params=list(SHIPPED))
+def named(request) -> tuple[str, Bundle]:
+    return request.param, Bundle.load(request.param)
 
 
-@pytest.fixture(scope="module")
-def obama_biden_crops(media_dir) -> dict[str, np.ndarray]:
+def face_crops(bundle: Bundle, media_dir) -> dict[str, np.ndarray]:
+    """obama, obama2 and biden, detected and aligned as the bundle's spec says."""
     det = create_detector("short")
     crops = {}
     for name in ("obama.jpg", "obama2.jpg", "biden.jpg"):
-        faces = detect_and_align(read_image(media_dir / name), det)
+        faces = detect_and_align(read_image(media_dir / name), det, bundle.spec)
         assert faces, f"no face found in {name}"
         crops[name] = faces[0].crop
     return crops
 
 
-def test_default_bundle_is_found_and_its_checksums_match(bundle):
-    assert bundle.root.resolve() == default_bundle_dir().resolve()
-    assert set(SHIPPED_FORMATS) <= set(bundle.formats)
+def test_the_shipped_models_are_found_by_name():
+    assert set(SHIPPED) <= set(packaged_models())
+    assert Bundle.load().root.resolve() == Bundle.load("default").root.resolve() == default_bundle_dir().resolve()
+    assert Bundle.load().manifest["model"]["name"] == "dlib"
+
+
+def test_shipped_bundles_are_intact_and_say_where_they_came_from(named):
+    name, bundle = named
+    formats, size, _ = SHIPPED[name]
+    assert set(formats) == set(bundle.formats) and bundle.spec.size == (size, size)
     for entry in bundle.files + bundle.manifest["detectors"]:
         path = bundle.root / entry["path"]
         assert sha256_file(path) == entry["sha256"], path
     total = sum((bundle.root / e["path"]).stat().st_size for e in bundle.files)
-    assert total < 6 * 1024 * 1024  # float32 + int8 stay a few MB: the package carries them
+    assert total < 12 * 1024 * 1024  # a few MB each: the package carries them
     prov = bundle.manifest["provenance"]
-    assert prov["train"]["teacher"]  # the manifest says how the model was made
+    if name == "default":  # imported: the source file, its licence and how the template was made
+        imported = prov["imported"]["provenance"]
+        assert "public domain" in imported["license"] and len(imported["source_sha256"]) == 64
+        assert bundle.manifest["threshold"]["far"] == 1e-3
+    else:
+        assert prov["train"]["teacher"]  # the manifest says how the model was made
 
 
-@pytest.mark.parametrize("fmt", SHIPPED_FORMATS)
-def test_shipped_files_give_unit_128d_embeddings(bundle, obama_biden_crops, fmt):
-    emb = Embedder(bundle.model_path(fmt))
-    assert emb.dim == 128 and emb.input_size == (112, 112)
-    vecs = emb.embed(np.stack(list(obama_biden_crops.values())))
+@pytest.mark.parametrize("name, fmt", CASES)
+def test_shipped_files_give_unit_128d_embeddings(media_dir, name, fmt):
+    bundle = Bundle.load(name)
+    emb = Embedder(bundle.model_path(fmt), spec=bundle.spec)
+    size = SHIPPED[name][1]
+    assert emb.dim == 128 and emb.input_size == (size, size)
+    vecs = emb.embed(np.stack(list(face_crops(bundle, media_dir).values())))
     assert vecs.shape == (3, 128) and vecs.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
     assert np.all(np.isfinite(vecs)) and np.ptp(vecs) > 0.1  # not a constant output
 
 
-@pytest.mark.parametrize("fmt", SHIPPED_FORMATS)
-def test_same_person_above_the_threshold_other_person_below(bundle, obama_biden_crops, fmt):
-    emb = Embedder(bundle.model_path(fmt))
-    v = dict(zip(obama_biden_crops, emb.embed(np.stack(list(obama_biden_crops.values())))))
+@pytest.mark.parametrize("name, fmt", CASES)
+def test_same_person_above_the_threshold_other_person_below(media_dir, name, fmt):
+    bundle = Bundle.load(name)
+    emb = Embedder(bundle.model_path(fmt), spec=bundle.spec)
+    crops = face_crops(bundle, media_dir)
+    v = dict(zip(crops, emb.embed(np.stack(list(crops.values())))))
     same = float(v["obama.jpg"] @ v["obama2.jpg"])
     other = float(v["obama.jpg"] @ v["biden.jpg"])
     assert same > bundle.threshold > other, (same, bundle.threshold, other)
 
 
-def test_int8_agrees_with_float32_on_real_faces(bundle, obama_biden_crops):
-    crops = np.stack(list(obama_biden_crops.values()))
-    f32 = Embedder(bundle.model_path("fp32")).embed(crops)
-    i8 = Embedder(bundle.model_path("int8")).embed(crops)
-    assert np.min(np.sum(f32 * i8, axis=1)) > 0.95
+def test_the_two_files_of_a_bundle_agree_on_real_faces(named, media_dir):
+    name, bundle = named
+    a, b = SHIPPED[name][2]
+    crops = np.stack(list(face_crops(bundle, media_dir).values()))
+    ea = Embedder(bundle.model_path(a), spec=bundle.spec).embed(crops)
+    eb = Embedder(bundle.model_path(b), spec=bundle.spec).embed(crops)
+    assert np.min(np.sum(ea * eb, axis=1)) > 0.95
 
 
 def test_info_describes_the_default_bundle():
@@ -86,8 +104,10 @@ def test_info_describes_the_default_bundle():
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["path"] == str(default_bundle_dir().resolve())
-    assert {f["format"] for f in report["files"]} >= set(SHIPPED_FORMATS)
+    assert {f["format"] for f in report["files"]} == set(SHIPPED["default"][0])
     assert all(f["checksum"] == "ok" for f in report["files"] + report["detectors"])
+    named = CliRunner().invoke(app, ["info", "mobilefacenet", "--json"])
+    assert named.exit_code == 0 and json.loads(named.stdout)["manifest"]["model"]["name"] == "mobilefacenet"
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -128,5 +148,5 @@ def test_info_shows_hand_edited_fields_as_they_are(tmp_path):
     out = " ".join(result.stdout.split())
     assert "width 'wide'" in out and "FAR '1%'" in out  # the table's cells wrap in a narrow terminal
     missing = CliRunner().invoke(app, ["info", str(tmp_path / "nope")])
-    assert missing.exit_code == 2 and missing.stderr.strip() == f"error: bundle not found: {tmp_path / 'nope'} (a " \
-        "folder written by `edgeface export`)"
+    assert missing.exit_code == 2 and missing.stderr.strip().startswith(
+        f"error: bundle not found: {tmp_path / 'nope'} (a folder written by `edgeface export`, or a shipped model: ")

@@ -474,11 +474,11 @@ def test_cli_json_and_roc(models, tiny_pairs, lfw_raw, tmp_path, tflite_embedder
 
 def test_flip_test_averages_each_face_with_its_mirror(lfw_raw):
     from edgeface.evaluate.embedders import FlipEmbedder, make_embedder
-    from edgeface.runtime.bundle import default_bundle_dir
+    from edgeface.runtime.bundle import models_dir
 
-    model = default_bundle_dir() / "default_int8.tflite"  # the shipped model: a real face embedding
+    model = models_dir() / "mobilefacenet" / "mobilefacenet_int8.tflite"  # a shipped model: a real face embedding
     plain, flipped = make_embedder(model), make_embedder(model, flip=True)
-    assert isinstance(flipped, FlipEmbedder) and flipped.name == "default_int8.tflite (flip test)"
+    assert isinstance(flipped, FlipEmbedder) and flipped.name == "mobilefacenet_int8.tflite (flip test)"
     crops = _real_crops(lfw_raw, 4)
     mirror = crops[:, :, ::-1]
     both = plain.embed(crops) + plain.embed(mirror)

@@ -934,27 +934,28 @@ def test_obama_photo_is_named_against_the_knn_gallery(media_dir, tmp_path):
 def test_alignment_follows_the_manifest_template(media_dir):
     from edgeface.runtime.align import TEMPLATE_112, align_face
     from edgeface.runtime.detector import create_detector
-    from edgeface.runtime.pipeline import Recognizer, manifest_alignment
+    from edgeface.runtime.facemodel import FaceModelSpec
 
-    ours_listed = {"alignment": {"size": 112, "template": TEMPLATE_112.tolist()}}
-    assert manifest_alignment(ours_listed, (112, 112)) == (112, None)
-    assert manifest_alignment({}, (112, 112)) == (112, None)
+    ours = FaceModelSpec.edgeface()
+    for manifest in ({"alignment": {"size": 112, "template": TEMPLATE_112.tolist()}}, {}):
+        np.testing.assert_allclose(FaceModelSpec.from_manifest(manifest).chip_template(), TEMPLATE_112, atol=1e-4)
     shifted = TEMPLATE_112 + [0, 8]  # a model trained on crops with the face 8 px lower
-    size, template = manifest_alignment({"alignment": {"size": 112, "template": shifted.tolist()}}, (112, 112))
-    np.testing.assert_allclose(template, shifted)
-    with pytest.raises(UserError, match="is not 4 \\(x, y\\) points"):
-        manifest_alignment({"alignment": {"size": 112, "template": [[1, 2]]}}, (112, 112))
-    with pytest.raises(UserError, match="alignment size 128 does not fit the model's 112x112 input"):
-        manifest_alignment({"alignment": {"size": 128}}, (112, 112))
+    lowered = FaceModelSpec.from_manifest({"alignment": {"size": 112, "template": shifted.tolist()}})
+    np.testing.assert_allclose(lowered.chip_template(), shifted, atol=1e-4)
+    with pytest.raises(UserError, match="must be 4 or 5 \\[x, y\\] points.*re-export the bundle"):
+        FaceModelSpec.from_manifest({"alignment": {"size": 112, "template": [[1, 2]]}})
+    big = FaceModelSpec.from_manifest({"alignment": {"size": 128}})
+    with pytest.raises(UserError, match="takes 112x112 images but its spec says 128x128"):
+        big.for_model_input((1, 112, 112, 3), "m.tflite")
 
     image = read_image(media_dir / "obama_small.jpg")
     det = create_detector("short").detect(image)[0]
-    ours = Recognizer(None, None, None).align(image, det.keypoints)
-    np.testing.assert_array_equal(ours, align_face(image, det.keypoints))
-    lower = Recognizer(None, None, None, template=shifted).align(image, det.keypoints)
+    crop = ours.align(image, det.keypoints)
+    np.testing.assert_array_equal(crop, align_face(image, det.keypoints))
+    lower = lowered.align(image, det.keypoints)
     # the face moved down by 8 px: row r of the shifted crop is row r - 8 of ours (up to interpolation)
-    diff = np.abs(lower[20:100].astype(int) - ours[12:92].astype(int)).mean()
-    assert diff < 6 and np.abs(lower.astype(int) - ours.astype(int)).mean() > diff + 5
+    diff = np.abs(lower[20:100].astype(int) - crop[12:92].astype(int)).mean()
+    assert diff < 6 and np.abs(lower.astype(int) - crop.astype(int)).mean() > diff + 5
 
 
 # --- option checks, file errors and the unknown-face saver ----------------------------------------------

@@ -353,8 +353,9 @@ def _print_status(st: dict) -> None:
 
 @user_errors
 def benchmark_cmd(
-    models: Optional[List[Path]] = typer.Argument(None, help="TFLite files and/or bundle folders (with --target, "
-                                                  "default: the board's flashed bundle)."),
+    models: Optional[List[Path]] = typer.Argument(
+        None, help="TFLite files, bundle folders and/or shipped model names (default, mobilefacenet); with --target, "
+        "default: the board's flashed bundle."),
     threads: Optional[str] = typer.Option(None, "--threads", "-t", help="Thread counts to measure, e.g. 1,2,4 "
                                           "(default: 1 and all cores of the machine measured)."),
     warmup: int = typer.Option(10, "--warmup", min=0, help="Untimed runs before timing."),

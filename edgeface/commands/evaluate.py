@@ -16,7 +16,10 @@ from edgeface.errors import UserError
 @user_errors
 def evaluate_cmd(
     model: Path = typer.Argument(
-        ..., help="Embedding model: a .keras file (edgeface train) or .tflite (edgeface export)."),
+        ..., help="Embedding model: a .keras file (edgeface train/import) or .tflite (edgeface export)."),
+    spec: Optional[Path] = typer.Option(
+        None, "--spec", help="Face-model spec (TOML: input size, alignment template, normalisation); default: the "
+        "bundle's manifest, MODEL.toml beside the model, else edgeface's own."),
     pairs: Optional[Path] = typer.Option(
         None, "--pairs", help="Pairs file, e.g. LFW pairs.txt (10 folds) or pairsDevTest.txt."),
     images: Optional[Path] = typer.Option(
@@ -42,6 +45,10 @@ def evaluate_cmd(
 
     # Every cheap check first: a typo should not cost a model load or minutes of face detection.
     check_model_path(model)
+    if spec is not None:
+        from edgeface.runtime.facemodel import read_spec_file
+
+        read_spec_file(spec)
     if pairs is None and gallery is None and probe is None:
         raise UserError("nothing to evaluate: give --pairs PAIRS --images DIR (verification) "
                         "or --gallery DIR --probe DIR (rank-1 identification)")
@@ -71,7 +78,9 @@ def evaluate_cmd(
 
             check_png_path(roc)
 
-    embedder = make_embedder(model, threads=threads, backend=backend, flip=flip)
+    embedder = make_embedder(model, threads=threads, backend=backend, flip=flip, spec_file=spec)
+    if pair_images is not None:
+        pair_images.check_spec(embedder.spec, model.name)
     report: dict = {"model": str(model), "flip_test": flip}
     if pair_list is not None:
         from edgeface.evaluate.verification import evaluate_pairs

@@ -83,7 +83,8 @@ def exit_code(result) -> int:
 
 @user_errors
 def export_cmd(
-    model: Optional[Path] = typer.Argument(None, help="Trained embedding model (.keras from `edgeface train`)."),
+    model: Optional[Path] = typer.Argument(
+        None, help="Embedding model: .keras from `edgeface train`, `distill` or `import`."),
     formats: str = typer.Option("all", "--formats", "-f",
                                 help="Comma-separated: fp32,fp16,dynamic,int8,edgetpu or all."),
     calib: Optional[Path] = typer.Option(
@@ -106,6 +107,9 @@ def export_cmd(
     detector: str = typer.Option("short", "--detector", help="Detector aligning raw photos: short, full or haar."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Interpreter threads for verification."),
     name: Optional[str] = typer.Option(None, "--name", help="File-name stem (default: the model's file stem)."),
+    spec: Optional[Path] = typer.Option(
+        None, "--spec", help="Face-model spec (TOML: input size, alignment template, threshold); default: "
+        "MODEL.toml beside the model (written by `edgeface import`), else edgeface's own."),
     compile_edgetpu: bool = typer.Option(True, "--compile/--no-compile",
                                          help="Run edgetpu_compiler on the edgetpu file when it is installed."),
     list_formats: bool = typer.Option(False, "--list-formats", help="Print the format table and exit."),
@@ -139,7 +143,7 @@ def export_cmd(
                        calib_exclude_people=calib_exclude_people,
                        verify_count=verify_count, pairs=pairs, images=images, far=far, max_drop=max_drop,
                        auto_mixed=auto_mixed, per_tensor=per_tensor, detector=detector, threads=threads, name=name,
-                       compile_edgetpu=compile_edgetpu)
+                       compile_edgetpu=compile_edgetpu, spec=spec)
     check_config(cfg)  # every cheap check before TensorFlow loads
     with progress_bar("export", disable=as_json) as advance:
         def progress(desc: str, done: int, total: int) -> None:

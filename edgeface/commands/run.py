@@ -34,7 +34,8 @@ FORMAT_CHOICES = (*FORMAT_PREFERENCE, *EDGETPU_FORMATS)
 PICK_CHOICES = ("largest",)
 DEFAULT_GALLERY = "gallery.npz"  # = edgeface.runtime.gallery.DEFAULT_GALLERY (not imported: --help stays light)
 
-MODEL_HELP = "Model bundle folder (from `edgeface export`); default: the bundle shipped in the package."
+MODEL_HELP = ("Model bundle folder (from `edgeface export`) or the name of a shipped model (default, mobilefacenet); "
+              "default: the default bundle shipped in the package.")
 GALLERY_HELP = f"Gallery file (.npz); default: ./{DEFAULT_GALLERY}."
 FORMAT_HELP = (f"Model file of the bundle: {', '.join(FORMAT_CHOICES)} (default: the first the bundle has of "
                f"{', '.join(FORMAT_PREFERENCE)}).")

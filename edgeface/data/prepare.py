@@ -80,6 +80,7 @@ def _init_worker(cfg: PrepareConfig) -> None:
 
 def process_one(task: tuple[str, str, str]) -> dict:
     """Detect, align and write one image.  Returns a manifest record or a skip record."""
+    from edgeface.runtime.facemodel import FaceModelSpec
     from edgeface.runtime.faces import detect_and_align
     from edgeface.runtime.images import UnreadableImage, read_image, write_image
 
@@ -88,7 +89,7 @@ def process_one(task: tuple[str, str, str]) -> dict:
         image = read_image(src)
     except (UnreadableImage, OSError) as exc:
         return {"status": "unreadable", "source": src, "reason": str(exc)}
-    faces = detect_and_align(image, _worker_detector, _worker_cfg.size)
+    faces = detect_and_align(image, _worker_detector, FaceModelSpec.edgeface(_worker_cfg.size))
     if not faces:
         return {"status": "no_face", "source": src}
     face = faces[0]

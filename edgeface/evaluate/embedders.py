@@ -1,35 +1,26 @@
-"""One interface over every model format evaluation accepts: aligned crops in, unit embeddings out.
+"""Face models for evaluation: every format it accepts, behind the one face-model interface.
 
 A ``.keras`` file runs through Keras (TensorFlow imported only when such a model is
-loaded); a ``.tflite`` file through the runtime's interpreter wrapper, exactly as
-on the board.  Both return float32 (N, D) L2-normalised embeddings, so the
-evaluation code cannot tell them apart and a float model and its int8 export are
-compared on equal terms.
+loaded); a ``.tflite`` file through the runtime's :class:`~edgeface.runtime.interpreter.Embedder`,
+exactly as on the board.  Both are :class:`~edgeface.runtime.facemodel.FaceModel` s: they carry
+the model's :class:`~edgeface.runtime.facemodel.FaceModelSpec` (from the bundle's manifest, a
+``MODEL.toml`` beside the file, or ``--spec``) and return float32 (N, D) L2-normalised embeddings,
+so the evaluation code cannot tell them apart, a float model and its int8 export are compared on
+equal terms, and each is fed faces aligned its own way.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Optional, Protocol
+from typing import Callable, Optional
 
 import numpy as np
 
 from edgeface.errors import UserError
+from edgeface.runtime.facemodel import FaceModel, FaceModelSpec, spec_for_model_file
 
 KERAS_BATCH = 64
-
-
-class FaceEmbedder(Protocol):
-    """What evaluation needs from a model."""
-
-    name: str
-    kind: str
-
-    def embed(self, crops: np.ndarray) -> np.ndarray:
-        """Aligned RGB uint8 crops (N, 112, 112, 3) -> (N, D) float32, L2-normalised."""
-        ...
-
 
 def _as_batch(crops) -> np.ndarray:
     crops = np.asarray(crops)
@@ -41,11 +32,12 @@ def _as_batch(crops) -> np.ndarray:
 
 
 class KerasEmbedder:
-    """A ``.keras`` embedding model written by ``edgeface train`` (batched predict)."""
+    """A ``.keras`` embedding model written by ``edgeface train``, ``distill`` or ``import`` (batched predict)."""
 
     kind = "keras"
 
-    def __init__(self, path: str | os.PathLike, threads: Optional[int] = None, batch_size: int = KERAS_BATCH) -> None:
+    def __init__(self, path: str | os.PathLike, threads: Optional[int] = None, batch_size: int = KERAS_BATCH,
+                 spec: Optional[FaceModelSpec] = None) -> None:
         self.path = Path(path)
         self.name = self.path.name
         if threads:
@@ -56,34 +48,35 @@ class KerasEmbedder:
         shape = tuple(self.model.input_shape)
         if len(shape) != 4 or shape[-1] != 3:
             raise UserError(f"{self.path} is not a face-embedding model: input shape {shape}, expected (N, H, W, 3)")
+        base = spec if spec is not None else spec_for_model_file(self.path)[0]
+        spec, _ = base.for_model_input(shape, str(self.path))
         self.dim = int(self.model.output_shape[-1])
+        if spec.embedding_dim and spec.embedding_dim != self.dim:
+            raise UserError(f"{self.path} gives {self.dim}-d embeddings but its spec says {spec.embedding_dim}")
+        import dataclasses
+
+        self.spec = dataclasses.replace(spec, embedding_dim=self.dim)
         self.batch_size = batch_size
 
     def embed(self, crops) -> np.ndarray:
         from edgeface.runtime.interpreter import l2_normalize
 
         crops = _as_batch(crops)
-        out = self.model.predict(crops.astype(np.float32), batch_size=self.batch_size, verbose=0)
+        self.spec.check_crops(crops, self.name)
+        x = crops.astype(np.float32) if self.spec.raw_pixels else self.spec.to_input(crops)
+        out = self.model.predict(x, batch_size=self.batch_size, verbose=0)
         # The model ends in L2 normalisation already; normalising again is a no-op that
         # also guards models saved without that layer.
         return l2_normalize(np.asarray(out, np.float32).reshape(len(crops), -1))
 
 
-class TFLiteEmbedder:
-    """A ``.tflite`` embedding model through :class:`edgeface.runtime.interpreter.Embedder`."""
+def tflite_embedder(path: str | os.PathLike, threads: Optional[int] = None, backend: Optional[str] = None,
+                    spec: Optional[FaceModelSpec] = None):
+    """A ``.tflite`` embedding model through the runtime's :class:`~edgeface.runtime.interpreter.Embedder`."""
+    from edgeface.runtime.interpreter import Embedder
 
-    kind = "tflite"
-
-    def __init__(self, path: str | os.PathLike, threads: Optional[int] = None, backend: Optional[str] = None) -> None:
-        from edgeface.runtime.interpreter import Embedder
-
-        self.path = Path(path)
-        self.name = self.path.name
-        self.embedder = Embedder(self.path, threads=threads, backend=backend)
-        self.dim = self.embedder.dim
-
-    def embed(self, crops) -> np.ndarray:
-        return self.embedder.embed(_as_batch(crops))
+    return Embedder(path, threads=threads, backend=backend,
+                    spec=spec if spec is not None else spec_for_model_file(path)[0])
 
 
 class FlipEmbedder:
@@ -93,11 +86,12 @@ class FlipEmbedder:
     noise (InsightFace's verification reports it as "flip").  It costs two model runs per face.
     """
 
-    def __init__(self, inner: FaceEmbedder) -> None:
+    def __init__(self, inner: FaceModel) -> None:
         self.inner = inner
         self.name = f"{inner.name} (flip test)"
         self.kind = inner.kind
         self.dim = getattr(inner, "dim", None)
+        self.spec = inner.spec
 
     def embed(self, crops) -> np.ndarray:
         crops = _as_batch(crops)
@@ -122,9 +116,9 @@ def _set_tf_threads(threads: int) -> None:
 
 
 # Model formats evaluation accepts: suffix -> factory.  The CLI's error message reads this table.
-EMBEDDERS: dict[str, Callable[..., FaceEmbedder]] = {
-    ".keras": lambda path, threads, backend: KerasEmbedder(path, threads=threads),
-    ".tflite": lambda path, threads, backend: TFLiteEmbedder(path, threads=threads, backend=backend),
+EMBEDDERS: dict[str, Callable[..., FaceModel]] = {
+    ".keras": lambda path, threads, backend, spec: KerasEmbedder(path, threads=threads, spec=spec),
+    ".tflite": lambda path, threads, backend, spec: tflite_embedder(path, threads=threads, backend=backend, spec=spec),
 }
 
 
@@ -140,9 +134,13 @@ def check_model_path(model_path: str | os.PathLike) -> Path:
 
 
 def make_embedder(model_path: str | os.PathLike, threads: Optional[int] = None,
-                  backend: Optional[str] = None, flip: bool = False) -> FaceEmbedder:
-    """An embedder for a ``.keras`` or ``.tflite`` file; ``backend`` picks the TFLite interpreter, ``flip``
-    averages each face with its mirror image (:class:`FlipEmbedder`)."""
+                  backend: Optional[str] = None, flip: bool = False,
+                  spec_file: Optional[str | os.PathLike] = None, spec: Optional[FaceModelSpec] = None) -> FaceModel:
+    """A face model for a ``.keras`` or ``.tflite`` file; ``backend`` picks the TFLite interpreter, ``flip``
+    averages each face with its mirror image (:class:`FlipEmbedder`); ``spec`` (or a ``spec_file``) overrides
+    the model's own spec (:func:`~edgeface.runtime.facemodel.spec_for_model_file`)."""
     path = check_model_path(model_path)
-    embedder = EMBEDDERS[path.suffix.lower()](path, threads, backend)
+    if spec is None:
+        spec = spec_for_model_file(path, spec_file)[0]
+    embedder = EMBEDDERS[path.suffix.lower()](path, threads, backend, spec)
     return FlipEmbedder(embedder) if flip else embedder

@@ -20,6 +20,7 @@ import numpy as np
 
 from edgeface.cpus import usable_cpus
 from edgeface.errors import UserError
+from edgeface.runtime.facemodel import FaceModelSpec
 
 # Written by `edgeface data prepare` (edgeface.data.prepare.MANIFEST / SKIP_LOG; not imported: it is a driver module).
 MANIFEST = "manifest.jsonl"
@@ -112,41 +113,64 @@ def centre_crop(image: np.ndarray, size: int = 112, fraction: float = CENTRE_CRO
     return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR)
 
 
+def centre_crop_for(image: np.ndarray, spec: FaceModelSpec) -> np.ndarray:
+    """:func:`centre_crop` framed like the model's chip: the square is scaled by how much smaller the model's
+    template draws the face than edgeface's (dlib's padded 150x150 chip shows more around the face)."""
+    ours = FaceModelSpec.edgeface()
+    fraction = CENTRE_CROP_FRACTION * _face_fraction(ours) / _face_fraction(spec)
+    crop = centre_crop(image, spec.size[0], fraction)
+    if spec.size[0] != spec.size[1]:
+        import cv2
+
+        crop = cv2.resize(crop, spec.size, interpolation=cv2.INTER_LINEAR)
+    return crop
+
+
+def _face_fraction(spec: FaceModelSpec) -> float:
+    """Eye-to-mouth distance as a fraction of the chip's width (how large the template draws a face)."""
+    t = spec.chip_template()
+    return float(np.linalg.norm(t[:2].mean(axis=0) - t[3])) / spec.size[0]
+
+
 def is_prepared_folder(root: str | os.PathLike) -> bool:
     """True for a folder of aligned crops written by ``edgeface data prepare``."""
     return (Path(root) / MANIFEST).is_file()
 
 
 class PairImages:
-    """Aligned 112x112 RGB crops for image keys, from prepared crops or raw photographs.
+    """Aligned RGB crops for image keys, from prepared crops or raw photographs.
 
-    * Prepared folder (has ``manifest.jsonl``): the crop is read as is.  Images in
-      which ``data prepare`` found no face have no crop; they are counted in
-      :attr:`no_face` and their crop is ``None`` (a face that was never found cannot
-      match: evaluation scores such pairs as non-matches).  Point ``images_root`` at
-      the raw photographs to use the centre-crop fallback instead.
-    * Raw photographs: the largest face is detected and aligned by
-      :func:`edgeface.runtime.faces.detect_and_align`.  When no face is found the
-      image is not dropped: a centre crop stands in (the LFW convention, so every
-      pair is scored) and the key is counted in :attr:`no_face`.
+    * Prepared folder (has ``manifest.jsonl``): the crop is read as is (resized to the model's input
+      when needed).  Such crops are aligned to edgeface's template: a model with another alignment
+      (an imported dlib model's 150x150 chip) is refused and pointed at the raw photographs.  Images
+      in which ``data prepare`` found no face have no crop; they are counted in :attr:`no_face` and
+      their crop is ``None`` (a face that was never found cannot match: evaluation scores such pairs
+      as non-matches).  Point ``images_root`` at the raw photographs to use the centre-crop fallback.
+    * Raw photographs: the largest face is detected and aligned by the model's own spec
+      (:func:`edgeface.runtime.faces.detect_and_align`).  When no face is found the image is not
+      dropped: a centre crop stands in (the LFW convention, so every pair is scored) and the key is
+      counted in :attr:`no_face`.
 
-    Each image is decoded once; with ``cache`` the crops stay in memory so several
-    models can be evaluated on the same pairs without detecting the faces again.
+    Each image is decoded once per alignment; with ``cache`` the crops (one set per model alignment)
+    and the detections stay in memory, so several models can be evaluated on the same pairs without
+    detecting the faces again.
     """
 
     def __init__(self, images_root: str | os.PathLike, detector: str = "short", cache: bool = True,
-                 size: int = 112, workers: Optional[int] = None, backend: Optional[str] = None) -> None:
+                 spec: Optional[FaceModelSpec] = None, workers: Optional[int] = None,
+                 backend: Optional[str] = None) -> None:
         self.root = Path(images_root)
         if not self.root.is_dir():
             raise UserError(f"images folder not found: {self.root}")
         self.prepared = is_prepared_folder(self.root)
         self.detector_kind = detector
         self.cache = cache
-        self.size = size
+        self.spec = spec or FaceModelSpec.edgeface()
         self.workers = workers or min(4, usable_cpus())
         self.backend = backend
         self.no_face: set[str] = set()
-        self._crops: dict[str, Optional[np.ndarray]] = {}
+        self._crops: dict[tuple, dict[str, Optional[np.ndarray]]] = {}
+        self._detections: dict[str, object] = {}  # key -> largest Detection or None, for a second alignment
         self._skipped: Optional[set[str]] = None
         self._lock = threading.Lock()
         # Idle detectors, one per worker thread at most, reused across calls (an interpreter is not thread-safe).
@@ -163,6 +187,13 @@ class PairImages:
         from edgeface.runtime.detector import create_detector
 
         return create_detector(self.detector_kind, threads=1, backend=self.backend)
+
+    def check_spec(self, spec: FaceModelSpec, model: str = "the model") -> None:
+        """A :class:`UserError` when prepared crops cannot serve a model aligned another way."""
+        if self.prepared and not spec.same_alignment(FaceModelSpec.edgeface()):
+            raise UserError(f"{self.root} holds crops aligned by `edgeface data prepare` (edgeface's template); "
+                            f"{model} takes {spec.size[0]}x{spec.size[1]} faces aligned its own way: give the raw "
+                            "photographs as --images (e.g. lfw-deepfunneled)")
 
     def path_of(self, key: str) -> Path:
         """The file behind a key (any image extension).
@@ -197,7 +228,7 @@ class PairImages:
                         self._skipped.add(_stem(parts[1]))
         return self._skipped
 
-    def _load(self, key: str) -> Optional[np.ndarray]:
+    def _load(self, key: str, spec: FaceModelSpec) -> Optional[np.ndarray]:
         from edgeface.runtime.images import UnreadableImage, read_image
 
         try:
@@ -211,39 +242,48 @@ class PairImages:
         except (UnreadableImage, OSError):
             raise UserError(f"cannot read image {path}: not a decodable image file") from None
         if self.prepared:
-            if image.shape[:2] != (self.size, self.size):
+            if image.shape[:2] != (spec.size[1], spec.size[0]):
                 import cv2
 
-                image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA)
+                image = cv2.resize(image, spec.size, interpolation=cv2.INTER_AREA)
             return image
-        from edgeface.runtime.faces import detect_and_align
+        if key in self._detections:
+            det = self._detections[key]
+        else:
+            from edgeface.runtime.detector import largest_first
 
-        try:
-            detector = self._detectors.get_nowait()
-        except queue.Empty:
-            detector = self._new_detector()
-        try:
-            faces = detect_and_align(image, detector, self.size)
-        finally:
-            self._detectors.put(detector)
-        if faces:
-            return faces[0].crop
+            try:
+                detector = self._detectors.get_nowait()
+            except queue.Empty:
+                detector = self._new_detector()
+            try:
+                found = largest_first(detector.detect(image))
+            finally:
+                self._detectors.put(detector)
+            det = found[0] if found else None
+            if self.cache:
+                self._detections[key] = det
+        if det is not None:
+            return spec.align_detection(image, det)
         with self._lock:
             self.no_face.add(key)
-        return centre_crop(image, self.size)
+        return centre_crop_for(image, spec)
 
-    def crops(self, keys: Sequence[str], progress: Optional[Callable[[int, int], None]] = None
-              ) -> list[Optional[np.ndarray]]:
-        """Crops for ``keys`` in order (``None`` for a prepared image without a face).
+    def crops(self, keys: Sequence[str], progress: Optional[Callable[[int, int], None]] = None,
+              spec: Optional[FaceModelSpec] = None) -> list[Optional[np.ndarray]]:
+        """Crops for ``keys`` in order, aligned for ``spec`` (default: the one given at construction;
+        ``None`` for a prepared image without a face).
 
         Detection runs on a few threads: the interpreter and OpenCV release the GIL.
         """
-        known = self._crops
+        spec = spec or self.spec
+        self.check_spec(spec)
+        known = self._crops.setdefault(_alignment_key(spec), {})
         todo = [k for k in dict.fromkeys(keys) if k not in known]
         found: dict[str, Optional[np.ndarray]] = {}
         if todo:
             with ThreadPoolExecutor(max_workers=self.workers) as pool:
-                for i, (key, crop) in enumerate(zip(todo, pool.map(self._load, todo))):
+                for i, (key, crop) in enumerate(zip(todo, pool.map(lambda k: self._load(k, spec), todo))):
                     found[key] = crop
                     if progress:
                         progress(i + 1, len(todo))
@@ -251,11 +291,16 @@ class PairImages:
             known.update(found)
         return [found[k] if k in found else known[k] for k in keys]
 
-    def prefetch(self, keys: Iterable[str], progress: Optional[Callable[[int, int], None]] = None) -> None:
+    def prefetch(self, keys: Iterable[str], progress: Optional[Callable[[int, int], None]] = None,
+                 spec: Optional[FaceModelSpec] = None) -> None:
         """Detect and align ``keys`` now (with ``cache``), e.g. to show alignment and embedding as two stages."""
         if not self.cache:
             return
-        self.crops(list(dict.fromkeys(keys)), progress)
+        self.crops(list(dict.fromkeys(keys)), progress, spec)
+
+
+def _alignment_key(spec: FaceModelSpec) -> tuple:
+    return (spec.size, spec.alignment, spec.box_margin, tuple(spec.chip_template().round(4).ravel().tolist()))
 
 
 def _stem(key: str) -> str:

@@ -102,7 +102,7 @@ def embed_keys(embedder, images: PairImages, keys: Sequence[str], progress: Prog
     for start in range(0, len(keys), EMBED_CHUNK):
         chunk = keys[start : start + EMBED_CHUNK]
         t0 = time.perf_counter()
-        crops = images.crops(chunk)
+        crops = images.crops(chunk, spec=getattr(embedder, "spec", None))
         t1 = time.perf_counter()
         present = [i for i, c in enumerate(crops) if c is not None]
         if present:

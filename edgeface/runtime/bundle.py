@@ -39,9 +39,34 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def models_dir() -> Path:
+    """Where the model bundles shipped inside the package live (one folder each, named)."""
+    return Path(__file__).resolve().parent.parent / "models"
+
+
 def default_bundle_dir() -> Path:
-    """Where the model bundle shipped inside the package lives."""
-    return Path(__file__).resolve().parent.parent / "models" / "default"
+    """Where the default model bundle shipped inside the package lives."""
+    return models_dir() / "default"
+
+
+def packaged_models() -> list[str]:
+    """Names of the bundles shipped inside the package (``--model NAME``)."""
+    root = models_dir()
+    return sorted(d.name for d in root.iterdir() if (d / MANIFEST_NAME).is_file()) if root.is_dir() else []
+
+
+def resolve_model(path: Optional[str | os.PathLike]) -> Path:
+    """A bundle folder (or its manifest.json), or the name of a bundle shipped in the package; None: the default.
+
+    A path that exists wins over a packaged name, so a folder called ``default`` in the working directory is
+    still that folder.
+    """
+    if path is None:
+        return default_bundle_dir()
+    p = Path(path)
+    if not p.exists() and len(p.parts) == 1 and (models_dir() / p.name / MANIFEST_NAME).is_file():
+        return models_dir() / p.name
+    return p
 
 
 def _malformed(path: Path, what: str) -> UserError:
@@ -84,13 +109,16 @@ class Bundle:
 
     @classmethod
     def load(cls, path: Optional[str | os.PathLike] = None) -> Bundle:
-        """Load a bundle folder (or its manifest.json); the shipped default bundle when ``path`` is None."""
-        root = Path(path) if path is not None else default_bundle_dir()
+        """Load a bundle folder (or its manifest.json) or a shipped model by name; the default when ``path`` is
+        None."""
+        root = resolve_model(path)
         if root.is_file() and root.name == MANIFEST_NAME:
             root = root.parent
         manifest_path = root / MANIFEST_NAME
         if path is not None and not root.exists():
-            raise UserError(f"bundle not found: {root} (a folder written by `edgeface export`)")
+            names = ", ".join(packaged_models()) or "none"
+            raise UserError(f"bundle not found: {root} (a folder written by `edgeface export`, or a shipped model: "
+                            f"{names})")
         if not manifest_path.is_file():
             if path is None:
                 raise UserError("no default model bundle is installed: pass --model BUNDLE_DIR "
@@ -125,6 +153,13 @@ class Bundle:
     @property
     def embedding_dim(self) -> int:
         return int(self.manifest.get("model", {}).get("embedding_dim", 0))
+
+    @property
+    def spec(self):
+        """The :class:`~edgeface.runtime.facemodel.FaceModelSpec` the manifest describes."""
+        from edgeface.runtime.facemodel import FaceModelSpec
+
+        return FaceModelSpec.from_manifest(self.manifest, str(self.root / MANIFEST_NAME))
 
     def entry(self, fmt: Optional[str] = None) -> dict:
         """The manifest entry of a format (the preferred available one when ``fmt`` is None)."""

@@ -9,6 +9,7 @@ module for a :class:`TFLiteModel`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import os
 from dataclasses import dataclass
@@ -237,26 +238,58 @@ def check_edgetpu_library() -> None:
 
 
 class Embedder:
-    """A TFLite face-embedding model: aligned RGB crops in, unit-length embeddings out."""
+    """A TFLite face-embedding model (:class:`edgeface.runtime.facemodel.FaceModel`): aligned RGB crops in,
+    unit-length embeddings out.
+
+    ``spec`` says what the model expects (from its bundle's manifest, or a spec file); None is edgeface's own
+    convention (raw RGB pixels, edgeface's template at the model's input size).
+    """
+
+    kind = "tflite"
 
     def __init__(self, path: str | os.PathLike, threads: Optional[int] = None, backend: Optional[str] = None,
-                 delegate: Optional[str] = None) -> None:
+                 delegate: Optional[str] = None, spec=None) -> None:
+        from edgeface.runtime.facemodel import EDGEFACE_TEMPLATE_112, FaceModelSpec
+
+        self.path = Path(path)
+        self.name = self.path.name
         self.model = TFLiteModel(path, threads=threads, backend=backend, delegate=delegate)
-        shape = self.model.input.shape
-        if len(shape) != 4 or shape[-1] != 3:
-            raise UserError(f"{path} is not a face-embedding model: its input shape is {shape}, expected (1, H, W, 3)")
-        self.input_size = (int(shape[2]), int(shape[1]))
-        out_shape = self.model.outputs[0].shape
+        base = spec if spec is not None else FaceModelSpec(layout="NHWC", template=EDGEFACE_TEMPLATE_112)
+        if len(self.model.inputs) != 1:
+            raise UserError(f"{path} is not a face-embedding model: it takes {len(self.model.inputs)} inputs, "
+                            "a face model takes one image")
+        spec, _ = base.for_model_input(self.model.input.shape, f"{path} (not a face-embedding model?)")
+        self._output = _output_index([o.name for o in self.model.outputs], spec.output, str(path))
+        out_shape = self.model.outputs[self._output].shape
         if len(out_shape) != 2:
             raise UserError(f"{path} is not a face-embedding model: its output shape is {out_shape}, expected (1, D)")
         self.dim = int(out_shape[-1])
+        if spec.embedding_dim and spec.embedding_dim != self.dim:
+            raise UserError(f"{path} gives {self.dim}-d embeddings but its spec says {spec.embedding_dim}")
+        self.spec = dataclasses.replace(spec, embedding_dim=self.dim)
+        self.input_size = self.spec.size
 
     def embed(self, crops: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """Embed aligned RGB uint8 crops (N, H, W, 3) -> (N, D) float32, L2-normalised."""
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[None]
+        self.spec.check_crops(crops, self.name)
+        x = crops.astype(np.float32) if self.spec.raw_pixels else self.spec.to_input(crops)
         out = np.empty((len(crops), self.dim), np.float32)
-        for i, crop in enumerate(crops):
-            out[i] = self.model.run(crop[None].astype(np.float32))[0].reshape(-1)
+        for i in range(len(x)):
+            out[i] = self.model.run(x[i:i + 1])[self._output].reshape(-1)
         return l2_normalize(out)
+
+
+def _output_index(names: list[str], which: int | str, where: str) -> int:
+    """The index of the embedding output: by name, or by position."""
+    if isinstance(which, str):
+        if which not in names:
+            from edgeface.runtime.facemodel import unknown_choice
+
+            raise unknown_choice(f"output of {where}", which, names)
+        return names.index(which)
+    if not -len(names) <= which < len(names):
+        raise UserError(f"{where} has {len(names)} output(s); output {which} does not exist")
+    return which % len(names)

@@ -23,7 +23,6 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 
 from edgeface.errors import UserError
-from edgeface.runtime.align import align_face
 from edgeface.runtime.bundle import EDGETPU_FORMAT
 from edgeface.runtime.capture import FrameSource, Pacer
 from edgeface.runtime.detector import largest_first
@@ -86,22 +85,18 @@ class FrameResult:
 class Recognizer:
     """Detector + embedder + matcher: one RGB image in, faces with identities out.
 
-    ``template`` (4 points: eyes, nose, mouth centre, in ``crop_size`` pixels) is the
-    alignment the model was trained with, from the bundle's manifest; None means
-    edgeface's own :data:`edgeface.runtime.align.TEMPLATE_112`.
+    Faces are aligned as the embedder's :class:`~edgeface.runtime.facemodel.FaceModelSpec` says (its
+    template and chip size, from the bundle's manifest).
     """
 
-    def __init__(self, detector, embedder, matcher: Matcher, crop_size: int = 112,
-                 template: Optional[np.ndarray] = None) -> None:
+    def __init__(self, detector, embedder, matcher: Matcher) -> None:
         self.detector = detector
         self.embedder = embedder
         self.matcher = matcher
-        self.crop_size = crop_size
-        self.template = None if template is None else np.asarray(template, np.float32).reshape(4, 2)
 
     def align(self, image: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
         """The aligned crop of one face."""
-        return align_face(image, keypoints, self.crop_size, self.template)
+        return self.embedder.spec.align(image, keypoints)
 
     def process(self, image: np.ndarray, ms: Optional[dict] = None) -> list[FaceResult]:
         """Find, align, embed and match every face; stage times (ms) are added to ``ms``."""
@@ -163,10 +158,11 @@ def load_recognizer(model: Optional[str | os.PathLike] = None, gallery: Optional
     entry = bundle.entry(fmt)
     fmt = entry["format"]
     model_path = bundle.model_path(fmt)
-    embedder = Embedder(model_path, threads=threads, backend=backend, delegate=delegate)
-    if bundle.embedding_dim and embedder.dim != bundle.embedding_dim:
-        raise UserError(f"{model_path} gives {embedder.dim}-d embeddings but its manifest says "
-                        f"{bundle.embedding_dim}: re-export the bundle")
+    spec = bundle.spec
+    try:
+        embedder = Embedder(model_path, threads=threads, backend=backend, delegate=delegate, spec=spec)
+    except UserError as exc:
+        raise UserError(f"{exc} (from {bundle.root / 'manifest.json'}): re-export the bundle") from None
     model_id = ModelId.from_bundle(bundle, fmt)
     if not model_id.embedding_dim:  # a hand-written manifest may leave it out: the model file says it
         model_id = dataclasses.replace(model_id, embedding_dim=embedder.dim)
@@ -180,8 +176,7 @@ def load_recognizer(model: Optional[str | os.PathLike] = None, gallery: Optional
     thr = bundle.threshold if threshold is None else float(threshold)
     check_threshold(thr)
     matcher = Matcher.from_gallery(gallery_obj, thr)
-    crop, template = manifest_alignment(bundle.manifest, embedder.input_size)
-    return LoadedRuntime(Recognizer(det, embedder, matcher, crop, template), bundle, model_id, model_path,
+    return LoadedRuntime(Recognizer(det, embedder, matcher), bundle, model_id, model_path,
                          gallery_obj, gallery_path, thr, (time.perf_counter() - t0) * 1000)
 
 
@@ -189,26 +184,6 @@ def check_threshold(threshold: Optional[float]) -> None:
     """A match threshold must be a cosine similarity (None: the bundle's own)."""
     if threshold is not None and not -1.0 <= float(threshold) <= 1.0:
         raise UserError(f"--threshold {threshold} is not a cosine similarity: use a value between -1 and 1")
-
-
-def manifest_alignment(manifest: dict, input_size: tuple[int, int]) -> tuple[int, Optional[np.ndarray]]:
-    """Crop size and template from the manifest (None: edgeface's own template, scaled to the size)."""
-    from edgeface.runtime.align import CROP_SIZE, TEMPLATE_112
-
-    alignment = manifest.get("alignment") or {}
-    size = int(alignment.get("size") or input_size[0])
-    if size != input_size[0] or input_size[0] != input_size[1]:
-        raise UserError(f"the manifest's alignment size {size} does not fit the model's {input_size[0]}x"
-                        f"{input_size[1]} input: re-export the bundle")
-    points = alignment.get("template")
-    try:
-        template = np.asarray(points, np.float32).reshape(4, 2) if points else None
-    except ValueError:
-        raise UserError(f"the manifest's alignment template {points!r} is not 4 (x, y) points: re-export the "
-                        "bundle") from None
-    if template is not None and np.allclose(template, TEMPLATE_112 * (size / CROP_SIZE), atol=1e-3):
-        template = None  # ours: take the shared code path
-    return size, template
 
 
 def _load_gallery(path, model_id: ModelId, required: bool) -> tuple[Gallery, Optional[Path]]:

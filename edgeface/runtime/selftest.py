@@ -50,6 +50,7 @@ def self_test(model: Optional[str] = None, fmt: Optional[str] = None, detector: 
 def _run_checks(result: dict, model, fmt, detector, threads, backend, delegate, repeats: int) -> None:
     from edgeface.runtime.bundle import Bundle
     from edgeface.runtime.detector import create_detector
+    from edgeface.runtime.facemodel import FaceModelSpec
     from edgeface.runtime.images import read_image
     from edgeface.runtime.interpreter import Embedder, check_edgetpu_library
     from edgeface.runtime.pipeline import EDGETPU_FORMAT
@@ -65,14 +66,37 @@ def _run_checks(result: dict, model, fmt, detector, threads, backend, delegate, 
     t0 = time.perf_counter()
     path = bundle.model_path(entry["format"])  # verifies the SHA-256
     checks["checksum"] = True
-    embedder = Embedder(path, threads=threads, backend=backend, delegate=delegate)
+    embedder = Embedder(path, threads=threads, backend=backend, delegate=delegate, spec=bundle.spec)
     result["load_ms"] = round((time.perf_counter() - t0) * 1000, 2)
     result.update(model=str(path), sha256=entry.get("sha256"), backend=embedder.model.backend.name,
                   delegate=delegate or "cpu")
 
     if not SELF_TEST_FACE.is_file():
         raise UserError(f"the self-test face {SELF_TEST_FACE} is missing from the installation: reinstall edgeface")
-    face = read_image(SELF_TEST_FACE)
+    shipped = read_image(SELF_TEST_FACE)
+
+    # The detector and alignment: find the face again in the crop with a margin around it.
+    import cv2
+
+    det = create_detector(detector, model_path=bundle.detector_path(detector) if detector != "haar" else None,
+                          search_dirs=(bundle.root,), threads=threads, backend=backend)
+    padded = cv2.copyMakeBorder(shipped, 32, 32, 32, 32, cv2.BORDER_REPLICATE)
+    t = time.perf_counter()
+    found = det.detect(padded)
+    result["detect_ms"] = round((time.perf_counter() - t) * 1000, 3)
+    result["detector"] = getattr(det, "kind", detector)
+    checks["detector"] = len(found) == 1
+
+    # The shipped face is aligned for edgeface's 112x112 template; a model aligned another way (an imported
+    # dlib model's 150x150 chip) gets the face as the runtime would give it: detected, aligned by its spec.
+    face = shipped
+    if not embedder.spec.same_alignment(FaceModelSpec.edgeface()):
+        if not found:
+            raise UserError("the detector found no face in the self-test image, so it cannot be aligned for "
+                            f"{path.name}")
+        face = embedder.spec.align(padded, max(found, key=lambda d: d.area).keypoints)
+    elif face.shape[:2] != (embedder.spec.size[1], embedder.spec.size[0]):
+        face = cv2.resize(face, embedder.spec.size, interpolation=cv2.INTER_AREA)
     emb = embedder.embed(face)
     times = []
     for _ in range(max(1, repeats)):
@@ -87,20 +111,9 @@ def _run_checks(result: dict, model, fmt, detector, threads, backend, delegate, 
     checks["unit_length"] = bool(abs(norm - 1.0) <= UNIT_TOLERANCE)
     checks["deterministic"] = bool(np.allclose(emb, again, atol=1e-5))
 
-    # The detector and alignment: find the face again in the crop with a margin around it.
-    import cv2
-
-    det = create_detector(detector, model_path=bundle.detector_path(detector) if detector != "haar" else None,
-                          search_dirs=(bundle.root,), threads=threads, backend=backend)
-    padded = cv2.copyMakeBorder(face, 32, 32, 32, 32, cv2.BORDER_REPLICATE)
-    t = time.perf_counter()
-    found = det.detect(padded)
-    result["detect_ms"] = round((time.perf_counter() - t) * 1000, 3)
-    result["detector"] = getattr(det, "kind", detector)
-    checks["detector"] = len(found) == 1
-
     if entry["format"] != "fp32" and "fp32" in bundle.formats:
-        reference = Embedder(bundle.model_path("fp32"), threads=threads, backend=backend).embed(face)
+        reference = Embedder(bundle.model_path("fp32"), threads=threads, backend=backend,
+                             spec=bundle.spec).embed(face)
         cosine = float(reference[0] @ emb[0])
         result["cosine_to_fp32"] = round(cosine, 4)
         checks["matches_fp32"] = cosine >= REFERENCE_MIN_COSINE

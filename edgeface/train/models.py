@@ -51,6 +51,29 @@ class L2Normalize(layers.Layer):
         return {**super().get_config(), "axis": self.axis}
 
 
+@keras.saving.register_keras_serializable(package="edgeface")
+class ChannelPad(layers.Layer):
+    """``extra`` zero channels appended after the last channel (one TFLite PAD op).
+
+    For residual additions of tensors with different channel counts, as dlib's
+    ``add_prev`` does (imported dlib models: :mod:`edgeface.importers.dlib_keras`).
+    """
+
+    def __init__(self, extra: int, **kwargs):
+        super().__init__(**kwargs)
+        self.extra = int(extra)
+
+    def call(self, x):
+        widths = [[0, 0]] * (len(x.shape) - 1) + [[0, self.extra]]
+        return keras.ops.pad(x, widths)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], None if input_shape[-1] is None else input_shape[-1] + self.extra)
+
+    def get_config(self):
+        return {**super().get_config(), "extra": self.extra}
+
+
 def _scaled(channels: int, width: float) -> int:
     """A layer's channel count at a width multiplier (never below 8)."""
     return max(8, int(round(channels * width)))
