@@ -235,7 +235,7 @@ def test_pairs_accuracy_runs_with_the_delegate(tmp_path, no_timing, monkeypatch)
     made = []
 
     class FakeEmbedder:
-        def __init__(self, path, threads=None, backend=None, delegate=None):
+        def __init__(self, path, threads=None, backend=None, delegate=None, spec=None):
             made.append(delegate)
 
     monkeypatch.setattr(interpreter, "Embedder", FakeEmbedder)

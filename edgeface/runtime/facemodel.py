@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Protocol, Sequence, Union
 
+import cv2
 import numpy as np
 
 from edgeface.errors import UserError
+from edgeface.runtime.align import alignment_points, umeyama
 
 METRICS = ("cosine",)
 ALIGNMENTS = ("template", "box")
@@ -332,6 +335,11 @@ class FaceModelSpec:
 
     def chip_template(self) -> np.ndarray:
         """The 4 alignment targets (eye, eye, nose, mouth centre) in pixels of the model input."""
+        return self._chip_template.copy()
+
+    @functools.cached_property
+    def _chip_template(self) -> np.ndarray:
+        # Computed once per spec: align() runs for every face of every camera frame.
         if self.size is None:
             raise ValueError("the spec has no input size yet: call for_model_input first")
         pts = np.asarray(self.template, np.float64)
@@ -342,18 +350,12 @@ class FaceModelSpec:
 
     def align(self, image: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
         """The RGB uint8 crop of a face whose BlazeFace keypoints are given, aligned to the template."""
-        import cv2
-
-        from edgeface.runtime.align import alignment_points, umeyama
-
-        matrix = umeyama(alignment_points(keypoints), self.chip_template())
+        matrix = umeyama(alignment_points(keypoints), self._chip_template)
         return cv2.warpAffine(image, matrix, self.size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
     def align_detection(self, image: np.ndarray, detection) -> np.ndarray:
         """The crop of one detection (box and keypoints), by this spec's alignment."""
         if self.alignment == "box":
-            import cv2
-
             matrix = box_transform(detection.box, self.size, self.box_margin)
             return cv2.warpAffine(image, matrix, self.size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return self.align(image, detection.keypoints)
@@ -461,6 +463,8 @@ def read_toml(path: Union[str, os.PathLike], what: str = "file") -> dict[str, An
         return toml.loads(path.read_text())
     except (toml.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not a valid TOML file: {str(exc).splitlines()[0]}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
 def read_spec_file(path: Union[str, os.PathLike], base: Optional[FaceModelSpec] = None) -> FaceModelSpec:
