@@ -10,6 +10,7 @@ import pytest
 from edgeface.errors import UserError
 from edgeface.runtime.align import TEMPLATE_112, align_face
 from edgeface.runtime.facemodel import (
+    DEFAULT_SPEC_SOURCE,
     FaceModelSpec,
     embed_faces,
     read_spec_file,
@@ -62,7 +63,7 @@ def test_a_bad_spec_file_is_one_line_naming_it(tmp_path, text, message):
 def test_where_a_model_files_spec_comes_from(tmp_path):
     model = tmp_path / "m.keras"
     model.write_bytes(b"x")
-    assert spec_for_model_file(model)[1] == "edgeface default"
+    assert spec_for_model_file(model)[1] == DEFAULT_SPEC_SOURCE
     (tmp_path / "m.toml").write_text(spec_toml(FaceModelSpec.from_options(DLIB_LIKE)))
     spec, source = spec_for_model_file(model)
     assert source == str(tmp_path / "m.toml") and spec.size == (150, 150)

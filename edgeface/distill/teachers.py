@@ -290,11 +290,11 @@ class OnnxTeacher(Teacher):
 def tflite_teacher(spec: str, path: Path, options: Mapping[str, Any], threads: Optional[int] = None) -> Teacher:
     """Any TFLite embedding model through the runtime's embedder; options, else the bundle manifest or
     ``MODEL.toml`` that describes the file, else the ArcFace template."""
-    from edgeface.runtime.facemodel import spec_for_model_file
+    from edgeface.runtime.facemodel import DEFAULT_SPEC_SOURCE, spec_for_model_file
     from edgeface.runtime.interpreter import Embedder
 
     own, source = spec_for_model_file(path)
-    face_spec = teacher_spec({**(own.to_options() if source != "edgeface default" else {}), **options})
+    face_spec = teacher_spec({**(own.to_options() if source != DEFAULT_SPEC_SOURCE else {}), **options})
     return TFLiteTeacher(spec, path, Embedder(path, threads=threads, spec=face_spec))
 
 

@@ -50,6 +50,12 @@ NAMED_TEMPLATES: dict[str, tuple[tuple, tuple[int, int]]] = {
 }
 TEMPLATE_POINTS = ("eye_left", "eye_right", "nose", "mouth")
 SPEC_SUFFIX = ".toml"
+# What spec_for_model_file says when a model file has no spec of its own.
+DEFAULT_SPEC_SOURCE = "edgeface default"
+
+
+class SpecMismatch(UserError):
+    """A model file and the spec that describes it disagree (input size, embedding size)."""
 
 
 @dataclass(frozen=True)
@@ -317,7 +323,7 @@ class FaceModelSpec:
             raise UserError(f"{where} takes {channels} channels in layout {layout}; a face model takes 3 (RGB/BGR)")
         if self.size is not None:
             if (w is not None and w != self.size[0]) or (h is not None and h != self.size[1]):
-                raise UserError(f"{where} takes {w}x{h} images but its spec says {self.size[0]}x{self.size[1]}")
+                raise SpecMismatch(f"{where} takes {w}x{h} images but its spec says {self.size[0]}x{self.size[1]}")
             size = self.size
         elif w is None or h is None:
             raise UserError(f"{where} has a dynamic input size {tuple(shape)}: give input_size=W,H")
@@ -541,7 +547,7 @@ def spec_for_model_file(model_path: Union[str, os.PathLike], spec_file: Optional
     sibling = spec_path_for(p)
     if sibling.is_file():
         return read_spec_file(sibling), str(sibling)
-    return FaceModelSpec(layout="NHWC", template=EDGEFACE_TEMPLATE_112), "edgeface default"
+    return FaceModelSpec(layout="NHWC", template=EDGEFACE_TEMPLATE_112), DEFAULT_SPEC_SOURCE
 
 
 # --------------------------------------------------------------------------- the interface

@@ -249,7 +249,7 @@ class Embedder:
 
     def __init__(self, path: str | os.PathLike, threads: Optional[int] = None, backend: Optional[str] = None,
                  delegate: Optional[str] = None, spec=None) -> None:
-        from edgeface.runtime.facemodel import EDGEFACE_TEMPLATE_112, FaceModelSpec
+        from edgeface.runtime.facemodel import EDGEFACE_TEMPLATE_112, FaceModelSpec, SpecMismatch
 
         self.path = Path(path)
         self.name = self.path.name
@@ -258,14 +258,14 @@ class Embedder:
         if len(self.model.inputs) != 1:
             raise UserError(f"{path} is not a face-embedding model: it takes {len(self.model.inputs)} inputs, "
                             "a face model takes one image")
-        spec, _ = base.for_model_input(self.model.input.shape, f"{path} (not a face-embedding model?)")
+        spec, _ = base.for_model_input(self.model.input.shape, str(path))
         self._output = _output_index([o.name for o in self.model.outputs], spec.output, str(path))
         out_shape = self.model.outputs[self._output].shape
         if len(out_shape) != 2:
             raise UserError(f"{path} is not a face-embedding model: its output shape is {out_shape}, expected (1, D)")
         self.dim = int(out_shape[-1])
         if spec.embedding_dim and spec.embedding_dim != self.dim:
-            raise UserError(f"{path} gives {self.dim}-d embeddings but its spec says {spec.embedding_dim}")
+            raise SpecMismatch(f"{path} gives {self.dim}-d embeddings but its spec says {spec.embedding_dim}")
         self.spec = dataclasses.replace(spec, embedding_dim=self.dim)
         self.input_size = self.spec.size
 

@@ -143,6 +143,7 @@ def load_recognizer(model: Optional[str | os.PathLike] = None, gallery: Optional
     """
     from edgeface.runtime.bundle import Bundle
     from edgeface.runtime.detector import create_detector
+    from edgeface.runtime.facemodel import SpecMismatch
     from edgeface.runtime.interpreter import Embedder, check_edgetpu_library
 
     t0 = time.perf_counter()
@@ -158,10 +159,9 @@ def load_recognizer(model: Optional[str | os.PathLike] = None, gallery: Optional
     entry = bundle.entry(fmt)
     fmt = entry["format"]
     model_path = bundle.model_path(fmt)
-    spec = bundle.spec
     try:
-        embedder = Embedder(model_path, threads=threads, backend=backend, delegate=delegate, spec=spec)
-    except UserError as exc:
+        embedder = Embedder(model_path, threads=threads, backend=backend, delegate=delegate, spec=bundle.spec)
+    except SpecMismatch as exc:  # the file and its manifest disagree: the bundle was edited or mixed up
         raise UserError(f"{exc} (from {bundle.root / 'manifest.json'}): re-export the bundle") from None
     model_id = ModelId.from_bundle(bundle, fmt)
     if not model_id.embedding_dim:  # a hand-written manifest may leave it out: the model file says it
