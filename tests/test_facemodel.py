@@ -120,3 +120,16 @@ def test_prepared_crops_are_refused_for_a_model_aligned_another_way(tmp_path):
     images.check_spec(FaceModelSpec.edgeface(96))  # the same template, resized: fine
     with pytest.raises(UserError, match="holds crops aligned by `edgeface data prepare`.*give the raw photographs"):
         images.check_spec(FaceModelSpec.from_options(DLIB_LIKE), "model.keras")
+
+
+def test_shipped_models_are_found_by_name_where_a_bundle_is_expected(tmp_path, monkeypatch):
+    from edgeface.devices.benchmark import expand_models
+    from edgeface.runtime.bundle import models_dir, resolve_model
+
+    specs = expand_models([resolve_model("mobilefacenet")])
+    assert {(s.model, s.format) for s in specs} == {("mobilefacenet", "fp32"), ("mobilefacenet", "int8")}
+    assert {s.format for s in expand_models(["default"])} == {"int8", "edgetpu"}
+    assert resolve_model("default") == models_dir() / "default"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "default").mkdir()  # a folder of that name where the command runs is that folder
+    assert resolve_model("default") == tmp_path.joinpath("default").relative_to(tmp_path)

@@ -443,7 +443,8 @@ def benchmark_cmd(
             reports = list(pool.map(lambda b: run_remote_benchmark(b, options, cfg), boards))
     else:
         if not cfg.models:
-            raise UserError("nothing to benchmark: give .tflite files or bundle folders (or --target BOARD)")
+            raise UserError("nothing to benchmark: give .tflite files, bundle folders or shipped model names (default, "
+                            "mobilefacenet), or --target BOARD")
         with progress_bar("benchmarking", disable=as_json) as advance:
             reports = [run_benchmark(cfg, progress=advance)]
     written: list[tuple[str, Path]] = []
