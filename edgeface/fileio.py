@@ -36,14 +36,17 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_output(path: str | os.PathLike, suffix: str = ".tmp", private: bool = False) -> Iterator[Path]:
     """A temp path beside ``path`` to write to; renamed onto ``path`` when the block ends without an exception,
     deleted when it raises.
 
     For writers that want a file name (``fig.savefig``, ``model.save``); ``suffix`` keeps the extension those
-    pick their format from.  The parent folder is created if missing.  A file that already exists keeps its
-    mode (a gallery someone made 0600 stays 0600), and a symbolic link keeps pointing at the file it names,
-    which gets the new content (renaming onto the link would replace the link with a plain file).
+    pick their format from.  The parent folder is created if missing.  A new file gets the umask's mode, or
+    0600 when ``private`` (face templates and face crops are biometric data: no other account on a board
+    should read them).  A file that already exists keeps its mode (a gallery someone made 0600 stays 0600, and
+    one a user opened up on purpose is not narrowed behind their back), and a symbolic link keeps pointing at
+    the file it names, which gets the new content (renaming onto the link would replace the link with a plain
+    file).
     """
     path = Path(path)
     if path.is_symlink():
@@ -51,8 +54,8 @@ def atomic_output(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
-    except OSError:  # a new file: the mode open() would give it
-        mode = umask_mode(0o666)
+    except OSError:  # a new file: the mode open() would give it, or the owner's alone
+        mode = 0o600 if private else umask_mode(0o666)
     # Same folder: os.replace is atomic only within one filesystem.  Hidden, and named after the target, so
     # debris from a killed process says where it came from.
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
@@ -68,10 +71,10 @@ def atomic_output(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Pat
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = False) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = False, private: bool = False) -> None:
     """Write ``data`` to ``path`` atomically; ``fsync`` also flushes it to the disk before the rename (for
-    files a power cut on a board must not lose, like the gallery)."""
-    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+    files a power cut on a board must not lose, like the gallery); ``private``: a new file is 0600."""
+    with atomic_output(path, private=private) as tmp, open(tmp, "wb") as f:
         f.write(data)
         if fsync:
             f.flush()

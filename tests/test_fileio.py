@@ -69,3 +69,20 @@ def test_rewriting_a_file_keeps_its_mode_and_its_symlink(tmp_path, umask_027):
     atomic_write_bytes(link, b"v2")
     assert link.is_symlink() and target.read_bytes() == b"v2"
     assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == ["real.npz"]  # no temp file left
+
+
+def test_private_files_are_created_0600_and_never_widened_or_narrowed(tmp_path):
+    old = os.umask(0o022)  # a stock Raspberry Pi OS umask: plain files come out world-readable
+    try:
+        gallery = tmp_path / "gallery.npz"
+        atomic_write_bytes(gallery, b"v1", private=True)
+        assert stat.S_IMODE(gallery.stat().st_mode) == 0o600
+        atomic_write_bytes(gallery, b"v2", private=True)
+        assert stat.S_IMODE(gallery.stat().st_mode) == 0o600 and gallery.read_bytes() == b"v2"
+        shared = tmp_path / "shared.npz"  # a gallery its owner opened up on purpose keeps that mode
+        atomic_write_bytes(shared, b"v1")
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o644
+        atomic_write_bytes(shared, b"v2", private=True)
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o644
+    finally:
+        os.umask(old)

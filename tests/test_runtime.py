@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -764,8 +765,12 @@ def test_save_unknown_keeps_crops_that_enroll_again(exported_bundle, media_dir, 
     assert result.exit_code == 0, result.output
     saved = sorted(crops.glob("unknown_*.png"))
     assert len(saved) == 2 and events_of(result.stdout)[1]["unknown_saved"] == 2
+    # strangers' faces are biometric data: a folder and files no other account can read, whatever the umask
+    assert stat.S_IMODE(crops.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in saved} == {0o600}
     result = invoke("enroll", "someone", saved[0], "-g", tmp_path / "g.npz", "-m", exported_bundle)
     assert result.exit_code == 0, result.output  # the saved crop holds a detectable face
+    assert stat.S_IMODE((tmp_path / "g.npz").stat().st_mode) == 0o600  # a new gallery is private
 
 
 def test_self_test_passes_on_the_bundle_and_catches_a_damaged_model(exported_bundle, tmp_path):

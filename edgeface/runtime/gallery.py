@@ -208,7 +208,8 @@ class Gallery:
         buf = io.BytesIO()
         np.savez(buf, header=header, embeddings=np.ascontiguousarray(self.embeddings, np.float32))
         try:
-            atomic_write_bytes(path, buf.getvalue(), fsync=True)  # fsync: a board may lose power right after
+            # fsync: a board may lose power right after; private: face templates are biometric data (0600)
+            atomic_write_bytes(path, buf.getvalue(), fsync=True, private=True)
         except OSError as exc:  # a read-only folder, a full disk: the user's to fix, not a crash
             raise GalleryError(f"cannot write gallery {path}: {_reason(exc)}; the file on disk (if any) "
                                "was not changed") from None

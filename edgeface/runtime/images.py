@@ -36,10 +36,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def write_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
-    """Write an RGB image atomically (temp file + rename), format from the suffix."""
+def write_image(path: str | os.PathLike, rgb: np.ndarray, private: bool = False) -> None:
+    """Write an RGB image atomically (temp file + rename), format from the suffix; ``private``: a new file is
+    0600 (a face crop)."""
     path = Path(path)
     ok, buf = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"cannot encode {path}")
-    atomic_write_bytes(path, buf.tobytes())
+    atomic_write_bytes(path, buf.tobytes(), private=private)

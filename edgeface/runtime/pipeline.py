@@ -333,7 +333,8 @@ class UnknownSaver:
                  margin: float = 0.5) -> None:
         self.folder = Path(folder)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            # Strangers' faces: a folder only the service's account can list, crops only it can read.
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"--save-unknown {self.folder}: cannot create the folder ({exc.strerror or exc})") from None
         self.threshold = threshold
@@ -364,7 +365,7 @@ class UnknownSaver:
             stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(result.timestamp))
             path = self.folder / f"unknown_{stamp}_f{result.source_frame:06d}_{i}.png"
             try:
-                write_image(path, crop)
+                write_image(path, crop, private=True)
             except OSError as exc:
                 # A full disk or a vanished folder must not stop a long-running service: the crops are a
                 # convenience, recognition goes on.
