@@ -1079,6 +1079,34 @@ def _unknown_frame(image: np.ndarray, boxes: list, index: int, timestamp: float)
     return FrameResult(index, index, timestamp, faces, {}, image=image)
 
 
+def test_unknown_folder_is_capped_and_aged_oldest_first(tmp_path):
+    from edgeface.runtime.pipeline import UnknownSaver
+
+    folder = tmp_path / "unknown"
+    folder.mkdir()
+    now = time.time()
+    for i in range(6):  # unknown_0 is the oldest, 10 days apart
+        crop = folder / f"unknown_{i}.png"
+        crop.write_bytes(b"x" * 1000)
+        os.utime(crop, (now - (60 - 10 * i) * 86400, now - (60 - 10 * i) * 86400))
+    (folder / "notes.txt").write_text("mine")  # not a crop: never touched
+    saver = UnknownSaver(folder, 0.5, max_age_s=45 * 86400)  # at start: 60 and 50 days old go
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", *[f"unknown_{i}.png" for i in range(2, 6)]]
+    saver.max_files = 3
+    assert saver.prune(now) == 1 and not (folder / "unknown_2.png").exists()
+    saver.max_bytes = 1500  # room for one crop of 1000 bytes
+    assert saver.prune(now) == 2 and [p.name for p in folder.glob("unknown_*")] == ["unknown_5.png"]
+    assert saver.pruned == 5
+
+
+def test_unknown_limits_must_be_positive(media_dir, tmp_path):
+    for flag, value in (("--unknown-max-files", "0"), ("--unknown-max-mb", "-1"), ("--unknown-max-days", "nan")):
+        result = invoke("run", "-s", media_dir / "obama.jpg", "--save-unknown", tmp_path / "u", flag, value)
+        assert result.exit_code == 2, (flag, result.output)
+        assert result.stderr.strip().splitlines() == [f"error: {flag} must be a positive number, got "
+                                                      f"{float(value) if flag != '--unknown-max-files' else value}"]
+
+
 def test_unknown_saver_skips_empty_crops_and_outlives_a_folder_it_cannot_write(media_dir, tmp_path, caplog):
     from edgeface.runtime.pipeline import UnknownSaver
 

@@ -124,7 +124,11 @@ def run_cmd(
     preview: Optional[str] = typer.Option(None, help="Serve a live preview page at HOST:PORT (host 127.0.0.1 "
                                           "unless given, e.g. 0.0.0.0:8080 for the whole network)."),
     save_unknown: Optional[Path] = typer.Option(None, help="Save crops of unknown faces in this folder (to enroll "
-                                                "them later)."),
+                                                "them later; files 0600 in a 0700 folder)."),
+    unknown_max_files: int = typer.Option(1000, "--unknown-max-files", help="--save-unknown keeps at most this many "
+                                          "crops (the oldest go first)."),
+    unknown_max_mb: float = typer.Option(100.0, "--unknown-max-mb", help="... and at most this many MB of them."),
+    unknown_max_days: float = typer.Option(30.0, "--unknown-max-days", help="... and none older than this many days."),
     capture_size: Optional[str] = typer.Option(None, help="Camera resolution WIDTHxHEIGHT (cameras and picamera2)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No rolling status line on stderr."),
     self_test: bool = typer.Option(False, "--self-test", help="Check that this machine runs the bundle correctly; "
@@ -165,6 +169,10 @@ def run_cmd(
     host_port = parse_host_port(preview) if preview else None
     if save_unknown is not None and save_unknown.exists() and not save_unknown.is_dir():
         raise UserError(f"--save-unknown {save_unknown} is a file: give a folder for the crops (created if missing)")
+    for flag, value in (("--unknown-max-files", unknown_max_files), ("--unknown-max-mb", unknown_max_mb),
+                        ("--unknown-max-days", unknown_max_days)):
+        if not (math.isfinite(value) and value > 0):
+            raise UserError(f"{flag} must be a positive number, got {value}")
 
     status = StatusLine(sys.stderr, enabled=not quiet)
     logger = logging.getLogger("edgeface")
@@ -189,7 +197,9 @@ def run_cmd(
         if host_port:
             server = PreviewServer(*host_port, source=src.description).start()  # logs "preview at URL"
             sinks.append(server)
-        saver = UnknownSaver(save_unknown, rt.threshold) if save_unknown else None
+        saver = UnknownSaver(save_unknown, rt.threshold, max_files=unknown_max_files,
+                             max_bytes=int(unknown_max_mb * 1024 * 1024),
+                             max_age_s=unknown_max_days * 86400.0) if save_unknown else None
         if saver:
             sinks.append(saver)
         logger.info("running %s on %s: %d people in the gallery, threshold %.3f", rt.model_path.name,
@@ -210,7 +220,7 @@ def run_cmd(
             "people": len(rt.gallery.names()),
             "stopped_by": stopper.signal_name,
             "capture": src.stats.to_dict(),
-            **({"unknown_saved": saver.saved} if saver else {}),
+            **({"unknown_saved": saver.saved, "unknown_pruned": saver.pruned} if saver else {}),
         })
         writer.write_summary(summary)
     finally:

@@ -327,10 +327,17 @@ class UnknownSaver:
     when no crop saved in the last ``cooldown_s`` seconds looks like the same face
     (cosine >= threshold).  The crop is the detection box widened by half its size,
     from the original frame, so ``edgeface enroll`` can detect and align it again.
+    Strangers' faces are biometric data kept without their consent: the folder is
+    created 0700, each crop 0600, and the folder is capped (``max_files``,
+    ``max_bytes``, oldest dropped first) and aged (``max_age_s``), at start and
+    after every save, so a board running for months keeps days, not a library.
     """
 
+    PATTERN = "unknown_*.png"
+
     def __init__(self, folder: str | os.PathLike, threshold: float, cooldown_s: float = 5.0,
-                 margin: float = 0.5) -> None:
+                 margin: float = 0.5, max_files: int = 1000, max_bytes: int = 100 * 1024 * 1024,
+                 max_age_s: float = 30 * 86400.0) -> None:
         self.folder = Path(folder)
         try:
             # Strangers' faces: a folder only the service's account can list, crops only it can read.
@@ -340,10 +347,44 @@ class UnknownSaver:
         self.threshold = threshold
         self.cooldown_s = cooldown_s
         self.margin = margin
+        self.max_files, self.max_bytes, self.max_age_s = max_files, max_bytes, max_age_s
         self.recent: list[tuple[float, np.ndarray]] = []
         self.saved = 0
         self.failed = 0  # crops that could not be written
+        self.pruned = 0  # crops deleted by the caps and the age limit
         self._failing = False  # warn once per run of failures, not on every frame of a full disk
+        self.prune()
+
+    def prune(self, now: Optional[float] = None) -> int:
+        """Delete the crops over the age limit, then the oldest until the count and size caps hold; returns how
+        many were deleted.  Only files this saver names (``unknown_*.png``) are touched."""
+        now = time.time() if now is None else now
+        crops = []
+        for path in self.folder.glob(self.PATTERN):
+            try:
+                st = path.stat()
+            except OSError:  # deleted meanwhile
+                continue
+            crops.append((st.st_mtime, path.name, path, st.st_size))
+        crops.sort()  # oldest first (names carry the time too: ties by name)
+        total = sum(c[3] for c in crops)
+        doomed = []
+        for i, (mtime, _, path, size) in enumerate(crops):
+            left = len(crops) - i
+            if now - mtime > self.max_age_s or left > self.max_files or total > self.max_bytes:
+                doomed.append(path)
+                total -= size
+            else:
+                break
+        deleted = 0
+        for path in doomed:
+            try:
+                path.unlink()
+                deleted += 1
+            except OSError:
+                continue
+        self.pruned += deleted
+        return deleted
 
     def __call__(self, result: FrameResult) -> None:
         if result.image is None:
@@ -378,6 +419,7 @@ class UnknownSaver:
             self._failing = False
             self.recent.append((now, face.embedding))
             self.saved += 1
+            self.prune()
 
 
 def context_crop(image: np.ndarray, box: np.ndarray, margin: float = 0.5) -> np.ndarray:
