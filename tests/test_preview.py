@@ -163,3 +163,97 @@ def test_preview_page_in_headless_chromium(exported_bundle, two_people_video, tm
     assert len(np.unique(png.reshape(-1, 3), axis=0)) > 2000, "no video frame in the screenshot"
     box_pixels = (np.abs(png - np.array(UNKNOWN_BGR)).sum(axis=2) < 40).sum()
     assert box_pixels > 300, "no face box in the screenshot"
+
+
+def _status(url: str, headers: dict | None = None) -> int:
+    try:
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_off_loopback_every_request_needs_the_token(media_dir):
+    server = PreviewServer("0.0.0.0", 0).start()
+    try:
+        server.publish(read_image(media_dir / "obama.jpg"))
+        token = server.token
+        assert token and len(token) >= 20 and server.url.endswith(f"/?token={token}")
+        base = f"http://127.0.0.1:{server.port}/"
+        for path in ("", "index.html", "status.json", "frame.jpg", "stream.mjpg"):
+            assert _status(base + path) == 401, path  # no token: nothing, not even the page
+            assert _status(base + path + "?token=" + token[:-1] + "x") == 401, path
+            assert _status(base + path, {"Cookie": "edgeface_preview=wrong"}) == 401, path
+        page = urllib.request.urlopen(base + "?token=" + token, timeout=5)
+        cookie = page.headers["Set-Cookie"]
+        assert page.status == 200 and cookie.startswith(f"edgeface_preview={token};") and "HttpOnly" in cookie
+        assert _status(base + "frame.jpg", {"Cookie": cookie.split(";")[0]}) == 200  # what the page's img sends
+        assert _status(base + "status.json", {"Authorization": f"Bearer {token}"}) == 200
+    finally:
+        server.close()
+    loopback = PreviewServer("127.0.0.1", 0).start()  # this machine only: no token, as before
+    try:
+        assert loopback.token is None and _status(loopback.url + "status.json") == 200
+    finally:
+        loopback.close()
+
+
+def test_a_token_file_is_required_then_and_kept_out_of_the_url(tmp_path, media_dir, caplog):
+    from edgeface.runtime.preview import read_token_file
+
+    (tmp_path / "short").write_text("abc\n")
+    with pytest.raises(UserError, match="at least 16 characters"):
+        read_token_file(tmp_path / "short")
+    with pytest.raises(UserError, match="cannot read it"):
+        read_token_file(tmp_path / "missing")
+    (tmp_path / "token").write_text("a-long-enough-secret-token\n")
+    token = read_token_file(tmp_path / "token")
+    with caplog.at_level("INFO", logger="edgeface"):
+        server = PreviewServer("127.0.0.1", 0, token=token).start()
+    try:
+        assert token not in caplog.text and "preview at" in caplog.text
+        base = f"http://127.0.0.1:{server.port}/"
+        assert _status(base + "status.json") == 401 and _status(base + "status.json?token=" + token) == 200
+    finally:
+        server.close()
+    result = subprocess.run([sys.executable, "-m", "edgeface", "run", "-s", str(media_dir / "obama.jpg"),
+                             "--preview-token-file", str(tmp_path / "token")], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.strip().endswith("add --preview HOST:PORT")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package `chromium`; .ci/run installs "
+                                             "it)")
+def test_preview_off_loopback_in_headless_chromium(exported_bundle, two_people_video, tmp_path):
+    """`edgeface run --preview 0.0.0.0:0`: Chromium with the printed URL sees the stream; without the token it gets
+    401 and no frame."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeface", "run", "-s", str(two_people_video), "-m", str(exported_bundle),
+         "--preview", "0.0.0.0:0", "--fps-limit", "5", "--events", str(tmp_path / "events.jsonl")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        url = None
+        for line in proc.stderr:
+            if "preview at " in line:
+                url = line.split("preview at ", 1)[1].strip()
+                break
+        assert url and "?token=" in url, "the run did not announce its preview URL with a token"
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
+        url = url.replace("0.0.0.0", "127.0.0.1")
+        bare = url.split("?", 1)[0]
+        common = [CHROMIUM, *CHROMIUM_FLAGS, "--virtual-time-budget=2500"]
+        denied = subprocess.run([*common, f"--user-data-dir={tmp_path / 'c1'}", "--dump-dom", bare],
+                                capture_output=True, text=True, timeout=90).stdout
+        allowed = subprocess.run([*common, f"--user-data-dir={tmp_path / 'c2'}", "--dump-dom", url],
+                                 capture_output=True, text=True, timeout=90).stdout
+        token = url.split("token=", 1)[1]
+        status = json.loads(urllib.request.urlopen(urllib.request.Request(
+            bare + "status.json", headers={"Authorization": f"Bearer {token}"}), timeout=5).read())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert "preview token required" in denied and 'id="stream"' not in denied
+    # with the token the page ran its script: the stream is attached and the status shows the two faces
+    assert '<img id="stream" alt="live stream" src="/stream.mjpg">' in allowed and allowed.count("unknown ") >= 2
+    assert status["frames_sent"] >= 1 and len(status["detections"]) == 2

@@ -122,7 +122,11 @@ def run_cmd(
     max_frames: Optional[int] = typer.Option(None, help="Stop after this many processed frames."),
     fps_limit: Optional[float] = typer.Option(None, help="Process at most this many frames per second."),
     preview: Optional[str] = typer.Option(None, help="Serve a live preview page at HOST:PORT (host 127.0.0.1 "
-                                          "unless given, e.g. 0.0.0.0:8080 for the whole network)."),
+                                          "unless given, e.g. 0.0.0.0:8080 for the whole network: then a random "
+                                          "access token is printed in its URL)."),
+    preview_token_file: Optional[Path] = typer.Option(None, "--preview-token-file", help="Read the preview's "
+                                                      "access token from this file instead (required then on any "
+                                                      "host)."),
     save_unknown: Optional[Path] = typer.Option(None, help="Save crops of unknown faces in this folder (to enroll "
                                                 "them later; files 0600 in a 0700 folder)."),
     unknown_max_files: int = typer.Option(1000, "--unknown-max-files", help="--save-unknown keeps at most this many "
@@ -161,12 +165,15 @@ def run_cmd(
         load_recognizer,
         run_loop,
     )
-    from edgeface.runtime.preview import PreviewServer, parse_host_port
+    from edgeface.runtime.preview import PreviewServer, parse_host_port, read_token_file
 
     spec = parse_source(source)  # before the models load: a typo in the source fails at once
     check_threshold(threshold)
     size = _parse_size(capture_size)
     host_port = parse_host_port(preview) if preview else None
+    if preview_token_file is not None and host_port is None:
+        raise UserError("--preview-token-file protects the preview: add --preview HOST:PORT")
+    token = read_token_file(preview_token_file) if preview_token_file is not None else None
     if save_unknown is not None and save_unknown.exists() and not save_unknown.is_dir():
         raise UserError(f"--save-unknown {save_unknown} is a file: give a folder for the crops (created if missing)")
     for flag, value in (("--unknown-max-files", unknown_max_files), ("--unknown-max-mb", unknown_max_mb),
@@ -195,7 +202,7 @@ def run_cmd(
         writer = EventWriter(out, stop=stopper.event)
         sinks: list = [writer, status]
         if host_port:
-            server = PreviewServer(*host_port, source=src.description).start()  # logs "preview at URL"
+            server = PreviewServer(*host_port, source=src.description, token=token).start()  # logs the URL
             sinks.append(server)
         saver = UnknownSaver(save_unknown, rt.threshold, max_files=unknown_max_files,
                              max_bytes=int(unknown_max_mb * 1024 * 1024),

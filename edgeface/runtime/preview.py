@@ -6,15 +6,21 @@ frame and its faces (:meth:`PreviewServer.publish`); drawing and JPEG encoding
 happen in the client's request thread, at most ``max_fps`` times a second and
 only while someone is watching, so the preview costs the loop nothing when no
 browser is open.  Bound to 127.0.0.1 unless another host is given: a camera
-feed should not appear on the network by accident.
+feed should not appear on the network by accident.  Bound to anything else, every
+request needs an access token (random, printed once in the URL, or the one given):
+``?token=`` in the URL (the page then sets a cookie for its stream and status
+requests), the cookie, or ``Authorization: Bearer``; without it, 401 and no frame.
 """
 
 from __future__ import annotations
 
+import hmac
 import html
+import ipaddress
 import json
 import logging
 import re
+import secrets
 import socket
 import threading
 import time
@@ -30,6 +36,7 @@ from edgeface.errors import UserError
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
+COOKIE = "edgeface_preview"
 BOUNDARY = "edgefaceframe"
 KNOWN_BGR = (80, 200, 60)
 UNKNOWN_BGR = (40, 60, 230)
@@ -85,6 +92,30 @@ def parse_host_port(text: str) -> tuple[str, int]:
     return host, port
 
 
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def read_token_file(path) -> str:
+    """A preview token from a file (one line; a service keeps it out of the command line and the logs)."""
+    from pathlib import Path
+
+    try:
+        token = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"--preview-token-file {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") \
+            from None
+    if len(token) < 16 or any(c.isspace() for c in token):
+        raise UserError(f"--preview-token-file {path}: the token must be one word of at least 16 characters")
+    return token
+
+
 def annotate(image_rgb: np.ndarray, faces: Sequence) -> np.ndarray:
     """A BGR copy of the frame with each face's box and ``name score`` drawn on it."""
     out = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
@@ -106,8 +137,12 @@ class PreviewServer:
     """The preview web server; ``publish`` each processed frame, ``close`` at the end."""
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = 8080, source: str = "", max_fps: float = 15.0,
-                 quality: int = 80) -> None:
+                 quality: int = 80, token: Optional[str] = None) -> None:
         self.host, self.port = host, port
+        # Off loopback the live camera with names must not be open to whoever finds the port: a random token
+        # unless one is given (a token given for loopback is required too).
+        self.token = token if token is not None else (None if is_loopback(host) else secrets.token_urlsafe(18))
+        self._generated = token is None and self.token is not None  # only a generated token is printed
         self.source = source
         self.max_fps = max_fps
         self.quality = int(quality)
@@ -140,13 +175,24 @@ class PreviewServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="preview", daemon=True)
         self._thread.start()
-        log.info("preview at %s", self.url)
+        if self.token and not self._generated:  # the user's token stays out of the logs
+            log.info("preview at %s (with the token from the token file: ?token=...)", self.url.split("?", 1)[0])
+        else:
+            log.info("preview at %s", self.url)
         return self
 
     @property
     def url(self) -> str:
+        """The page's address, with the token when one is needed (printed once, when the server starts)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
+        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+
+    def authorized(self, query_token: Optional[str], cookie_token: Optional[str], bearer: Optional[str]) -> bool:
+        """Whether a request carries the token (constant-time comparison), or none is needed."""
+        if self.token is None:
+            return True
+        return any(t is not None and hmac.compare_digest(t.encode(), self.token.encode())
+                   for t in (query_token, cookie_token, bearer))
 
     def close(self) -> None:
         self._closed.set()
@@ -222,10 +268,29 @@ def _make_handler(server: PreviewServer):
             log.debug("preview: " + fmt, *args)
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            path = self.path.split("?", 1)[0]
+            from http.cookies import CookieError, SimpleCookie
+            from urllib.parse import parse_qs
+
+            path, _, query = self.path.partition("?")
+            query_token = (parse_qs(query).get("token") or [None])[0]
+            cookie_token = None
+            try:
+                morsel = SimpleCookie(self.headers.get("Cookie") or "").get(COOKIE)
+                cookie_token = morsel.value if morsel else None
+            except CookieError:
+                pass
+            auth = self.headers.get("Authorization") or ""
+            bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+            if not server.authorized(query_token, cookie_token, bearer):
+                self._send(401, "text/plain", b"preview token required: open the URL edgeface printed "
+                                              b"(.../?token=...)\n", {"WWW-Authenticate": "Bearer"})
+                return
             if path in ("/", "/index.html"):
                 body = PAGE.format(title="edgeface live", source=html.escape(server.source)).encode()
-                self._send(200, "text/html; charset=utf-8", body)
+                # The page's stream and status requests carry no token in their URLs: the cookie does.
+                cookie = ({"Set-Cookie": f"{COOKIE}={server.token}; Path=/; HttpOnly; SameSite=Strict"}
+                          if server.token and query_token else {})
+                self._send(200, "text/html; charset=utf-8", body, cookie)
             elif path == "/stream.mjpg":
                 self._stream()
             elif path == "/frame.jpg":
@@ -239,11 +304,13 @@ def _make_handler(server: PreviewServer):
             else:
                 self._send(404, "text/plain", b"not found\n")
 
-        def _send(self, code: int, ctype: str, body: bytes) -> None:
+        def _send(self, code: int, ctype: str, body: bytes, headers: Optional[dict] = None) -> None:
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
             self.end_headers()
             self.wfile.write(body)
 
