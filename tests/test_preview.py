@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -123,14 +124,18 @@ def two_people_video(media_dir, tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package `chromium`; .ci/run installs "
-                                             "it)")
-def test_preview_page_in_headless_chromium(exported_bundle, two_people_video, tmp_path):
-    """`edgeface run --preview` on a real video; Chromium loads the page, shows the stream, takes a screenshot."""
+NEEDS_CHROMIUM = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package `chromium`; "
+                                    ".ci/run installs it)")
+
+
+@contextlib.contextmanager
+def preview_run(bundle: Path, video: Path, tmp_path: Path, host_port: str):
+    """`edgeface run --preview HOST_PORT` on ``video``: yields the URL it announces, then stops it (SIGTERM) and
+    checks it exited cleanly."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgeface", "run", "-s", str(two_people_video), "-m", str(exported_bundle),
+        [sys.executable, "-m", "edgeface", "run", "-s", str(video), "-m", str(bundle),
          # 300 frames at 5 fps: a minute of stream, so two Chromium runs on a loaded machine finish before it ends
-         "--preview", "127.0.0.1:0", "--fps-limit", "5", "--events", str(tmp_path / "events.jsonl")],
+         "--preview", host_port, "--fps-limit", "5", "--events", str(tmp_path / "events.jsonl")],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         url = None
@@ -138,14 +143,9 @@ def test_preview_page_in_headless_chromium(exported_bundle, two_people_video, tm
             if "preview at " in line:
                 url = line.split("preview at ", 1)[1].strip()
                 break
-        assert url and url.startswith("http://127.0.0.1:"), "the run did not announce its preview URL"
+        assert url, "the run did not announce its preview URL"
         threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep draining the status output
-        shot = tmp_path / "preview.png"
-        common = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}",
-                  "--virtual-time-budget=2500"]
-        subprocess.run([*common, f"--screenshot={shot}", url], capture_output=True, timeout=90)
-        dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=90).stdout
-        status = json.loads(urllib.request.urlopen(url + "status.json", timeout=5).read())
+        yield url
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -153,6 +153,19 @@ def test_preview_page_in_headless_chromium(exported_bundle, two_people_video, tm
         except subprocess.TimeoutExpired:
             proc.kill()
     assert proc.returncode == 0
+
+
+@NEEDS_CHROMIUM
+def test_preview_page_in_headless_chromium(exported_bundle, two_people_video, tmp_path):
+    """`edgeface run --preview` on a real video; Chromium loads the page, shows the stream, takes a screenshot."""
+    with preview_run(exported_bundle, two_people_video, tmp_path, "127.0.0.1:0") as url:
+        assert url.startswith("http://127.0.0.1:")
+        shot = tmp_path / "preview.png"
+        common = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}",
+                  "--virtual-time-budget=2500"]
+        subprocess.run([*common, f"--screenshot={shot}", url], capture_output=True, timeout=90)
+        dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=90).stdout
+        status = json.loads(urllib.request.urlopen(url + "status.json", timeout=5).read())
     assert shot.is_file() and shot.stat().st_size > 10_000
     # The page loaded and its script ran: the status line shows the frame counter and the two faces.
     assert '<img id="stream" alt="live stream" src="/stream.mjpg">' in dom
@@ -220,23 +233,12 @@ def test_a_token_file_is_required_then_and_kept_out_of_the_url(tmp_path, media_d
     assert result.returncode == 2 and result.stderr.strip().endswith("add --preview HOST:PORT")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package `chromium`; .ci/run installs "
-                                             "it)")
+@NEEDS_CHROMIUM
 def test_preview_off_loopback_in_headless_chromium(exported_bundle, two_people_video, tmp_path):
     """`edgeface run --preview 0.0.0.0:0`: Chromium with the printed URL sees the stream; without the token it gets
     401 and no frame."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edgeface", "run", "-s", str(two_people_video), "-m", str(exported_bundle),
-         "--preview", "0.0.0.0:0", "--fps-limit", "5", "--events", str(tmp_path / "events.jsonl")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    try:
-        url = None
-        for line in proc.stderr:
-            if "preview at " in line:
-                url = line.split("preview at ", 1)[1].strip()
-                break
-        assert url and "?token=" in url, "the run did not announce its preview URL with a token"
-        threading.Thread(target=proc.stderr.read, daemon=True).start()
+    with preview_run(exported_bundle, two_people_video, tmp_path, "0.0.0.0:0") as url:
+        assert "?token=" in url, "the URL carries no token"
         url = url.replace("0.0.0.0", "127.0.0.1")
         bare = url.split("?", 1)[0]
         common = [CHROMIUM, *CHROMIUM_FLAGS, "--virtual-time-budget=2500"]
@@ -247,12 +249,6 @@ def test_preview_off_loopback_in_headless_chromium(exported_bundle, two_people_v
         token = url.split("token=", 1)[1]
         status = json.loads(urllib.request.urlopen(urllib.request.Request(
             bare + "status.json", headers={"Authorization": f"Bearer {token}"}), timeout=5).read())
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
     assert "preview token required" in denied and 'id="stream"' not in denied
     # with the token the page ran its script: the stream is attached and the status shows the two faces
     assert '<img id="stream" alt="live stream" src="/stream.mjpg">' in allowed and allowed.count("unknown ") >= 2

@@ -17,9 +17,8 @@ CROP_SIZE = 112
 # right, nose tip, mouth centre.  They are the widely used ArcFace 5-point
 # template with its two mouth corners averaged into one centre, because BlazeFace
 # gives a mouth centre rather than corners.
-TEMPLATE_112 = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [56.1396, 92.2848]], dtype=np.float32
-)
+TEMPLATE_POINTS_112 = ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (56.1396, 92.2848))
+TEMPLATE_112 = np.array(TEMPLATE_POINTS_112, dtype=np.float32)
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

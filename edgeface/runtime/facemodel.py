@@ -31,16 +31,14 @@ import cv2
 import numpy as np
 
 from edgeface.errors import UserError
-from edgeface.runtime.align import alignment_points, umeyama
+from edgeface.runtime.align import TEMPLATE_POINTS_112, alignment_points, umeyama
 
 METRICS = ("cosine",)
 ALIGNMENTS = ("template", "box")
 LAYOUTS = ("NHWC", "NCHW")
 COLORS = ("RGB", "BGR")
-# edgeface's template for 112x112 crops: eye on the image's left, eye on the image's right, nose tip, mouth
-# centre.  It is the widely used ArcFace 5-point template with its two mouth corners averaged into one centre,
-# because BlazeFace gives a mouth centre rather than corners.
-EDGEFACE_TEMPLATE_112 = ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (56.1396, 92.2848))
+# edgeface's template for 112x112 crops (eyes, nose tip, mouth centre): the one training crops are aligned to.
+EDGEFACE_TEMPLATE_112 = TEMPLATE_POINTS_112
 # The same template with both mouth corners (what ArcFace/InsightFace models are aligned with).
 ARCFACE_TEMPLATE_112 = ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655),
                         (70.7299, 92.2041))
@@ -181,9 +179,11 @@ class FaceModelSpec:
     # ---- construction
 
     @classmethod
-    def edgeface(cls, size: int = 112, **changes: Any) -> FaceModelSpec:
-        """edgeface's own models: raw RGB pixels, NHWC, :data:`EDGEFACE_TEMPLATE_112` scaled to ``size``."""
-        base = cls(size=(size, size), layout="NHWC", template=EDGEFACE_TEMPLATE_112, template_size=(112, 112))
+    def edgeface(cls, size: Optional[int] = 112, **changes: Any) -> FaceModelSpec:
+        """edgeface's own models: raw RGB pixels, NHWC, :data:`EDGEFACE_TEMPLATE_112` scaled to ``size`` (None:
+        the size the model file says, see :meth:`for_model_input`)."""
+        base = cls(size=(size, size) if size else None, layout="NHWC", template=EDGEFACE_TEMPLATE_112,
+                   template_size=(112, 112))
         return dataclasses.replace(base, **changes)
 
     @classmethod
@@ -547,7 +547,7 @@ def spec_for_model_file(model_path: Union[str, os.PathLike], spec_file: Optional
     sibling = spec_path_for(p)
     if sibling.is_file():
         return read_spec_file(sibling), str(sibling)
-    return FaceModelSpec(layout="NHWC", template=EDGEFACE_TEMPLATE_112), DEFAULT_SPEC_SOURCE
+    return FaceModelSpec.edgeface(None), DEFAULT_SPEC_SOURCE
 
 
 # --------------------------------------------------------------------------- the interface

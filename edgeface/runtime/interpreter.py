@@ -249,12 +249,12 @@ class Embedder:
 
     def __init__(self, path: str | os.PathLike, threads: Optional[int] = None, backend: Optional[str] = None,
                  delegate: Optional[str] = None, spec=None) -> None:
-        from edgeface.runtime.facemodel import EDGEFACE_TEMPLATE_112, FaceModelSpec, SpecMismatch
+        from edgeface.runtime.facemodel import FaceModelSpec, SpecMismatch
 
         self.path = Path(path)
         self.name = self.path.name
         self.model = TFLiteModel(path, threads=threads, backend=backend, delegate=delegate)
-        base = spec if spec is not None else FaceModelSpec(layout="NHWC", template=EDGEFACE_TEMPLATE_112)
+        base = spec if spec is not None else FaceModelSpec.edgeface(None)
         if len(self.model.inputs) != 1:
             raise UserError(f"{path} is not a face-embedding model: it takes {len(self.model.inputs)} inputs, "
                             "a face model takes one image")
