@@ -28,7 +28,9 @@ from edgeface.devices.inventory import Board
 from edgeface.devices.profiles import MIN_PYTHON, BoardProfile, normalise_arch
 from edgeface.devices.release import (
     LocalRelease,
+    board_key_path,
     config_toml,
+    gallery_check_args,
     prepare_release,
     release_settings,
     resolve_profile,
@@ -46,10 +48,12 @@ from edgeface.devices.remote import (
     RUN_SCRIPT,
     acquire_lock,
     append_event,
+    check_board_key,
     check_remote_dir,
     failed_checks,
     health_check,
     human,
+    install_key,
     new_release_id,
     q,
     read_service_info,
@@ -72,6 +76,7 @@ from edgeface.devices.service import (
 from edgeface.devices.ssh import SSHConnection, SSHOptions
 from edgeface.devices.wheels import download_wheels
 from edgeface.errors import UserError
+from edgeface.runtime.gallery_crypto import GalleryKey
 
 # Space a runtime takes once installed, per byte of wheels: the x86-64 venv measured here is 351 MB from
 # 106 MB of wheels (numpy, opencv-python-headless, ai-edge-litert), 3.3x.
@@ -102,6 +107,8 @@ class FlashConfig:
 
     bundle: Path
     gallery: Optional[Path] = None
+    gallery_key: Optional[GalleryKey] = None  # an encrypted gallery's key: put on each board, 0600, apart
+    board_key_file: Optional[str] = None  # or the path where each board already holds it
     profile: Optional[str] = None  # None: detected on each board (or the inventory's)
     format: Optional[str] = None  # bundle format to run; None: the profile's if the bundle has it
     source: Optional[str] = None  # camera source; None: the board's or the profile's
@@ -285,7 +292,8 @@ def _check(conn: SSHConnection, board: Board, cfg: FlashConfig, local: LocalRele
     if not ident.get("venv"):
         raise UserError(f"{board.python} on {board.address} cannot create virtual environments: "
                         "install the venv module there (sudo apt-get install python3-venv)")
-    ctx["settings"] = release_settings(profile, board, local, cfg.format, cfg.source, cfg.threads)
+    ctx["settings"] = release_settings(profile, board, local, cfg.format, cfg.source, cfg.threads,
+                                       key_file=board_key_path(root, local))
     # Held until this flash ends: the state read next stays true while it works (see acquire_lock).
     broken = acquire_lock(conn, root, "flash", break_lock=cfg.break_lock)
     ctx["locked"] = True
@@ -372,7 +380,15 @@ def _upload_release(conn: SSHConnection, board: Board, cfg: FlashConfig, local: 
     final = f"{root}/{RELEASES}/{rid}"
     conn.check(f"mkdir -p {q(root + '/' + RELEASES)} && mv -T {q(staging)} {q(final)}", "moving the upload")
     ctx["release_dir"] = final
-    return f"{len(members)} files, {human(sent)} -> {final}"
+    key_note = ""
+    if local.gallery_key is not None:
+        # Sent on stdin, never on a command line (which `ps` and logs show); beside releases/, not in one
+        install_key(conn, ctx["settings"]["key_file"], local.gallery_key.to_text())
+        key_note = f", gallery key {local.gallery_key.key_id} -> {ctx['settings']['key_file']} (0600)"
+    elif local.board_key_file is not None:
+        check_board_key(conn, local.board_key_file)
+        key_note = f", gallery key at {local.board_key_file} (the board's)"
+    return f"{len(members)} files, {human(sent)} -> {final}{key_note}"
 
 
 def dependency_key(python_version: str, dependency_wheels: list[str], extra: tuple[str, ...], site: bool) -> str:
@@ -450,6 +466,12 @@ def _health(conn: SSHConnection, cfg: FlashConfig, ctx: dict) -> str:
     ctx["health"] = report
     if not report.get("ok"):
         raise UserError(f"the self-test on the board failed: {failed_checks(report)}")
+    if ctx["settings"].get("gallery"):
+        # the gallery opens on the board with the key the service will use, before anything switches to it
+        cmd = f"cd {q(rel)} && ./venv/bin/edgeface " + " ".join(q(a) for a in gallery_check_args(ctx["settings"]))
+        result = conn.run(cmd, timeout=cfg.health_timeout)
+        if not result.ok:
+            raise UserError(f"the gallery does not open on the board: {result.tail()}")
     conn.check(f"printf '%s\\n' {q(json.dumps(report))} > {q(rel + '/' + HEALTHY)}", "marking the release healthy")
     parts = [f"{report.get('format', '?')} model"]
     if report.get("embed_ms") is not None:
@@ -562,7 +584,8 @@ def flash_many(boards: list[Board], cfg: FlashConfig, options: SSHOptions, paral
         if key in seen:
             raise UserError(f"boards {seen[key]!r} and {b.name!r} are the same board and folder; flash it once")
         seen[key] = b.name
-    local = prepare_release(cfg.bundle, cfg.gallery, cfg.format, cfg.wheel)
+    local = prepare_release(cfg.bundle, cfg.gallery, cfg.format, cfg.wheel, gallery_key=cfg.gallery_key,
+                            board_key_file=cfg.board_key_file)
     try:
         if len(boards) == 1:
             return [flash_board(boards[0], cfg, local, options, on_step, upload_progress)]

@@ -16,6 +16,9 @@ from edgeface.devices.profiles import BoardProfile, detect_profile, get_profile
 from edgeface.devices.remote import GALLERY_NAME, q
 from edgeface.devices.wheels import build_runtime_wheel
 from edgeface.errors import UserError
+from edgeface.runtime.gallery_crypto import GalleryKey
+
+KEYS_DIR = "keys"  # under the deployment folder, beside releases/: keys outlive releases (rollback needs them)
 
 
 @dataclass
@@ -31,6 +34,12 @@ class LocalRelease:
     edgeface_version: str
     workdir: Path
     seconds: float = 0.0  # time spent preparing it
+    gallery_key: Optional[GalleryKey] = None  # an encrypted gallery's key, to put on the board
+    board_key_file: Optional[str] = None  # or where the board already holds it (the user's to place)
+
+    @property
+    def gallery_encrypted(self) -> bool:
+        return self.gallery_key is not None or self.board_key_file is not None
 
     @property
     def model_name(self) -> str:
@@ -49,8 +58,15 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def prepare_release(bundle_dir: Path, gallery: Optional[Path] = None, fmt: Optional[str] = None,
-                    wheel: Optional[Path] = None, workdir: Optional[Path] = None) -> LocalRelease:
-    """Check the bundle and gallery here, build the wheel: everything that does not need the board."""
+                    wheel: Optional[Path] = None, workdir: Optional[Path] = None,
+                    gallery_key: Optional[GalleryKey] = None, board_key_file: Optional[str] = None) -> LocalRelease:
+    """Check the bundle and gallery here, build the wheel: everything that does not need the board.
+
+    An encrypted gallery needs ``gallery_key`` (opened here, so a wrong key fails before any board is touched;
+    the key then goes to each board) or ``board_key_file``, a path on the board where the user keeps its key
+    (then only the model identity in the gallery's clear header can be checked here).  A plain gallery needs
+    neither and ignores a key (nothing to open).
+    """
     from edgeface import __version__
     from edgeface.runtime.bundle import MANIFEST_NAME, Bundle, sha256_file
 
@@ -69,10 +85,24 @@ def prepare_release(bundle_dir: Path, gallery: Optional[Path] = None, fmt: Optio
         gallery = Path(gallery)
         if not gallery.is_file():
             raise UserError(f"gallery file not found: {gallery} (make one with `edgeface enroll`)")
-        from edgeface.runtime.gallery import Gallery, ModelId
+        from edgeface.runtime.gallery import Gallery, ModelId, sealed_model
 
         # Refuses a gallery enrolled with another model (its embeddings would not compare).
-        Gallery.load(gallery, ModelId.from_bundle(bundle, fmt if fmt in bundle.formats else None))
+        model_id = ModelId.from_bundle(bundle, fmt if fmt in bundle.formats else None)
+        sealed = sealed_model(gallery)
+        if sealed is None:
+            gallery_key = board_key_file = None
+            Gallery.load(gallery, model_id)
+        elif gallery_key is not None:
+            board_key_file = None
+            Gallery.load(gallery, model_id, key=gallery_key)
+        elif board_key_file is not None:
+            Gallery(model=sealed).check_model(model_id, gallery)
+        else:
+            raise UserError(f"gallery {gallery} is encrypted: pass --key-file FILE to put its key on the board, or "
+                            "--board-key-file PATH where the board already holds it")
+    else:
+        gallery_key = board_key_file = None
     workdir = workdir or Path(tempfile.mkdtemp(prefix="edgeface-flash-"))
     if wheel is not None:
         wheel = Path(wheel)
@@ -86,7 +116,18 @@ def prepare_release(bundle_dir: Path, gallery: Optional[Path] = None, fmt: Optio
     version = wheel.name.split("-")[1] if wheel.name.count("-") >= 2 else __version__
     return LocalRelease(wheel=wheel, bundle_root=bundle.root, bundle_files=files, manifest=bundle.manifest,
                         gallery=gallery, content_id=h.hexdigest(), edgeface_version=version, workdir=workdir,
-                        seconds=time.perf_counter() - t0)
+                        seconds=time.perf_counter() - t0, gallery_key=gallery_key, board_key_file=board_key_file)
+
+
+def board_key_path(root: str, local: LocalRelease) -> Optional[str]:
+    """Where the release's gallery key is on the board: the user's --board-key-file, or the key flash puts in
+    ``<root>/keys/`` (one file per key, named by its id: a rollback to a release sealed under an older key
+    still finds it)."""
+    if local.board_key_file is not None:
+        return local.board_key_file
+    if local.gallery_key is not None:
+        return f"{root}/{KEYS_DIR}/gallery-{local.gallery_key.key_id}.key"
+    return None
 
 
 def resolve_profile(board: Board, cfg_profile: Optional[str], identity: dict) -> tuple[BoardProfile, str]:
@@ -100,7 +141,8 @@ def resolve_profile(board: Board, cfg_profile: Optional[str], identity: dict) ->
 
 
 def release_settings(profile: BoardProfile, board: Board, local: LocalRelease, fmt: Optional[str] = None,
-                     source: Optional[str] = None, threads: Optional[int] = None) -> dict:
+                     source: Optional[str] = None, threads: Optional[int] = None,
+                     key_file: Optional[str] = None) -> dict:
     """The settings ``edgeface run`` gets on this board: flags beat the inventory, which beats the profile."""
     if fmt is None:
         fmt = profile.model_format if profile.model_format in local.formats else None
@@ -117,6 +159,7 @@ def release_settings(profile: BoardProfile, board: Board, local: LocalRelease, f
         "backend": profile.backend,
         "delegate": profile.delegate,
         "gallery": GALLERY_NAME if local.gallery else None,
+        "key_file": key_file if local.gallery else None,  # a path on the board; the key never enters settings
     }
 
 
@@ -136,6 +179,16 @@ def run_args(settings: dict, self_test: bool = False) -> list[str]:
     args += ["--source", settings["source"]]
     if settings.get("gallery"):
         args += ["--gallery", settings["gallery"]]
+        if settings.get("key_file"):
+            args += ["--key-file", settings["key_file"]]
+    return args
+
+
+def gallery_check_args(settings: dict) -> list[str]:
+    """``edgeface`` arguments that open the release's gallery (with its key) and exit 0 only if it opens."""
+    args = ["gallery", "list", "--gallery", settings["gallery"], "--json"]
+    if settings.get("key_file"):
+        args += ["--key-file", settings["key_file"]]
     return args
 
 
@@ -143,7 +196,7 @@ def config_toml(settings: dict, release_id: str) -> str:
     """``edgeface.toml`` of a release: a record of what it runs with."""
     lines = [f"# Written by `edgeface flash` for release {release_id}; run.sh runs edgeface with these settings.",
              "[run]"]
-    for key in ("model", "format", "source", "threads", "backend", "delegate", "gallery"):
+    for key in ("model", "format", "source", "threads", "backend", "delegate", "gallery", "key_file"):
         value = settings.get(key)
         if value is not None:
             lines.append(f"{key} = {json.dumps(value)}")

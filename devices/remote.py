@@ -173,6 +173,8 @@ def upload(conn: SSHConnection, dest: str, members: list[tuple[Path, str]],
         # The laptop's uid/gid mean nothing on the board (and root would restore them).
         info.uid = info.gid = 0
         info.uname = info.gname = ""
+        if info.name == GALLERY_NAME:
+            info.mode = 0o600  # face templates: no other account on the board reads them, whatever the mode here
         return info
 
     cmd = f"rm -rf {q(dest)} && mkdir -p {q(dest)} && tar -xf - -C {q(dest)}"
@@ -185,6 +187,28 @@ def upload(conn: SSHConnection, dest: str, members: list[tuple[Path, str]],
     if progress:
         progress(total, total)
     return total
+
+
+def install_key(conn: SSHConnection, path: str, text: str) -> None:
+    """Write a secret to ``path`` on the board: its folder 0700, the file 0600, the text sent on stdin (never on a
+    command line, which ``ps`` and logs show), written to a temp name and renamed (never half a key)."""
+    folder = path.rsplit("/", 1)[0]
+    tmp = f"{folder}/.incoming-{Path(path).name}"
+    cmd = (f"umask 077 && mkdir -p {q(folder)} && chmod 700 {q(folder)} && cat > {q(tmp)} && chmod 600 {q(tmp)} "
+           f"&& mv -f {q(tmp)} {q(path)}")
+    conn.check(cmd, "writing the gallery key", input=text)
+
+
+def check_board_key(conn: SSHConnection, path: str) -> None:
+    """Refuse a --board-key-file the board does not have, or that other accounts on it can read."""
+    result = conn.run(f"stat -c %a {q(path)}")
+    if not result.ok:
+        raise UserError(f"--board-key-file {path}: no such file on {conn.board.address}; put the gallery's key there "
+                        "(mode 0600) or pass --key-file to send it")
+    mode = result.stdout.strip()
+    if not mode.isdigit() or int(mode, 8) & 0o077:
+        raise UserError(f"--board-key-file {path} on {conn.board.address} has mode {mode}: other accounts can read "
+                        f"it; run `chmod 600 {path}` there")
 
 
 def switch_current(conn: SSHConnection, root: str, release_id: str) -> None:

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "importer",
     "evaluate",
     "run",
+    "gallery",
     "export",
     "info",
     "devices",

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeface.cli import app
+from edgeface.runtime.gallery_crypto import read_key_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sshd_server import SSHD, SSHServer, free_port, keygen  # noqa: E402
@@ -351,6 +353,57 @@ def test_connection_and_space_problems_give_one_clear_line(case, sshd, board, ru
     assert expected in one_error_line(result)
     assert current_of(board.dir) == before
 
+
+
+def test_encrypted_gallery_goes_with_its_key_kept_apart(sshd, board, runtime_wheel, wheelhouse, exported_bundle,
+                                                        media_dir, tmp_path):
+    key_file = tmp_path / "gallery.key"
+    assert invoke(["gallery", "keygen", "--out", key_file]).exit_code == 0
+    gallery = tmp_path / "sealed.npz"
+    enrolled = invoke(["enroll", "Barack Obama", media_dir / "obama.jpg", "--model", exported_bundle, "--gallery",
+                       gallery, "--key-file", key_file])
+    assert enrolled.exit_code == 0, enrolled.output
+    os.chmod(gallery, 0o644)  # opened up here: it must still land 0600 on the board
+    secret = key_file.read_text().strip()
+    before = current_of(board.dir)
+    common = ["--bundle", exported_bundle, "--gallery", gallery, "--offline", "--wheelhouse", wheelhouse, "--wheel",
+              runtime_wheel, *ssh_args(sshd, board.dir)]
+
+    # Refused before the board is touched: no key, a wrong key; and a --board-key-file the board lacks
+    assert "is encrypted: pass --key-file" in one_error_line(invoke(["flash", sshd.target, *common]))
+    other = tmp_path / "other.key"
+    assert invoke(["gallery", "keygen", "--out", other]).exit_code == 0
+    assert "give the gallery's own key" in one_error_line(invoke(["flash", sshd.target, *common, "--key-file", other]))
+    missing = invoke(["flash", sshd.target, *common, "--board-key-file", str(board.dir / "nowhere.key")])
+    assert "no such file on" in one_error_line(missing)
+    assert current_of(board.dir) == before
+
+    result = invoke(["flash", sshd.target, *common, "--key-file", key_file])
+    assert result.exit_code == 0, result.output
+    rel = board.dir / current_of(board.dir)
+    key_id = read_key_file(key_file).key_id
+    on_board = board.dir / "keys" / f"gallery-{key_id}.key"
+    assert on_board.read_text().strip() == secret
+    assert stat.S_IMODE(on_board.stat().st_mode) == 0o600 and stat.S_IMODE(on_board.parent.stat().st_mode) == 0o700
+    assert (rel / "gallery.npz").read_bytes() == gallery.read_bytes()
+    assert stat.S_IMODE((rel / "gallery.npz").stat().st_mode) == 0o600
+    assert f"--key-file {on_board}" in (rel / "run.sh").read_text()
+    # the key is in its file alone: not in the release, the settings, the events log or flash's output
+    for text in [result.output, (board.dir / "events.jsonl").read_text()] + \
+            [p.read_text() for p in rel.iterdir() if p.is_file() and p.suffix != ".npz"]:
+        assert secret not in text
+    # the board's runtime opens it with that key and names the enrolled face
+    proc = subprocess.run([str(rel / "venv" / "bin" / "edgeface"), "run", "-m", "bundle", "-g", "gallery.npz",
+                           "--key-file", str(on_board), "-s", str(media_dir / "obama.jpg"), "-q"],
+                          capture_output=True, text=True, cwd=rel, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    frame = next(json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith('{"frame"'))
+    assert [d["identity"] for d in frame["detections"]] == ["Barack Obama"]
+    # --board-key-file: the user placed the key; flash checks it is there and private, and points run.sh at it
+    os.chmod(on_board, 0o644)
+    opened = invoke(["flash", sshd.target, *common, "--board-key-file", str(on_board)])
+    assert "other accounts can read it; run `chmod 600" in one_error_line(opened)
+    os.chmod(on_board, 0o600)
 
 
 # --- the service step's undo, on a stand-in board (no sshd, no systemd needed) -------------------------

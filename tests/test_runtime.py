@@ -47,8 +47,8 @@ from edgeface.runtime.matcher import Matcher
 runner = CliRunner()
 REPO = Path(__file__).resolve().parent.parent
 CLIP = "short_hamilton_clip.mp4"
-RUNTIME_MODULES = ("align", "bundle", "capture", "detector", "faces", "gallery", "images", "interpreter", "matcher",
-                   "pipeline", "preview", "selftest")
+RUNTIME_MODULES = ("align", "bundle", "capture", "detector", "faces", "gallery", "gallery_crypto", "images",
+                   "interpreter", "matcher", "pipeline", "preview", "selftest")
 
 
 @pytest.fixture(autouse=True)

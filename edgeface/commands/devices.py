@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 
 from edgeface.commands.errors import user_errors
+from edgeface.commands.gallery import key_file_option, resolve_key
 from edgeface.console import console, escape
 from edgeface.errors import UserError
 from edgeface.fileio import check_writable_file
@@ -126,6 +127,13 @@ def flash_cmd(
                                 exists=True, file_okay=False),
     gallery: Optional[Path] = typer.Option(None, "--gallery", "-g", help="Gallery file (from `edgeface enroll`).",
                                            exists=True, dir_okay=False),
+    key_file: Optional[Path] = key_file_option("Key of an encrypted --gallery (or $EDGEFACE_GALLERY_KEY_FILE, "
+                                               "$EDGEFACE_GALLERY_KEY): opened here, then put on each board in "
+                                               "<remote-dir>/keys/ (0600, folder 0700; sent over SSH's stdin, never "
+                                               "on a command line or in a log)."),
+    board_key_file: Optional[str] = typer.Option(None, "--board-key-file", help="Or: the path where each board "
+                                                 "already holds the encrypted gallery's key (you place it, mode "
+                                                 "0600); flash only checks it is there."),
     inventory: Optional[Path] = INVENTORY,
     all_boards: bool = typer.Option(False, "--all", help="Flash every board of the inventory."),
     parallel: int = typer.Option(4, "--parallel", "-j", min=1, help="Boards flashed at the same time."),
@@ -174,7 +182,9 @@ def flash_cmd(
         get_profile(profile)
     options = _ssh_options(known_hosts, accept_new_host_key, ssh_config, ssh_option, connect_timeout)
     boards = _boards(target, inventory, all_boards, identity, remote_dir, python)
-    cfg = FlashConfig(bundle=bundle, gallery=gallery, profile=profile, format=fmt, source=source, threads=threads,
+    key = resolve_key(key_file) if board_key_file is None else None
+    cfg = FlashConfig(bundle=bundle, gallery=gallery, gallery_key=key, board_key_file=board_key_file,
+                      profile=profile, format=fmt, source=source, threads=threads,
                       offline=offline, wheelhouse=wheelhouse, wheel=wheel, keep=keep, service=service,
                       service_name=service_name, min_free_mb=min_free_mb, clean_install=clean_install,
                       break_lock=break_lock)

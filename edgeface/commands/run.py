@@ -20,6 +20,7 @@ from typing import List, Optional, TextIO
 import typer
 
 from edgeface.commands.errors import user_errors
+from edgeface.commands.gallery import key_file_option, resolve_key
 from edgeface.console import print_table, progress_bar
 from edgeface.errors import UserError
 from edgeface.runtime.bundle import EDGETPU_FORMATS, FORMAT_PREFERENCE  # light: no numpy, no interpreter
@@ -109,6 +110,7 @@ def run_cmd(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     gallery: Optional[Path] = typer.Option(None, "--gallery", "-g", help=GALLERY_HELP + " Without one, every face "
                                            "is 'unknown'."),
+    key_file: Optional[Path] = key_file_option(),
     detector: str = typer.Option("short", help="Face detector: short (BlazeFace 128, faces near the camera), full "
                                  "(BlazeFace 192, faces up to ~5 m), haar (OpenCV fallback)."),
     threshold: Optional[float] = typer.Option(None, help="Cosine similarity needed to name a face (default: the "
@@ -168,6 +170,7 @@ def run_cmd(
     from edgeface.runtime.preview import PreviewServer, parse_host_port, read_token_file
 
     spec = parse_source(source)  # before the models load: a typo in the source fails at once
+    key = resolve_key(key_file)  # likewise a missing or open key file
     check_threshold(threshold)
     size = _parse_size(capture_size)
     host_port = parse_host_port(preview) if preview else None
@@ -197,7 +200,7 @@ def run_cmd(
         # Appended: on a board the events file is a log that outlives one run (each run ends with its summary).
         out = _open_events(events) if events else sys.stdout
         rt = load_recognizer(model, gallery, fmt=fmt, detector=detector, threshold=threshold, threads=threads,
-                             backend=backend, delegate=delegate)
+                             backend=backend, delegate=delegate, gallery_key=key)
         stopper = _Stopper()
         writer = EventWriter(out, stop=stopper.event)
         sinks: list = [writer, status]
@@ -392,6 +395,7 @@ def enroll_cmd(
                                           "named after their person (Barack Obama.jpg)."),
     gallery: Path = typer.Option(Path(DEFAULT_GALLERY), "--gallery", "-g", help="Gallery file to add to (created if "
                                  "missing)."),
+    key_file: Optional[Path] = key_file_option(),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
     detector: str = typer.Option("short", help="Face detector: short, full or haar."),
@@ -421,11 +425,12 @@ def enroll_cmd(
     _choice(fmt, FORMAT_CHOICES, "--format")
     _positive(threads, "--threads")
     work = _people_folder(people) if people is not None else [(name, _expand_photos(images))]
+    key = resolve_key(key_file)  # before the models load: a bad key file is one line at once
     # with_gallery=False: enroll opens its own --gallery below; load_recognizer would read ./gallery.npz instead.
     rt = load_recognizer(model, None, fmt=fmt, detector=detector, threads=threads, backend=backend,
                          with_gallery=False)
     # Read (and check) the gallery before the work: a corrupt one or another model's stops us here, untouched.
-    store = Gallery.open_or_create(gallery, rt.model_id)
+    store = Gallery.open_or_create(gallery, rt.model_id, key=key)
     total = sum(len(photos) for _, photos in work)
     reports, rows = [], []
     label = f"enrolling {name}" if people is None else f"enrolling {len(work)} " + ("person" if len(work) == 1
@@ -510,69 +515,6 @@ def _lookalike_warnings(store, name: str, embeddings, sources, threshold: float)
             for src, m in zip(sources, matcher.match(embeddings)) if m.known]
 
 
-# --- gallery ----------------------------------------------------------------------------------
-
-gallery_app = typer.Typer(help="List, remove and rename enrolled people.", no_args_is_help=True)
-
-
-@gallery_app.command("list")
-@user_errors
-def gallery_list(
-    gallery: Path = typer.Option(Path(DEFAULT_GALLERY), "--gallery", "-g", help="Gallery file."),
-    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
-) -> None:
-    """List enrolled people with their number of embeddings."""
-    from edgeface.runtime.gallery import Gallery
-
-    g = Gallery.load(gallery, for_repair=True)  # shows who a damaged row belongs to
-    people = g.people()
-    if as_json:
-        typer.echo(json.dumps({"gallery": str(gallery), "model": g.model.to_dict(), "created": g.created,
-                               "updated": g.updated, "embeddings": len(g), "people": people}, indent=2))
-        return
-    print_table(f"{gallery}: {len(people)} people, {len(g)} embeddings",
-                ["name", "embeddings", "first added", "last added"],
-                [[p["name"], p["embeddings"], _when(p["first_added"]), _when(p["last_added"])] for p in people])
-    typer.echo(f"model {g.model.short()}, {g.model.embedding_dim}-d embeddings", err=True)
-
-
-def _when(iso: Optional[str]) -> str:
-    """'2025-01-31T12:34:56+00:00' -> '2025-01-31 12:34' for tables (the JSON keeps the full time)."""
-    return (iso or "")[:16].replace("T", " ")
-
-
-@gallery_app.command("remove")
-@user_errors
-def gallery_remove(
-    name: str = typer.Argument(..., help="The person to remove."),
-    gallery: Path = typer.Option(Path(DEFAULT_GALLERY), "--gallery", "-g", help="Gallery file."),
-) -> None:
-    """Remove a person and all their embeddings."""
-    from edgeface.runtime.gallery import Gallery
-
-    g = Gallery.load(gallery, for_repair=True)  # removing the person a damaged row belongs to repairs it
-    n = g.remove(name)
-    g.save(gallery)
-    typer.echo(f"removed {name} ({n} embedding(s)); {gallery} holds {len(g.names())} people", err=True)
-
-
-@gallery_app.command("rename")
-@user_errors
-def gallery_rename(
-    old: str = typer.Argument(..., help="Current name."),
-    new: str = typer.Argument(..., help="New name."),
-    gallery: Path = typer.Option(Path(DEFAULT_GALLERY), "--gallery", "-g", help="Gallery file."),
-) -> None:
-    """Rename a person."""
-    from edgeface.runtime.gallery import Gallery
-
-    g = Gallery.load(gallery)
-    n = g.rename(old, new)
-    g.save(gallery)
-    typer.echo(f"renamed {old} to {new} ({n} embedding(s))", err=True)
-
-
 def register(app: typer.Typer) -> None:
     app.command("run")(user_errors(run_cmd))
     app.command("enroll")(user_errors(enroll_cmd))
-    app.add_typer(gallery_app, name="gallery", help="List, remove and rename enrolled people.")

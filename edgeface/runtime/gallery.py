@@ -15,6 +15,10 @@ Members:
   times, and one entry per embedding row (``name``, ``source``, ``added``).
 - ``embeddings``: float32 (N, D), unit length.
 
+A gallery can be encrypted at rest (:mod:`edgeface.runtime.gallery_crypto`: the whole ``.npz`` sealed with
+AES-256-GCM under a key kept apart from it).  A loaded gallery remembers the key it was opened with and is
+written back sealed under the same key; a plain one stays plain until ``edgeface gallery encrypt``.
+
 Embeddings are only comparable when made by the same network, so a gallery made
 with another model is refused.  The identity compared is the trained network's
 checksum from the bundle's provenance when both sides have it (the fp32, int8 and
@@ -38,6 +42,7 @@ import numpy as np
 
 from edgeface.errors import UserError
 from edgeface.fileio import atomic_write_bytes
+from edgeface.runtime.gallery_crypto import GalleryKey, is_sealed, seal, sealed_header, unseal
 
 FORMAT_NAME = "edgeface-gallery"
 FORMAT_VERSION = 1
@@ -104,6 +109,7 @@ class Gallery:
     entries: list[dict] = field(default_factory=list)  # one per row: name, source, added
     created: str = field(default_factory=_now)
     updated: str = field(default_factory=_now)
+    key: Optional[GalleryKey] = field(default=None, repr=False)  # sealed under this key when saved; None: plain
 
     def __post_init__(self) -> None:
         if self.embeddings.size == 0:
@@ -194,6 +200,11 @@ class Gallery:
                 "cannot be compared; pass the gallery's --model or re-enroll into a new gallery"
             )
 
+    @property
+    def encrypted(self) -> bool:
+        """True when :meth:`save` writes the gallery encrypted."""
+        return self.key is not None
+
     # --- file -------------------------------------------------------------------
 
     def header(self) -> dict:
@@ -201,27 +212,38 @@ class Gallery:
                 "created": self.created, "updated": self.updated, "count": len(self.entries),
                 "entries": self.entries}
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the gallery atomically: a temp file in the same folder, then ``os.replace``."""
-        path = Path(path)
+    def to_bytes(self) -> bytes:
+        """The plain ``.npz`` bytes of the gallery (what :meth:`save` writes, or seals when encrypted)."""
         header = np.frombuffer(json.dumps(self.header()).encode("utf-8"), dtype=np.uint8)
         buf = io.BytesIO()
         np.savez(buf, header=header, embeddings=np.ascontiguousarray(self.embeddings, np.float32))
+        return buf.getvalue()
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the gallery atomically (a temp file in the same folder, then ``os.replace``), encrypted under
+        :attr:`key` when it has one.  Rows removed before are gone from the new file: it is written whole."""
+        path = Path(path)
+        data = self.to_bytes()
+        if self.key is not None:
+            data = seal(data, self.key, self.model.to_dict())
         try:
             # fsync: a board may lose power right after; private: face templates are biometric data (0600)
-            atomic_write_bytes(path, buf.getvalue(), fsync=True, private=True)
+            atomic_write_bytes(path, data, fsync=True, private=True)
         except OSError as exc:  # a read-only folder, a full disk: the user's to fix, not a crash
             raise GalleryError(f"cannot write gallery {path}: {_reason(exc)}; the file on disk (if any) "
                                "was not changed") from None
 
     @classmethod
-    def load(cls, path: str | os.PathLike, model: Optional[ModelId] = None, for_repair: bool = False) -> Gallery:
+    def load(cls, path: str | os.PathLike, model: Optional[ModelId] = None, for_repair: bool = False,
+             key: Optional[GalleryKey] = None) -> Gallery:
         """Read a gallery; with ``model``, also refuse one made by another network.
 
         Any defect (truncated, not a gallery, bad checksum, unknown version, non-finite
         embeddings) raises :class:`GalleryError` with one line; the file itself is never
         touched.  ``for_repair`` (``gallery list`` and ``remove``) lets non-finite rows
-        through, so the people they belong to can be seen and removed.
+        through, so the people they belong to can be seen and removed.  An encrypted gallery
+        needs ``key`` (a missing or wrong key, or an altered file, is one line too); a plain
+        one ignores it and stays plain when saved.
         """
         path = Path(path)
         if path.is_dir():
@@ -229,7 +251,11 @@ class Gallery:
         if not path.is_file():
             raise GalleryError(f"gallery not found: {path} (create it with `edgeface enroll NAME PHOTO... "
                                f"--gallery {path}`)")
-        header, emb = _read_members(path)
+        data = _read_file(path)
+        sealed = is_sealed(data)
+        if sealed:
+            data = unseal(data, key, path)
+        header, emb = _read_members(data, path)
         if header.get("format") != FORMAT_NAME:
             raise GalleryError(f"{path} is not an edgeface gallery (no '{FORMAT_NAME}' header)")
         version = header.get("version")
@@ -254,32 +280,51 @@ class Gallery:
                                "are not finite numbers; remove those people (`edgeface gallery remove`) and re-enroll "
                                "them, or restore a backup")
         gallery = cls(model=gallery_model, embeddings=emb, entries=entries,
-                      created=str(header.get("created", "")), updated=str(header.get("updated", "")))
+                      created=str(header.get("created", "")), updated=str(header.get("updated", "")),
+                      key=key if sealed else None)
         if model is not None:
             gallery.check_model(model, path)
         return gallery
 
     @classmethod
-    def open_or_create(cls, path: str | os.PathLike, model: ModelId) -> Gallery:
-        """The gallery at ``path`` (checked against ``model``), or a new empty one if the file does not exist."""
+    def open_or_create(cls, path: str | os.PathLike, model: ModelId, key: Optional[GalleryKey] = None) -> Gallery:
+        """The gallery at ``path`` (checked against ``model``), or a new empty one if the file does not exist
+        (encrypted under ``key`` when one is given)."""
         if Path(path).exists():
-            return cls.load(path, model)
-        return cls(model=model)
+            return cls.load(path, model, key=key)
+        return cls(model=model, key=key)
 
 
-def _read_members(path: Path) -> tuple[dict, np.ndarray]:
-    corrupt = f"{path} is corrupt or truncated"
-    hint = "; it was left untouched: restore a backup or delete it and re-enroll"
+def sealed_model(path: str | os.PathLike) -> Optional[ModelId]:
+    """The model identity in an encrypted gallery's clear header (no key needed); None for a plain gallery."""
+    data = _read_file(Path(path))
+    if not is_sealed(data):
+        return None
+    header, _ = sealed_header(data, path)
     try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
+        return ModelId.from_dict(header["model"])
+    except (KeyError, TypeError, ValueError):
+        raise GalleryError(f"{path} is an encrypted gallery with an incomplete model identity; restore a "
+                           "backup") from None
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:  # galleries are small (1,000 people at 128-d: 0.5 MB): read once, whole
+            return f.read()
     except OSError as exc:
         raise GalleryError(f"cannot read gallery {path}: {_reason(exc)}") from None
+
+
+def _read_members(data: bytes, path: Path) -> tuple[dict, np.ndarray]:
+    corrupt = f"{path} is corrupt or truncated"
+    hint = "; it was left untouched: restore a backup or delete it and re-enroll"
+    magic = data[:4]
     if magic != b"PK\x03\x04":  # every .npz is a zip archive
         what = "empty file" if not magic else "not an .npz archive"
         raise GalleryError(f"{corrupt} ({what}){hint}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             members = set(npz.files)
             if not {"header", "embeddings"} <= members:
                 if members:

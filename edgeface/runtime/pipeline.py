@@ -27,6 +27,7 @@ from edgeface.runtime.bundle import EDGETPU_FORMAT
 from edgeface.runtime.capture import FrameSource, Pacer
 from edgeface.runtime.detector import largest_first
 from edgeface.runtime.gallery import DEFAULT_GALLERY, UNKNOWN, Gallery, ModelId
+from edgeface.runtime.gallery_crypto import GalleryKey
 from edgeface.runtime.matcher import Match, Matcher
 
 log = logging.getLogger(__name__)
@@ -133,13 +134,15 @@ class LoadedRuntime:
 def load_recognizer(model: Optional[str | os.PathLike] = None, gallery: Optional[str | os.PathLike] = None,
                     fmt: Optional[str] = None, detector: str = "short", threshold: Optional[float] = None,
                     threads: Optional[int] = None, backend: Optional[str] = None, delegate: Optional[str] = None,
-                    require_gallery: bool = False, with_gallery: bool = True) -> LoadedRuntime:
+                    require_gallery: bool = False, with_gallery: bool = True,
+                    gallery_key: Optional[GalleryKey] = None) -> LoadedRuntime:
     """Load bundle, embedding model, detector and gallery, checking that they belong together.
 
     With no ``gallery`` the default ``gallery.npz`` is used if it exists, else an
     empty gallery (every face is ``unknown``) unless ``require_gallery``.
     ``with_gallery=False`` reads no gallery file at all and attaches an empty one:
-    for callers that open their own gallery (``edgeface enroll -g FILE``).
+    for callers that open their own gallery (``edgeface enroll -g FILE``).  ``gallery_key`` opens an
+    encrypted gallery.
     """
     from edgeface.runtime.bundle import Bundle
     from edgeface.runtime.detector import create_detector
@@ -167,7 +170,7 @@ def load_recognizer(model: Optional[str | os.PathLike] = None, gallery: Optional
     if not model_id.embedding_dim:  # a hand-written manifest may leave it out: the model file says it
         model_id = dataclasses.replace(model_id, embedding_dim=embedder.dim)
     if with_gallery:
-        gallery_obj, gallery_path = _load_gallery(gallery, model_id, require_gallery)
+        gallery_obj, gallery_path = _load_gallery(gallery, model_id, require_gallery, gallery_key)
     else:
         gallery_obj, gallery_path = Gallery(model=model_id), None
     det_path = bundle.detector_path(detector) if detector in ("short", "full") else None
@@ -186,11 +189,12 @@ def check_threshold(threshold: Optional[float]) -> None:
         raise UserError(f"--threshold {threshold} is not a cosine similarity: use a value between -1 and 1")
 
 
-def _load_gallery(path, model_id: ModelId, required: bool) -> tuple[Gallery, Optional[Path]]:
+def _load_gallery(path, model_id: ModelId, required: bool,
+                  key: Optional[GalleryKey]) -> tuple[Gallery, Optional[Path]]:
     if path is not None:
-        return Gallery.load(path, model_id), Path(path)
+        return Gallery.load(path, model_id, key=key), Path(path)
     if DEFAULT_GALLERY.exists():
-        return Gallery.load(DEFAULT_GALLERY, model_id), DEFAULT_GALLERY
+        return Gallery.load(DEFAULT_GALLERY, model_id, key=key), DEFAULT_GALLERY
     if required:
         raise UserError(f"no gallery: pass --gallery FILE or enroll people first (`edgeface enroll NAME PHOTO...` "
                         f"writes {DEFAULT_GALLERY})")
