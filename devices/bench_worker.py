@@ -119,7 +119,8 @@ def measure_model(path: str, threads: Optional[int], warmup: int, runs: int, bac
 
 
 def measure_video(bundle: str, fmt: Optional[str], video: str, threads: Optional[int], backend: Optional[str],
-                  delegate: Optional[str], max_frames: Optional[int], gallery: Optional[str]) -> dict:
+                  delegate: Optional[str], max_frames: Optional[int], gallery: Optional[str],
+                  detector: Optional[str] = None) -> dict:
     """The whole pipeline (capture, detect, align, embed, match) over a video file, per-stage medians."""
     from edgeface.runtime.capture import open_source, parse_source
     from edgeface.runtime.pipeline import load_recognizer, run_loop
@@ -127,7 +128,9 @@ def measure_video(bundle: str, fmt: Optional[str], video: str, threads: Optional
     spec = parse_source(video)
     if spec.kind != "video":
         raise UserError(f"--video {video}: not a video file (got a {spec.kind} source)")
-    rt = load_recognizer(bundle, gallery, fmt=fmt, threads=threads, backend=backend, delegate=delegate)
+    # No detector in the job (an older edgeface sent it): the runtime's default.
+    kwargs = {"detector": detector} if detector else {}
+    rt = load_recognizer(bundle, gallery, fmt=fmt, threads=threads, backend=backend, delegate=delegate, **kwargs)
     with open_source(spec) as src:
         stats = run_loop(src, rt.recognizer, max_frames=max_frames)
     summary = stats.summary()
@@ -149,7 +152,8 @@ def main(argv: list[str]) -> int:
                                 int(job.get("runs", 100)), job.get("backend"), job.get("delegate"))
         elif job["mode"] == "video":
             out = measure_video(job["bundle"], job.get("format"), job["video"], job.get("threads"),
-                                job.get("backend"), job.get("delegate"), job.get("max_frames"), job.get("gallery"))
+                                job.get("backend"), job.get("delegate"), job.get("max_frames"), job.get("gallery"),
+                                job.get("detector"))
         else:
             raise UserError(f"unknown benchmark job {job['mode']!r}")
     except UserError as exc:

@@ -49,6 +49,7 @@ class BenchmarkConfig:
     video: Optional[Path] = None
     video_frames: Optional[int] = None
     gallery: Optional[Path] = None
+    detector: str = "auto"  # the --video pipeline's and raw --images' (= edgeface.runtime.detector.DEFAULT_DETECTOR)
     profile: Optional[str] = None
     reference: Optional[Path] = None
     tolerance: float = 0.15
@@ -249,6 +250,9 @@ def run_benchmark(cfg: BenchmarkConfig, progress: Progress = None) -> dict:
 
     if cfg.runs < 1 or cfg.warmup < 0:
         raise UserError("--runs must be at least 1 and --warmup 0 or more")
+    from edgeface.runtime.detector import check_detector_kind
+
+    check_detector_kind(cfg.detector)
     load_reference(cfg)
     thread_counts = cfg.threads or default_threads()
     specs = expand_models(cfg.models, cfg.formats, cfg.delegate)
@@ -270,7 +274,7 @@ def run_benchmark(cfg: BenchmarkConfig, progress: Progress = None) -> dict:
 
         if cfg.images is None:
             raise UserError("--pairs needs --images DIR: the folder of the pairs' images (raw or prepared crops)")
-        pairs = (read_pairs(cfg.pairs), PairImages(cfg.images, backend=cfg.backend))
+        pairs = (read_pairs(cfg.pairs), PairImages(cfg.images, detector=cfg.detector, backend=cfg.backend))
     ident = probe.identity()
     total = (len(specs) + len(video_specs)) * len(thread_counts) + (len(specs) if pairs else 0)
     done = 0
@@ -308,9 +312,9 @@ def run_benchmark(cfg: BenchmarkConfig, progress: Progress = None) -> dict:
             out = run_worker({"mode": "video", "bundle": str(spec.bundle), "format": spec.format,
                               "video": str(cfg.video), "threads": threads, "backend": cfg.backend,
                               "delegate": cfg.delegate, "max_frames": cfg.video_frames,
-                              "gallery": str(cfg.gallery) if cfg.gallery else None})
+                              "gallery": str(cfg.gallery) if cfg.gallery else None, "detector": cfg.detector})
             videos.append({"board": ident.get("hostname"), "model": spec.model, "format": spec.format,
-                           "threads": threads, "video": Path(cfg.video).name, **out})
+                           "threads": threads, "video": Path(cfg.video).name, "detector": cfg.detector, **out})
             done += 1
             if progress:
                 progress(done, total)
@@ -323,7 +327,7 @@ def run_benchmark(cfg: BenchmarkConfig, progress: Progress = None) -> dict:
         "profile": {"name": profile.name if profile else None, "how": how},
         "settings": {"threads": thread_counts, "warmup": cfg.warmup, "runs": cfg.runs, "delegate": cfg.delegate,
                      "backend": cfg.backend, "pairs": str(cfg.pairs) if cfg.pairs else None,
-                     "video": str(cfg.video) if cfg.video else None},
+                     "video": str(cfg.video) if cfg.video else None, "detector": cfg.detector},
         "warnings": board_warnings(ident),
         "results": results,
         "video": videos,
@@ -387,14 +391,14 @@ def video_rows(reports: list[dict]) -> tuple[list[str], list[list[str]]]:
     from edgeface.runtime.pipeline import STAGES
 
     multi = len(reports) > 1
-    cols = (["board"] if multi else []) + ["model", "format", "threads", "frames", "faces"] + \
+    cols = (["board"] if multi else []) + ["model", "format", "detector", "threads", "frames", "faces"] + \
         [f"{s} ms" for s in STAGES] + ["frame ms", "FPS", "peak RSS MB"]
     rows = []
     for rep in reports:
         for v in rep.get("video", []):
             med = v.get("median_ms", {})
             rows.append(([rep.get("label") or rep["board"].get("hostname")] if multi else []) + [
-                v["model"], v["format"], str(v["threads"]), str(v["frames"]), str(v["faces"])]
+                v["model"], v["format"], v.get("detector", "-"), str(v["threads"]), str(v["frames"]), str(v["faces"])]
                 + [_fmt(med.get(s)) for s in STAGES] + [_fmt(v.get("median_frame_ms")), _fmt(v.get("fps"), 1),
                                                         _fmt(v.get("peak_rss_mb"), 0)])
     return cols, rows

@@ -24,6 +24,7 @@ A TARGET on the command line is a board name, a group name (several boards), or 
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import sys
@@ -139,6 +140,8 @@ def _board_from_table(name: str, table: dict[str, Any], defaults: dict[str, Any]
     for key in ("host", "user", "identity", "remote_dir", "python"):
         if key in merged and not isinstance(merged[key], str):
             raise UserError(f"{where}: {key} must be text in quotes, not {merged[key]!r}")
+    if not merged["host"] or any(c.isspace() for c in merged["host"]):  # as parse_address refuses on the CLI
+        raise UserError(f"{where}: host {merged['host']!r} is not a host name or address")
     source = merged.get("source")
     if source is not None and not (isinstance(source, str) or _whole(source)):
         raise UserError(f"{where}: source must be a camera index or text in quotes, not {source!r}")
@@ -175,8 +178,10 @@ class Inventory:
             data = tomllib.loads(path.read_text())
         except FileNotFoundError:
             raise UserError(f"inventory file not found: {path}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError) as exc:  # ValueError: TOMLDecodeError, or an int of 4300+ digits
             raise UserError(f"{path} is not valid TOML: {exc}") from None
+        except RecursionError:  # '[[[[...' nested past Python's stack: tomllib sets no depth limit of its own
+            raise UserError(f"{path} is not valid TOML: arrays nested too deeply") from None
         for key in data:
             if key not in TOP_KEYS:
                 raise _unknown_key(key, TOP_KEYS, str(path))
@@ -193,7 +198,8 @@ class Inventory:
                             f"not {boards_table!r}")
         for name, table in boards_table.items():
             if not isinstance(table, dict):
-                raise UserError(f"{path}: board {name!r} must be a table: [boards.{name}] then host = {table!r}")
+                key = name if _NAME.match(name) else json.dumps(name)  # a name with a newline stays on one line
+                raise UserError(f"{path}: board {name!r} must be a table: [boards.{key}] then host = {table!r}")
         if not boards_table:
             raise UserError(f"{path} lists no boards: add a [boards.NAME] table with a host")
         boards = [_board_from_table(name, table, defaults, path) for name, table in boards_table.items()]

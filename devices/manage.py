@@ -34,7 +34,8 @@ def previous_in_history(events: list[dict], current: Optional[str]) -> Optional[
     flashing machine's clock, which says nothing about what ran before after a rollback."""
     for event in reversed(events):
         if event.get("status") == "ok" and event.get("current") == current and current is not None:
-            return event.get("previous")
+            previous = event.get("previous")
+            return previous if isinstance(previous, str) else None  # a damaged line names no release
     return None
 
 
@@ -89,7 +90,11 @@ def rollback_board(board: Board, options: SSHOptions, to: Optional[str] = None, 
             ctx["release_id"] = target
             ctx["release_dir"] = f"{ctx['root']}/{RELEASES}/{target}"
             info = next(r for r in state["releases"] if r["id"] == target)["info"]
-            ctx["settings"] = info.get("settings") or {}
+            settings = info.get("settings") or {}
+            if not isinstance(settings, dict):  # a damaged release.json: its run settings cannot be trusted
+                raise UserError(f"release {target} on {board.address} has a damaged release.json (settings is a "
+                                f"{type(settings).__name__}); roll back to another release with --to")
+            ctx["settings"] = settings
             result.version = info.get("edgeface_version")
             broke = f"; removed the lock of {broken}" if broken else ""
             return f"{current or 'none'} -> {target}{broke}"

@@ -148,11 +148,13 @@ def identity(remote_dir=None):
 
 
 def _load_json(path):
+    """A JSON object from a file, or None when missing, unreadable or not an object (every caller indexes it)."""
     try:
         with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+            value = json.load(f)
+    except (OSError, ValueError, RecursionError):  # RecursionError: '[[[[...' nested past Python's stack
         return None
+    return value if isinstance(value, dict) else None
 
 
 def state(remote_dir, events=10):
@@ -175,9 +177,11 @@ def state(remote_dir, events=10):
     lines = (_read(os.path.join(root, EVENTS), "") or "").splitlines()
     for line in lines[-int(events):] if int(events) > 0 else []:
         try:
-            tail.append(json.loads(line))
-        except ValueError:
-            tail.append({"event": "unreadable", "message": line[:200]})
+            event = json.loads(line)
+        except (ValueError, RecursionError):
+            event = None
+        # a line that is not a JSON object (damaged, or written by hand) is shown as it is, never indexed
+        tail.append(event if isinstance(event, dict) else {"event": "unreadable", "message": line[:200]})
     incoming = os.path.join(root, ".incoming")
     return {
         "remote_dir": root,

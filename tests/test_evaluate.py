@@ -434,7 +434,7 @@ def test_rank1_identification_matches_a_hand_computation(att_dir, tflite_embedde
 
     result = evaluate_identification(tflite_embedder, gallery, probe)
 
-    detector = create_detector("short")
+    detector = create_detector()  # the default, as evaluate_identification uses
 
     def embed(path):
         image = read_image(path)

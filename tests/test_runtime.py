@@ -811,8 +811,8 @@ def test_edgetpu_delegate_without_the_runtime_is_one_clear_line(exported_bundle,
 
 def test_bad_options_are_one_line_with_a_suggestion(exported_bundle, media_dir):
     cases = [
-        (["--detector", "shrt"], "error: --detector 'shrt' is not valid (did you mean 'short'?): choose one of short, "
-                                 "full, haar"),
+        (["--detector", "shrt"], "error: --detector 'shrt' is not valid (did you mean 'short'?): choose one of auto, "
+                                 "short, full, haar"),
         (["--backend", "ai_edge_lite"], "error: --backend 'ai_edge_lite' is not valid (did you mean "
                                         "'ai_edge_litert'?): choose one of ai_edge_litert, tflite_runtime, tensorflow"),
         (["--preview", "localhost"], "error: --preview 'localhost' is not HOST:PORT (e.g. 127.0.0.1:8080, :8080, or "
@@ -917,7 +917,7 @@ AUDIENCE_FRAMES = range(244, 272)
 
 @pytest.fixture(scope="module")
 def hamilton_two_photos(media_dir, tmp_path_factory) -> list[dict]:
-    """The clip with only the two reference photos enrolled, every setting the default (short-range detector)."""
+    """The clip with only the two reference photos enrolled, every setting the default (the auto detector)."""
     gallery = tmp_path_factory.mktemp("hamilton2") / "g.npz"
     for name, photo in CLIP_PEOPLE.items():
         result = invoke("enroll", name, media_dir / photo, "-g", gallery)
@@ -994,13 +994,15 @@ def test_alignment_follows_the_manifest_template(media_dir):
 
 
 def test_choice_tables_equal_the_runtime_tables_and_int8_mixed_is_a_format():
+    from edgeface.commands import detector_options
     from edgeface.commands import run as run_cmd
     from edgeface.runtime.bundle import FORMAT_PREFERENCE
-    from edgeface.runtime.detector import DETECTORS
+    from edgeface.runtime.detector import DEFAULT_DETECTOR, DETECTOR_KINDS, DETECTORS
     from edgeface.runtime.interpreter import BACKENDS
 
     # the copies kept in the command module (the runtime modules are too heavy for --help) must not drift
-    assert run_cmd.DETECTOR_CHOICES == (*DETECTORS, "haar")
+    assert run_cmd.DETECTOR_CHOICES == DETECTOR_KINDS == ("auto", *DETECTORS, "haar")
+    assert detector_options.DEFAULT_DETECTOR == DEFAULT_DETECTOR
     assert run_cmd.BACKEND_CHOICES == BACKENDS
     assert run_cmd.FORMAT_CHOICES == (*FORMAT_PREFERENCE, "edgetpu", "edgetpu_compiled")
     assert run_cmd._choice("int8_mixed", run_cmd.FORMAT_CHOICES, "--format") == "int8_mixed"

@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import typer
 
+from edgeface.commands.detector_options import DETECTOR_MODES_HELP, detector_option
 from edgeface.commands.errors import user_errors
 from edgeface.commands.gallery import key_file_option, resolve_key
 from edgeface.console import console, escape
@@ -345,7 +346,7 @@ def _print_status(st: dict) -> None:
     rows = []
     for r in st["releases"]:
         info = r.get("info") or {}
-        settings = info.get("settings") or {}
+        settings = info.get("settings") if isinstance(info.get("settings"), dict) else {}  # damaged release.json
         rows.append(["*" if r["current"] else "", r["id"], info.get("edgeface_version", "?"), info.get("model", "?"),
                      settings.get("format") or "-", "yes" if r["healthy"] else "no", info.get("flashed_by", "?")])
     _wide_table(f"releases on {st['board']}", ["", "release", "edgeface", "model", "format", "healthy", "by"], rows)
@@ -353,7 +354,7 @@ def _print_status(st: dict) -> None:
         console.print(f"incomplete uploads (removed by the next flash): {', '.join(st['incomplete'])}")
     if st["events"]:
         erows = [[e.get("time", ""), e.get("event", ""), e.get("status", ""), e.get("release") or "",
-                  e.get("step") or "", (e.get("message") or "")[:80]] for e in st["events"]]
+                  e.get("step") or "", str(e.get("message") or "")[:80]] for e in st["events"]]
         _wide_table(f"last events on {st['board']}", ["time", "event", "status", "release", "step", "message"],
                     erows)
 
@@ -385,6 +386,8 @@ def benchmark_cmd(
                                                "frames."),
     gallery: Optional[Path] = typer.Option(None, "--gallery", "-g", help="Gallery for the --video pipeline.",
                                            exists=True, dir_okay=False),
+    detector: str = detector_option("Face detector of the --video pipeline and of raw --images: "
+                                    + DETECTOR_MODES_HELP),
     profile: Optional[str] = typer.Option(None, "--profile", help="Board profile to compare with (default: "
                                           "detected)."),
     reference: Optional[Path] = typer.Option(None, "--reference", help="CSV of an earlier `benchmark --csv` to "
@@ -438,7 +441,7 @@ def benchmark_cmd(
                           warmup=warmup, runs=runs,
                           delegate=None if delegate == "cpu" else delegate, backend=backend, formats=fmt or None,
                           pairs=pairs, images=images, video=video, video_frames=video_frames, gallery=gallery,
-                          profile=profile, reference=reference, tolerance=tolerance)
+                          detector=detector, profile=profile, reference=reference, tolerance=tolerance)
     load_reference(cfg)  # a bad --reference fails now, not after every model (and board) was measured
     if target:
         from concurrent.futures import ThreadPoolExecutor

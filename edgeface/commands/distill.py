@@ -67,7 +67,8 @@ def distill_cmd(
     cache: Optional[Path] = typer.Option(None, help="Teacher-embedding cache file (SQLite; default "
                                          "~/.cache/edgeface/teacher_embeddings.sqlite)."),
     teacher_only: bool = typer.Option(False, help="Compute and cache the teacher's embeddings, then stop."),
-    detector: str = typer.Option("short", help="Face detector: short (BlazeFace 128), full (BlazeFace 192), haar."),
+    detector: str = typer.Option("short", help="Face detector: short (BlazeFace 128; the default: cached teacher "
+                                 "embeddings are keyed by it), auto, full (BlazeFace 192), haar."),
     min_score: Optional[float] = typer.Option(None, help="Detection score threshold (default: the detector's)."),
     arch: str = fo.ARCH,
     width: float = fo.WIDTH,

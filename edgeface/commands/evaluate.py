@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from edgeface.commands.detector_options import DETECTOR_MODES_HELP, detector_option
 from edgeface.commands.errors import user_errors
 from edgeface.console import console, print_table, progress_bar
 from edgeface.errors import UserError
@@ -24,13 +25,16 @@ def evaluate_cmd(
         None, "--pairs", help="Pairs file, e.g. LFW pairs.txt (10 folds) or pairsDevTest.txt."),
     images: Optional[Path] = typer.Option(
         None, "--images", help="Folder of the pairs' images: raw (e.g. lfw-deepfunneled) or prepared crops."),
+    bins: Optional[list[Path]] = typer.Option(
+        None, "--bin", help="InsightFace verification set (lfw.bin, cfp_fp.bin, agedb_30.bin: aligned 112x112 "
+        "crops, read with a restricted unpickler), 10 folds; repeat for several."),
     fold: Optional[int] = typer.Option(
         None, "--fold", help="Evaluate this fold only (1-based); its threshold is chosen on the other folds."),
     far: float = typer.Option(1e-3, "--far", help="False accept rate for TAR@FAR and the threshold at FAR."),
     roc: Optional[Path] = typer.Option(None, "--roc", help="Write a ROC plot (PNG, log FAR axis) to this file."),
     gallery: Optional[Path] = typer.Option(None, "--gallery", help="Identity folder of enrolled faces (rank-1)."),
     probe: Optional[Path] = typer.Option(None, "--probe", help="Identity folder of query faces (rank-1)."),
-    detector: str = typer.Option("short", "--detector", help="Face detector for raw images: short, full or haar."),
+    detector: str = detector_option("Face detector for raw images: " + DETECTOR_MODES_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the model (default: all)."),
     backend: Optional[str] = typer.Option(
         None, "--backend",
@@ -39,7 +43,7 @@ def evaluate_cmd(
                               "the two (twice the model runs)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON (only JSON on stdout)."),
 ) -> None:
-    """Measure a model: LFW 10-fold verification (--pairs) or rank-1 identification (--gallery/--probe)."""
+    """Measure a model: 10-fold verification (--pairs with --images, or --bin) or rank-1 (--gallery/--probe)."""
     from edgeface.evaluate.embedders import check_model_path, make_embedder
     from edgeface.evaluate.pairs import PairImages, read_pairs
 
@@ -49,11 +53,16 @@ def evaluate_cmd(
         from edgeface.runtime.facemodel import read_spec_file
 
         read_spec_file(spec)
-    if pairs is None and gallery is None and probe is None:
-        raise UserError("nothing to evaluate: give --pairs PAIRS --images DIR (verification) "
+    bins = list(bins or [])
+    if pairs is None and not bins and gallery is None and probe is None:
+        raise UserError("nothing to evaluate: give --pairs PAIRS --images DIR or --bin lfw.bin (verification) "
                         "or --gallery DIR --probe DIR (rank-1 identification)")
-    if pairs is None and (images is not None or fold is not None or roc is not None):
-        raise UserError("--images, --fold and --roc belong to pair verification: add --pairs PAIRS")
+    if pairs is None and images is not None:
+        raise UserError("--images belongs to pair verification: add --pairs PAIRS")
+    if pairs is None and not bins and (fold is not None or roc is not None):
+        raise UserError("--fold and --roc belong to verification: add --pairs PAIRS or --bin FILE")
+    if roc is not None and (pairs is not None) + len(bins) > 1:
+        raise UserError("--roc plots one verification set: give --pairs or a single --bin")
     if (gallery is None) != (probe is None):
         raise UserError("rank-1 identification needs both --gallery DIR and --probe DIR")
     for name, folder in (("--gallery", gallery), ("--probe", probe)):
@@ -78,9 +87,25 @@ def evaluate_cmd(
 
             check_png_path(roc)
 
+    bin_sets = []
+    if bins:
+        from edgeface.evaluate.binsets import BinImages, read_bin
+
+        bin_sets = [BinImages(read_bin(b)) for b in bins]
+        if fold is not None:
+            from edgeface.evaluate.verification import select_folds
+
+            select_folds(bin_sets[0].binset.pairs(), fold)
+        if roc is not None and pairs is None:
+            from edgeface.evaluate.plots import check_png_path
+
+            check_png_path(roc)
+
     embedder = make_embedder(model, threads=threads, backend=backend, flip=flip, spec_file=spec)
     if pair_images is not None:
         pair_images.check_spec(embedder.spec, model.name)
+    for b in bin_sets:
+        b.check_spec(embedder.spec, model.name)
     report: dict = {"model": str(model), "flip_test": flip}
     if pair_list is not None:
         from edgeface.evaluate.verification import evaluate_pairs
@@ -99,6 +124,8 @@ def evaluate_cmd(
             report["verification"]["roc"] = str(roc)
         if not as_json:
             _print_verification(result, pairs)
+    if bin_sets:
+        _evaluate_bins(embedder, bin_sets, model, fold, far, roc, as_json, report)
     if gallery is not None:
         from edgeface.evaluate.verification import evaluate_identification
 
@@ -111,6 +138,33 @@ def evaluate_cmd(
         typer.echo(json.dumps(report, indent=2))
     elif roc is not None:
         console.print(f"ROC plot written to {roc}")
+
+
+def _evaluate_bins(embedder, bin_sets: list, model: Path, fold: Optional[int], far: float, roc: Optional[Path],
+                   as_json: bool, report: dict) -> None:
+    """Each .bin through the pairs evaluation (InsightFace's 10 consecutive folds); results under report["bins"]."""
+    from edgeface.evaluate.verification import evaluate_pairs
+    from edgeface.runtime.facemodel import FaceModelSpec
+
+    report["bins"] = []
+    for b in bin_sets:
+        path = b.binset.path
+        with progress_bar(f"embedding {path.name}", disable=as_json) as advance:
+            result = evaluate_pairs(embedder, b.binset.pairs(), b, folds=fold, far=far, progress=advance)
+        report["bins"].append({"file": str(path), **result.to_dict()})
+        if roc is not None:
+            from edgeface.evaluate.plots import RocCurve, plot_roc
+
+            far_pts, tar_pts, _ = result.roc()
+            which = f"fold {result.folds[0]}, " if fold is not None else ""
+            plot_roc([RocCurve(f"{model.name} (AUC {result.auc:.4f})", far_pts, tar_pts, result.n_impostor)], roc,
+                     title=f"ROC on {path.name} ({which}{result.n_pairs} pairs)", mark_far=far)
+            report["bins"][-1]["roc"] = str(roc)
+        if not as_json:
+            _print_verification(result, path)
+    if not as_json and not embedder.spec.same_alignment(FaceModelSpec(size=(112, 112))):
+        console.print(f"note: InsightFace's .bin crops are aligned to the ArcFace template; {model.name} is aligned "
+                      "to another one, so these faces sit a few pixels off the ones it was trained on")
 
 
 def _print_verification(r, pairs: Path) -> None:

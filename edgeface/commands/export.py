@@ -104,7 +104,8 @@ def export_cmd(
                                                                 "in float until it holds."),
     per_tensor: bool = typer.Option(False, "--per-tensor", help="int8/edgetpu: one weight scale per tensor instead "
                                     "of per channel: a smaller file (MobileFaceNet: -18 %), usually less accurate."),
-    detector: str = typer.Option("short", "--detector", help="Detector aligning raw photos: short, full or haar."),
+    detector: str = typer.Option("short", "--detector", help="Detector aligning raw --calib photos: short (the "
+                                 "default: the shipped bundles were calibrated with it), auto, full or haar."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Interpreter threads for verification."),
     name: Optional[str] = typer.Option(None, "--name", help="File-name stem (default: the model's file stem)."),
     spec: Optional[Path] = typer.Option(

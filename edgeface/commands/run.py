@@ -19,6 +19,7 @@ from typing import List, Optional, TextIO
 
 import typer
 
+from edgeface.commands.detector_options import DETECTOR_CHOICES, detector_option
 from edgeface.commands.errors import user_errors
 from edgeface.commands.gallery import key_file_option, resolve_key
 from edgeface.console import print_table, progress_bar
@@ -27,8 +28,8 @@ from edgeface.runtime.bundle import EDGETPU_FORMATS, FORMAT_PREFERENCE  # light:
 
 # One table per family of choices; the options' help and the checks both read them.
 # The detector and backend tables live in edgeface.runtime.detector (imports OpenCV) and .interpreter (imports
-# numpy), too heavy for `edgeface --help`: they are copied here and a test keeps the copies equal.
-DETECTOR_CHOICES = ("short", "full", "haar")  # = (*detector.DETECTORS, "haar")
+# numpy), too heavy for `edgeface --help`: they are copied here (the detector's in commands/detector_options.py) and
+# a test keeps the copies equal.
 BACKEND_CHOICES = ("ai_edge_litert", "tflite_runtime", "tensorflow")  # = interpreter.BACKENDS
 DELEGATE_CHOICES = ("edgetpu",)
 FORMAT_CHOICES = (*FORMAT_PREFERENCE, *EDGETPU_FORMATS)
@@ -111,8 +112,7 @@ def run_cmd(
     gallery: Optional[Path] = typer.Option(None, "--gallery", "-g", help=GALLERY_HELP + " Without one, every face "
                                            "is 'unknown'."),
     key_file: Optional[Path] = key_file_option(),
-    detector: str = typer.Option("short", help="Face detector: short (BlazeFace 128, faces near the camera), full "
-                                 "(BlazeFace 192, faces up to ~5 m), haar (OpenCV fallback)."),
+    detector: str = detector_option(),
     threshold: Optional[float] = typer.Option(None, help="Cosine similarity needed to name a face (default: the "
                                               "bundle's threshold)."),
     fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
@@ -398,7 +398,7 @@ def enroll_cmd(
     key_file: Optional[Path] = key_file_option(),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
-    detector: str = typer.Option("short", help="Face detector: short, full or haar."),
+    detector: str = detector_option(),
     pick: Optional[str] = typer.Option(None, help="With several faces in a photo: 'largest' enrolls the largest "
                                        "(default: skip the photo)."),
     replace: bool = typer.Option(False, "--replace", help="Replace this person's existing embeddings instead of "

@@ -36,7 +36,9 @@ def resolve_distribute(flag: str, environ: Mapping[str, str]) -> str:
 
 @user_errors
 def train_cmd(
-    data: Path = typer.Argument(..., help="Aligned crops, DATA/<person>/<image> (from `edgeface data prepare`)."),
+    data: Path = typer.Argument(..., help="Aligned crops, DATA/<person>/<image> (from `edgeface data prepare`), or a "
+                                "RecordIO pack, streamed: a .rec file or a folder of .rec shards (`edgeface data "
+                                "pack`, InsightFace's train.rec/.idx)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: model.keras, train.json, log.csv, checkpoints/."),
     arch: str = fo.ARCH,
     width: float = fo.WIDTH,
@@ -72,6 +74,9 @@ def train_cmd(
     contrast: float = fo.CONTRAST,
     precision: str = fo.PRECISION,
     distribute: str = typer.Option("none", help=_DISTRIBUTE_HELP),
+    shuffle_buffer: int = typer.Option(0, help="RecordIO packs: 0 shuffles each epoch as a full permutation "
+                                       "(random reads: SSD, page cache); N reads runs of records and mixes them in a "
+                                       "buffer of N (slow-seeking disks)."),
     seed: int = fo.SEED,
     as_json: bool = fo.AS_JSON,
 ) -> None:
@@ -87,6 +92,7 @@ def train_cmd(
         lr_schedule=lr_schedule, epochs=epochs, batch_size=batch_size, val=val, val_split=val_split,
         exclude_people=exclude_people, min_images=min_images, patience=patience, monitor=monitor, resume=resume,
         augment=aug, precision=precision, distribute=resolve_distribute(distribute, os.environ), seed=seed,
+        shuffle_buffer=shuffle_buffer,
     )
     with training_progress(disable=as_json) as progress:
         result = train(cfg, progress=progress)

@@ -27,7 +27,7 @@ MIN_SIZE, MAX_SIZE = 32, 1024  # below 32 px the 5 landmarks fall within a few p
 class PrepareConfig:
     src: Path
     out: Path
-    detector: str = "short"
+    detector: str = "auto"  # = edgeface.runtime.detector.DEFAULT_DETECTOR (not imported here: it loads OpenCV)
     size: int = 112
     min_score: Optional[float] = None
     workers: int = 0  # 0: one per CPU core

@@ -43,7 +43,7 @@ from edgeface.train.models import L2Normalize, embedding_features, get_model
 from edgeface.train.trainer import build_optimizer, embed_with_features, float32_copy
 
 MONITORS = ("auto", "val_teacher_cosine", "val_loss", "val_accuracy", "teacher_cosine", "loss", "accuracy")
-DETECTORS = ("short", "full", "haar")
+DETECTORS = ("short", "auto", "full", "haar")
 CACHE_NAME = "teacher_cache.sqlite"
 METRIC_IMAGES = 2048  # un-augmented training faces the final figures are measured on (a fixed random subset)
 

@@ -156,7 +156,7 @@ class PairImages:
     detecting the faces again.
     """
 
-    def __init__(self, images_root: str | os.PathLike, detector: str = "short", cache: bool = True,
+    def __init__(self, images_root: str | os.PathLike, detector: str = "auto", cache: bool = True,
                  spec: Optional[FaceModelSpec] = None, workers: Optional[int] = None,
                  backend: Optional[str] = None) -> None:
         self.root = Path(images_root)

@@ -235,7 +235,7 @@ def _identity_keys(root: Path) -> tuple[list[str], list[str]]:
 
 
 def evaluate_identification(embedder, gallery_dir: str | os.PathLike, probe_dir: str | os.PathLike,
-                            detector: str = "short", progress: Progress = None) -> dict:
+                            detector: str = "auto", progress: Progress = None) -> dict:
     """Closed-set rank-1 identification: each probe image is matched to its nearest gallery image.
 
     Both folders are identity folders (``DIR/<person>/<image>``) of raw photographs

@@ -82,6 +82,9 @@ def check_manifest_shape(manifest: dict, path: Path) -> None:
     for key in ("model", "threshold", "alignment", "provenance"):
         if key in manifest and not isinstance(manifest[key], dict):
             raise _malformed(path, f"'{key}' must be an object, found {type(manifest[key]).__name__}")
+    dim = manifest.get("model", {}).get("embedding_dim", 0)
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise _malformed(path, f"model.embedding_dim must be a whole number, found {dim!r}")
     cosine = manifest.get("threshold", {}).get("cosine")
     if cosine is not None and (isinstance(cosine, bool) or not isinstance(cosine, (int, float))):
         raise _malformed(path, f"threshold.cosine must be a number, found {cosine!r}")
@@ -127,8 +130,11 @@ class Bundle:
                             "(make one with `edgeface export`)")
         try:
             manifest = json.loads(manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError) as exc:  # ValueError: JSONDecodeError, or an int of 4300+ digits
             raise UserError(f"{manifest_path} is not valid JSON ({exc}); re-run `edgeface export`") from None
+        except RecursionError:  # '[[[[...' nested past Python's stack
+            raise UserError(f"{manifest_path} is not valid JSON (nested too deeply); re-run `edgeface export`") \
+                from None
         if not isinstance(manifest, dict):
             raise _malformed(manifest_path, f"a JSON object was expected, found a {type(manifest).__name__}")
         version = manifest.get("schema_version")

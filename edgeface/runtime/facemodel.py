@@ -117,11 +117,12 @@ def _numbers(key: str, value: Any, count: Optional[int] = None) -> list[float]:
         nums = [float(v) for v in value if not isinstance(v, bool)]
         if len(nums) != len(value):
             nums = []
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer of 400 digits is no float
         nums = []
     if not nums or (count is not None and len(nums) not in (1, count)) or not all(math.isfinite(n) for n in nums):
         want = f"one number or {count}" if count else "numbers"
-        raise UserError(f"option {key} must be {want}, got {value!r}")
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:76] + " ..."  # a hostile value: one line
+        raise UserError(f"option {key} must be {want}, got {shown}")
     return nums
 
 
@@ -220,6 +221,9 @@ class FaceModelSpec:
             # pixel * scale + offset == (pixel - mean) / std with std = 1 / scale, mean = -offset / scale.
             s["std"] = tuple(1.0 / v for v in scale)
             s["mean"] = tuple(-b / v for v, b in zip(scale, offset))
+            if not all(math.isfinite(v) for v in (*s["std"], *s["mean"])):  # scale 5e-324: 1 / scale overflows
+                raise UserError(f"option scale {o.get('scale')!r} with offset {o.get('offset', 0.0)!r} gives no "
+                                "finite mean and std: use a larger scale")
         if any(v == 0 for v in s.get("std", ())):
             raise UserError("option std must not be 0")
         if "alignment" in o:
@@ -401,8 +405,11 @@ class FaceModelSpec:
         """The spec a bundle's manifest describes (bundles written before the spec existed: edgeface's own)."""
         model = manifest.get("model") or {}
         alignment = manifest.get("alignment") or {}
-        threshold = (manifest.get("threshold") or {}).get("cosine")
-        size = int(alignment.get("size") or model.get("input_size") or 112)
+        threshold_block = manifest.get("threshold") or {}
+        if not all(isinstance(b, dict) for b in (model, alignment, threshold_block)):
+            raise UserError(f"{where}: model, alignment and threshold must be JSON objects; re-export the bundle")
+        threshold = threshold_block.get("cosine")
+        size = alignment.get("size") or model.get("input_size") or 112  # from_options checks it is a size
         options: dict[str, Any] = {"input_size": size, "layout": "NHWC"}
         for key in ("color", "mean", "std", "metric"):
             if key in model:
@@ -467,8 +474,10 @@ def read_toml(path: Union[str, os.PathLike], what: str = "file") -> dict[str, An
     toml = toml_module()
     try:
         return toml.loads(path.read_text())
-    except (toml.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # ValueError: TOMLDecodeError, or an int of 4300+ digits
         raise UserError(f"{path} is not a valid TOML file: {str(exc).splitlines()[0]}") from None
+    except RecursionError:  # '[[[[...' nested past Python's stack: tomllib sets no depth limit of its own
+        raise UserError(f"{path} is not a valid TOML file: arrays nested too deeply") from None
     except OSError as exc:
         raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
@@ -538,10 +547,10 @@ def spec_for_model_file(model_path: Union[str, os.PathLike], spec_file: Optional
 
         try:
             data = json.loads(manifest.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             data = None
-        listed = isinstance(data, dict) and any(isinstance(e, dict) and e.get("path") == p.name
-                                               for e in data.get("files") or [])
+        files = data.get("files") if isinstance(data, dict) else None
+        listed = isinstance(files, list) and any(isinstance(e, dict) and e.get("path") == p.name for e in files)
         if listed:
             return FaceModelSpec.from_manifest(data, str(manifest)), str(manifest)
     sibling = spec_path_for(p)

@@ -34,6 +34,7 @@ import json
 import os
 import unicodedata
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -327,8 +328,9 @@ def _read_members(data: bytes, path: Path) -> tuple[dict, np.ndarray]:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             members = set(npz.files)
             if not {"header", "embeddings"} <= members:
-                if members:
-                    raise GalleryError(f"{path} is not an edgeface gallery (members: {', '.join(sorted(members))})")
+                if members:  # names shown quoted: a damaged name may hold a newline
+                    shown = ", ".join(repr(m[:40]) for m in sorted(members))
+                    raise GalleryError(f"{path} is not an edgeface gallery (members: {shown})")
                 raise GalleryError(f"{corrupt} (no members){hint}")
             raw = npz["header"]
             emb = npz["embeddings"]
@@ -336,9 +338,12 @@ def _read_members(data: bytes, path: Path) -> tuple[dict, np.ndarray]:
         raise
     except zipfile.BadZipFile as exc:
         raise GalleryError(f"{corrupt} ({exc}){hint}") from None
-    except (ValueError, OSError, EOFError, zipfile.LargeZipFile) as exc:
+    except (ValueError, OSError, EOFError, zipfile.LargeZipFile, NotImplementedError, RuntimeError,
+            zlib.error) as exc:
         # np.load raises ValueError/OSError for files that are not npz at all, and for
-        # object arrays (which would need pickle).
+        # object arrays (which would need pickle); zipfile raises NotImplementedError for an
+        # unknown compression method or zip version, RuntimeError for a member flagged encrypted,
+        # and zlib.error for a member flagged deflated whose bytes are not.
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise GalleryError(f"{corrupt} ({reason}){hint}") from None
     try:
@@ -347,7 +352,7 @@ def _read_members(data: bytes, path: Path) -> tuple[dict, np.ndarray]:
         header = json.loads(raw.tobytes().decode("utf-8"))
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: '[[[[...' nested too deeply
         raise GalleryError(f"{corrupt} (unreadable header: {exc}){hint}") from None
     return header, emb
 

@@ -123,6 +123,30 @@ def _tensor_info(detail: dict) -> TensorInfo:
     )
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an interpreter's message (LiteRT appends node dumps), or the exception's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _structure_problem(path: Path) -> Optional[str]:
+    """What the graph reader finds wrong with a model file before the interpreter is given it, or None.
+
+    LiteRT's interpreter crashes the process (SIGSEGV, SIGABRT) on some damaged files instead of raising
+    (found by fuzzing: :func:`edgeface.converters.tflite_graph.structure_problem` lists what is checked).
+    None as well when no flatbuffer schema is installed (a board with tflite_runtime alone): the interpreter's
+    own checks are then all there is.
+    """
+    from edgeface.converters.tflite_graph import structure_problem
+
+    try:
+        return structure_problem(path.read_bytes())
+    except OSError:  # unreadable: the interpreter says so
+        return None
+    except UserError:  # no schema to read the file with
+        return None
+
+
 @contextlib.contextmanager
 def quiet_stderr():
     """Silence C-level stderr for a moment (the interpreters' delegate messages, FFmpeg's parse errors)."""
@@ -154,10 +178,16 @@ class TFLiteModel:
         threads: Optional[int] = None,
         backend: Optional[str] = None,
         delegate: Optional[str] = None,
+        input_shape: Optional[Sequence[int]] = None,
     ) -> None:
+        """``input_shape`` resizes the (first) input before the tensors are allocated: a fully convolutional
+        model such as BlazeFace short-range then runs on a larger frame in one pass."""
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"model file not found: {self.path}")
+        problem = _structure_problem(self.path)
+        if problem is not None:
+            raise UserError(f"cannot load {self.path} as a TFLite model: {problem}")
         self.backend = get_backend(backend)
         delegates = []
         if delegate == "edgetpu":
@@ -172,9 +202,12 @@ class TFLiteModel:
         try:
             with quiet_stderr():
                 self.interpreter = self.backend.interpreter_cls(**kwargs)
+                if input_shape is not None:
+                    index = self.interpreter.get_input_details()[0]["index"]
+                    self.interpreter.resize_tensor_input(index, [int(v) for v in input_shape])
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise UserError(f"cannot load {self.path} as a TFLite model: {str(exc).splitlines()[0]}") from None
+            raise UserError(f"cannot load {self.path} as a TFLite model: {_first_line(exc)}") from None
         self.inputs = [_tensor_info(d) for d in self.interpreter.get_input_details()]
         self.outputs = [_tensor_info(d) for d in self.interpreter.get_output_details()]
 
@@ -195,11 +228,16 @@ class TFLiteModel:
             else:
                 arr = arr.astype(info.dtype, copy=False)
             self.interpreter.set_tensor(info.index, arr)
-        self.interpreter.invoke()
+        try:
+            self.interpreter.invoke()
+        except RuntimeError as exc:  # a file that loads but cannot run (a constant with no data): the file's fault
+            raise UserError(f"{self.path} failed to run: {_first_line(exc)}") from None
         outs = []
         for info in self.outputs:
             out = self.interpreter.get_tensor(info.index)
-            outs.append(dequantize(out, info.scale, info.zero_point) if info.quantized else out.astype(np.float32))
+            # get_tensor already returns a copy: a float32 output is handed on as it is (no second copy per run).
+            outs.append(dequantize(out, info.scale, info.zero_point) if info.quantized
+                        else out.astype(np.float32, copy=False))
         return outs
 
     def op_names(self) -> list[str]:

@@ -26,7 +26,7 @@ import numpy as np
 from edgeface.errors import UserError
 from edgeface.runtime.bundle import EDGETPU_FORMAT
 from edgeface.runtime.capture import FrameSource, Pacer
-from edgeface.runtime.detector import largest_first
+from edgeface.runtime.detector import DEFAULT_DETECTOR, largest_first
 from edgeface.runtime.gallery import DEFAULT_GALLERY, UNKNOWN, Gallery, ModelId
 from edgeface.runtime.gallery_crypto import GalleryKey
 from edgeface.runtime.matcher import Match, Matcher
@@ -133,7 +133,7 @@ class LoadedRuntime:
 
 
 def load_recognizer(model: Optional[str | os.PathLike] = None, gallery: Optional[str | os.PathLike] = None,
-                    fmt: Optional[str] = None, detector: str = "short", threshold: Optional[float] = None,
+                    fmt: Optional[str] = None, detector: str = DEFAULT_DETECTOR, threshold: Optional[float] = None,
                     threads: Optional[int] = None, backend: Optional[str] = None, delegate: Optional[str] = None,
                     require_gallery: bool = False, with_gallery: bool = True,
                     gallery_key: Optional[GalleryKey] = None) -> LoadedRuntime:
@@ -146,7 +146,7 @@ def load_recognizer(model: Optional[str | os.PathLike] = None, gallery: Optional
     encrypted gallery.
     """
     from edgeface.runtime.bundle import Bundle
-    from edgeface.runtime.detector import create_detector
+    from edgeface.runtime.detector import bundle_detector
     from edgeface.runtime.facemodel import SpecMismatch
     from edgeface.runtime.interpreter import Embedder, check_edgetpu_library
 
@@ -174,9 +174,7 @@ def load_recognizer(model: Optional[str | os.PathLike] = None, gallery: Optional
         gallery_obj, gallery_path = _load_gallery(gallery, model_id, require_gallery, gallery_key)
     else:
         gallery_obj, gallery_path = Gallery(model=model_id), None
-    det_path = bundle.detector_path(detector) if detector in ("short", "full") else None
-    det = create_detector(detector, model_path=det_path, search_dirs=(bundle.root,), threads=threads,
-                          backend=backend)
+    det = bundle_detector(bundle, detector, threads=threads, backend=backend)
     thr = bundle.threshold if threshold is None else float(threshold)
     check_threshold(thr)
     matcher = Matcher.from_gallery(gallery_obj, thr)

@@ -34,7 +34,7 @@ def board_model() -> str:
         return platform.machine()
 
 
-def self_test(model: Optional[str] = None, fmt: Optional[str] = None, detector: str = "short",
+def self_test(model: Optional[str] = None, fmt: Optional[str] = None, detector: str = "auto",
               threads: Optional[int] = None, backend: Optional[str] = None, delegate: Optional[str] = None,
               repeats: int = 10) -> dict:
     """Run the checks; never raises for a failed check (``ok`` is False and ``error`` says why)."""
@@ -49,7 +49,7 @@ def self_test(model: Optional[str] = None, fmt: Optional[str] = None, detector: 
 
 def _run_checks(result: dict, model, fmt, detector, threads, backend, delegate, repeats: int) -> None:
     from edgeface.runtime.bundle import Bundle
-    from edgeface.runtime.detector import create_detector
+    from edgeface.runtime.detector import bundle_detector
     from edgeface.runtime.facemodel import FaceModelSpec
     from edgeface.runtime.images import read_image
     from edgeface.runtime.interpreter import Embedder, check_edgetpu_library
@@ -78,8 +78,7 @@ def _run_checks(result: dict, model, fmt, detector, threads, backend, delegate, 
     # The detector and alignment: find the face again in the crop with a margin around it.
     import cv2
 
-    det = create_detector(detector, model_path=bundle.detector_path(detector) if detector != "haar" else None,
-                          search_dirs=(bundle.root,), threads=threads, backend=backend)
+    det = bundle_detector(bundle, detector, threads=threads, backend=backend)
     padded = cv2.copyMakeBorder(shipped, 32, 32, 32, 32, cv2.BORDER_REPLICATE)
     t = time.perf_counter()
     found = det.detect(padded)

@@ -266,8 +266,12 @@ def fit(model: keras.Model, train_seq, val_seq, run: RunFiles, *, epochs: int, m
                       patience, save_best, state, progress, write)
     t0 = time.perf_counter()
     if start < epochs:
-        model.fit(train_seq, validation_data=val_seq, epochs=epochs, initial_epoch=start, verbose=0,
-                  callbacks=[cb])
+        # A streamed input (edgeface.train.stream.StreamInput) hands over its tf.data pipeline, which runs on
+        # across epochs: Keras is told the steps of one.
+        data = getattr(train_seq, "dataset", train_seq)
+        streamed = data is not train_seq
+        model.fit(data, validation_data=val_seq, epochs=epochs, initial_epoch=start, verbose=0, callbacks=[cb],
+                  **({"steps_per_epoch": len(train_seq), "shuffle": False} if streamed else {}))
     seconds = time.perf_counter() - t0
     if cb.diverged:
         epoch, batch, loss = cb.diverged

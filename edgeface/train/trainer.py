@@ -6,9 +6,10 @@ head (softmax, ArcFace, CosFace or combined margin) behind it.  After training
 the head and the augmentation are dropped and the embedding network, rebuilt in
 float32 whatever the training precision, is saved as ``RUN/model.keras``.
 
-Backend-agnostic (TensorFlow or JAX via ``KERAS_BACKEND``): data are numpy
-arrays fed through a :class:`keras.utils.PyDataset`, maths in ``keras.ops``;
-only ``distribute`` needs TensorFlow.
+Backend-agnostic (TensorFlow or JAX via ``KERAS_BACKEND``): a folder's crops are numpy
+arrays fed through a :class:`keras.utils.PyDataset`, a RecordIO pack is streamed by a
+tf.data pipeline (:mod:`edgeface.train.stream`), maths in ``keras.ops``; only
+``distribute`` and streaming need TensorFlow.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import keras
 import numpy as np
 
 from edgeface.data.dataset import CropSet, count_excluded, load_crops, read_people_file, resolved_people_spec
+from edgeface.data.records import RecordCrops, is_record_source, open_records
 from edgeface.errors import UserError
 from edgeface.train import data as tdata
 from edgeface.train import loop
@@ -44,7 +46,10 @@ MONITORS = ("auto", "val_accuracy", "val_loss", "accuracy", "loss")
 class TrainConfig(FitConfig):
     """Everything one training run depends on (the CLI flags map one to one).
 
-    data: identity folder of aligned crops (``edgeface data prepare`` output).
+    data: identity folder of aligned crops (``edgeface data prepare`` output), or a RecordIO pack (a ``.rec``
+    file, or a folder of ``.rec`` shards: ``edgeface data pack``, InsightFace's ``train.rec``), streamed.
+    shuffle_buffer: for a pack, 0 shuffles each epoch as a full permutation (random reads), N > 0 reads runs of
+    consecutive records and mixes them in a buffer of N (see :mod:`edgeface.train.stream`).
     out: run folder.  val: a second identity folder to validate on (instead of
     ``val_split``).  min_images: identities with fewer images are skipped.
     optimizer "auto" is Adam for softmax and SGD with momentum for margin heads.
@@ -62,6 +67,7 @@ class TrainConfig(FitConfig):
     val: Optional[Path] = None
     min_images: int = 1
     distribute: str = "none"
+    shuffle_buffer: int = 0
     optimizer: str = field(default="auto", kw_only=True)
 
     def __post_init__(self) -> None:
@@ -84,7 +90,14 @@ class TrainConfig(FitConfig):
             raise UserError(f"min images must be at least 1, got {self.min_images}")
         if self.val is not None and self.val_split:
             raise UserError("give either --val DIR or --val-split F, not both")
-        if not self.data.is_dir():
+        if self.shuffle_buffer < 0:
+            raise UserError(f"--shuffle-buffer must be 0 (a full permutation per epoch) or a record count, got "
+                            f"{self.shuffle_buffer}")
+        if self.streamed:
+            self._check_stream()
+        elif self.data.suffix == ".rec":
+            raise UserError(f"record file not found: {self.data}")
+        elif not self.data.is_dir():
             raise UserError(f"training data folder not found: {self.data} (expected crops from `edgeface data "
                             "prepare`)")
         if self.val is not None and not self.val.is_dir():
@@ -93,6 +106,28 @@ class TrainConfig(FitConfig):
             raise UserError(f"--distribute {self.distribute} needs the TensorFlow backend, "
                             f"KERAS_BACKEND is {keras.backend.backend()!r}")
         resolve_margins(get_head_spec(self.head), self.scale, self.margin, self.margins)
+
+    @property
+    def streamed(self) -> bool:
+        """True when DATA is a RecordIO pack (streamed by tf.data rather than loaded into memory)."""
+        return is_record_source(self.data)
+
+    def _check_stream(self) -> None:
+        """What a pack cannot do (yet): each refused with where to do it instead."""
+        for flag, given in (("--val-split", bool(self.val_split)), ("--val", self.val is not None)):
+            if given:
+                raise UserError(f"{flag} needs a folder of crops; {self.data} is a RecordIO pack: hold people out "
+                                "when packing (`edgeface data pack CROPS --exclude-people FILE`) and check the model "
+                                "with `edgeface evaluate MODEL --bin lfw.bin`")
+        for flag, given in (("--exclude-people", bool(self.exclude_people)), ("--min-images", self.min_images > 1)):
+            if given:
+                raise UserError(f"{flag} chooses people from a folder; {self.data} is a RecordIO pack: give it to "
+                                f"`edgeface data pack CROPS {flag} ...` instead")
+        import importlib.util
+
+        if importlib.util.find_spec("tensorflow") is None:
+            raise UserError(f"streaming {self.data} needs TensorFlow's tf.data (pip install tensorflow-cpu), even "
+                            f"with KERAS_BACKEND={keras.backend.backend()}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready config (paths as strings)."""
@@ -133,7 +168,7 @@ class TrainResult:
 
 @dataclass
 class _Data:
-    train: CropSet
+    train: CropSet | RecordCrops  # RecordCrops: a pack, indexed; its images are read when indexed
     val: Optional[CropSet]  # labels in the training index space; None without validation
     val_unseen: Optional[CropSet]  # validation people absent from training (open-set rank-1 only)
     excluded: int
@@ -143,7 +178,16 @@ class _Data:
 
 
 def load_training_data(cfg: TrainConfig) -> _Data:
-    """Crops of DATA (minus excluded people) and the validation set: a folder, a split, or none."""
+    """Crops of DATA (minus excluded people) and the validation set: a folder, a split, or none.
+
+    A RecordIO pack is indexed, not loaded (:func:`edgeface.data.records.open_records`): ``train`` is then a
+    :class:`~edgeface.data.records.RecordCrops` whose images are read when indexed.
+    """
+    if cfg.streamed:
+        records = open_records(cfg.data).with_input_size(cfg.input_size)
+        if records.num_classes < 2:
+            raise UserError(f"{cfg.data} has {records.num_classes} class: a classifier needs at least 2")
+        return _Data(records, None, None, 0, "none", records.index_sha256)
     exclude = read_people_file(cfg.exclude_people) if cfg.exclude_people else set()
     excluded = count_excluded(cfg.data, exclude)
     crops = load_crops(cfg.data, exclude=exclude, size=cfg.input_size, min_images=cfg.min_images,
@@ -333,8 +377,14 @@ def train(config: TrainConfig, progress: Optional[loop.ProgressFn] = None) -> Tr
     keras.utils.set_random_seed(cfg.seed)
     strategy = _strategy(cfg.distribute)
     chief = strategy is None or _is_chief(strategy)
-    train_seq = tdata.ArraySequence(d.train.images, d.train.labels, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                    epoch=int(state["epoch"]))
+    if isinstance(d.train, RecordCrops):
+        from edgeface.train.stream import StreamInput
+
+        train_seq = StreamInput(d.train, cfg.batch_size, input_size=cfg.input_size, seed=cfg.seed,
+                                epoch=int(state["epoch"]), epochs=cfg.epochs, shuffle_buffer=cfg.shuffle_buffer)
+    else:
+        train_seq = tdata.ArraySequence(d.train.images, d.train.labels, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                        epoch=int(state["epoch"]))
     val_seq = (tdata.ArraySequence(d.val.images, d.val.labels, cfg.batch_size)
                if d.val is not None and len(d.val) else None)
 
@@ -352,8 +402,19 @@ def train(config: TrainConfig, progress: Optional[loop.ProgressFn] = None) -> Tr
         run.root.mkdir(parents=True, exist_ok=True)
         if d.split is not None:
             loop.atomic_write_json(run.split_json, d.split)
-    outcome = loop.fit(model, train_seq, val_seq, run, epochs=cfg.epochs, monitor=monitor, patience=cfg.patience,
-                       state=state, progress=progress, write=chief)
+    try:
+        outcome = loop.fit(model, train_seq, val_seq, run, epochs=cfg.epochs, monitor=monitor,
+                           patience=cfg.patience, state=state, progress=progress, write=chief)
+    except Exception as exc:
+        # A damaged record met while streaming surfaces as a TensorFlow error: say it as the one line it is.
+        failure = getattr(train_seq, "failure", None)
+        if failure is not None:
+            raise failure from None
+        if isinstance(d.train, RecordCrops) and type(exc).__name__ == "InvalidArgumentError":
+            reason = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)[:160]
+            raise UserError(f"{cfg.data}: an image record could not be decoded ({reason}): the pack is damaged; "
+                            "pack it again or copy it again") from None
+        raise
 
     embedder = float32_copy(backbone, cfg)
     # The saved network's BatchNorm statistics, computed on un-augmented training crops (see batchnorm.py).
@@ -404,6 +465,10 @@ def _train_json(cfg: TrainConfig, d: _Data, outcome: loop.FitOutcome, result: Tr
                   "input_size": cfg.input_size, "file": result.model_path.name},
         "head": {"name": cfg.head, **(dataclasses.asdict(margins) if margins else {})},
         "dataset": {"root": str(cfg.data), "path": str(cfg.data.resolve()),
+                    "format": "recordio" if isinstance(d.train, RecordCrops) else "folder",
+                    **({"shards": [r.path.name for r in d.train.shards],
+                        "sha256_covers": "the .idx files and .rec sizes", "shuffle_buffer": cfg.shuffle_buffer}
+                       if isinstance(d.train, RecordCrops) else {}),
                     "exclude_people_path": resolved_people_spec(cfg.exclude_people),
                     "sha256": d.dataset_hash, "num_classes": d.train.num_classes,
                     "images": len(d.train) + (len(d.val) if d.val is not None and cfg.val_split else 0),

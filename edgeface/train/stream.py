@@ -1,0 +1,184 @@
+"""Training input streamed from a RecordIO pack by a tf.data pipeline: nothing but the pipeline's buffers in memory.
+
+::
+
+    per epoch e:  batch orders (numpy, a function of seed and e)  ->  read the records' bytes (Python, os.pread,
+                  a chunk at a time)  ->  [shuffle buffer, numpy]  ->  decode JPEG/PNG (parallel, TensorFlow's threads)
+                  ->  batch
+    epochs start..end chained (flat_map)  ->  prefetch
+
+Two ways to shuffle:
+
+* ``shuffle_buffer=0`` (default): each epoch is a full permutation of the records, cut into batches exactly as the
+  in-memory :class:`~edgeface.train.data.ArraySequence` cuts its arrays -- the same permutation of (seed, epoch),
+  each batch sorted by position -- so a pack of a folder's crops yields the very batches the folder gives.  Reads
+  are random, which an SSD or the page cache serves well (InsightFace's loaders read this way too).
+* ``shuffle_buffer=N``: records are read in runs of consecutive records, the runs in a shuffled order of (seed,
+  epoch), and mixed in a buffer of N records: mostly sequential reads, for disks and network filesystems that
+  seek slowly.
+
+Either way the order depends only on (seed, epoch), so a run resumed at epoch k sees the epochs an uninterrupted
+run would have.  JPEGs are decoded with the accurate integer DCT, which gives OpenCV's pixels exactly (TensorFlow's
+default fast DCT differs by up to 13 grey levels), so the two input paths feed the same images.  Augmentation is
+not here: it is part of the training model, as for folders.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Optional
+
+import numpy as np
+
+from edgeface.data.records import RecordCrops
+from edgeface.errors import UserError
+
+READ_CHUNK = 64  # records read per step of the Python generator (one tf.string tensor)
+MAX_RUN = 256  # longest run of consecutive records read together in shuffle-buffer mode
+
+
+def batch_orders(n: int, batch_size: int, shuffle: bool, seed: int, epoch: int) -> list[np.ndarray]:
+    """The positions of each batch of one epoch, exactly as :class:`~edgeface.train.data.ArraySequence` orders its
+    arrays: a permutation of (seed, epoch) cut into full batches (the remainder dropped), each batch sorted; or, not
+    shuffled, every position in order with a last partial batch."""
+    if not shuffle:
+        return [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+    order = np.random.default_rng((seed % 2**32, epoch)).permutation(n)
+    steps = n // batch_size if n >= batch_size else math.ceil(n / batch_size)
+    return [np.sort(order[i * batch_size:(i + 1) * batch_size]) for i in range(steps)]
+
+
+def run_order(n: int, run: int, seed: int, epoch: int) -> np.ndarray:
+    """Every position once, in runs of ``run`` consecutive records taken in a shuffled order of (seed, epoch)."""
+    starts = np.arange(0, n, run)[np.random.default_rng((seed % 2**32, epoch, 1)).permutation(math.ceil(n / run))]
+    return np.concatenate([np.arange(s, min(s + run, n)) for s in starts]) if n else np.zeros(0, np.int64)
+
+
+class StreamInput:
+    """What :func:`edgeface.train.loop.fit` takes in place of an in-memory sequence when DATA is a RecordIO pack.
+
+    ``len()`` is the steps per epoch, ``dataset`` the tf.data pipeline from epoch ``epoch`` to ``epochs``
+    (built on first use), ``failure`` the :class:`UserError` a damaged record raised while streaming, if any.
+    """
+
+    def __init__(self, crops: RecordCrops, batch_size: int, *, input_size: int, seed: int = 0, epoch: int = 0,
+                 epochs: int = 1, shuffle: bool = True, shuffle_buffer: int = 0, read_chunk: int = READ_CHUNK):
+        if shuffle_buffer < 0:
+            raise UserError(f"--shuffle-buffer must be 0 (a full permutation per epoch) or a record count, got "
+                            f"{shuffle_buffer}")
+        self.crops = crops
+        self.batch_size = int(batch_size)
+        self.input_size = int(input_size)
+        self.seed, self.epoch, self.epochs = int(seed), int(epoch), int(epochs)
+        self.shuffle = shuffle
+        self.shuffle_buffer = int(shuffle_buffer)
+        self.read_chunk = int(read_chunk)
+        self.failure: Optional[UserError] = None
+        self._dataset = None
+
+    def __len__(self) -> int:
+        n = len(self.crops)
+        if self.shuffle and n >= self.batch_size:
+            return n // self.batch_size
+        return max(1, math.ceil(n / self.batch_size))
+
+    @property
+    def images_per_epoch(self) -> int:
+        """Images one epoch feeds (the dropped remainder not counted)."""
+        return min(len(self.crops), len(self) * self.batch_size)
+
+    def epoch_positions(self, epoch: int) -> np.ndarray:
+        """The record positions epoch ``epoch`` reads, in reading order (before any shuffle buffer)."""
+        if self.shuffle and self.shuffle_buffer:
+            run = max(1, min(MAX_RUN, self.shuffle_buffer // 16))
+            return run_order(len(self.crops), run, self.seed, epoch)
+        batches = batch_orders(len(self.crops), self.batch_size, self.shuffle, self.seed, epoch)
+        return np.concatenate(batches) if batches else np.zeros(0, np.int64)
+
+    def _generate(self, epoch) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        epoch = int(epoch)
+        positions = self.epoch_positions(epoch)
+        try:
+            if self.shuffle and self.shuffle_buffer:
+                yield from self._buffered(positions, epoch)
+                return
+            for i in range(0, len(positions), self.read_chunk):
+                pos = positions[i:i + self.read_chunk]
+                data = np.empty(len(pos), object)
+                data[:] = self.crops.encoded(pos)
+                yield data, self.crops.labels[pos]
+        except UserError as exc:  # a damaged record: the trainer turns the TensorFlow error back into this line
+            self.failure = exc
+            raise
+
+    def _buffered(self, positions: np.ndarray, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Records read in ``positions`` order (runs of consecutive records), mixed in a buffer of
+        ``shuffle_buffer`` records: each record read takes the place of a random one in the buffer, which goes out
+        (tf.data's shuffle algorithm).  Here, in numpy, so the mixing is a function of (seed, epoch): tf.data's
+        shuffle takes its seed as a Python int, and the epoch is a tensor inside the chained pipeline."""
+        rng = np.random.default_rng((self.seed % 2**32, epoch, 2))
+        buf_data: list = []
+        buf_pos: list = []
+        out_data: list = []
+        out_pos: list = []
+
+        def flush():
+            data = np.empty(len(out_data), object)
+            data[:] = out_data
+            pos = np.asarray(out_pos, np.int64)
+            out_data.clear()
+            out_pos.clear()
+            return data, self.crops.labels[pos]
+
+        for i in range(0, len(positions), self.read_chunk):
+            pos = positions[i:i + self.read_chunk]
+            for p, record in zip(pos, self.crops.encoded(pos)):
+                if len(buf_data) < self.shuffle_buffer:
+                    buf_data.append(record)
+                    buf_pos.append(p)
+                    continue
+                j = int(rng.integers(len(buf_data)))
+                out_data.append(buf_data[j])
+                out_pos.append(buf_pos[j])
+                buf_data[j], buf_pos[j] = record, p
+                if len(out_data) == self.read_chunk:
+                    yield flush()
+        for j in rng.permutation(len(buf_data)):
+            out_data.append(buf_data[j])
+            out_pos.append(buf_pos[j])
+            if len(out_data) == self.read_chunk:
+                yield flush()
+        if out_data:
+            yield flush()
+
+    @property
+    def dataset(self):
+        """The tf.data pipeline (see the module docstring); elements are (float32 (B, S, S, 3), int32 (B,))."""
+        if self._dataset is None:
+            self._dataset = self._build()
+        return self._dataset
+
+    def _build(self):
+        import tensorflow as tf
+
+        size = self.input_size
+        signature = (tf.TensorSpec((None,), tf.string), tf.TensorSpec((None,), tf.int32))
+
+        def decode(data, label):
+            image = tf.cond(tf.io.is_jpeg(data),
+                            lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+                            lambda: tf.io.decode_png(data, channels=3))
+            # crops of another size are resized (area filter, as a folder's are with OpenCV's INTER_AREA)
+            same = tf.reduce_all(tf.shape(image)[:2] == size)
+            image = tf.cond(same, lambda: tf.cast(image, tf.float32),
+                            lambda: tf.round(tf.image.resize(image, (size, size), method="area")))
+            return tf.ensure_shape(image, (size, size, 3)), label
+
+        def one_epoch(epoch):
+            ds = tf.data.Dataset.from_generator(self._generate, args=(epoch,), output_signature=signature).unbatch()
+            ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            ds = ds.batch(self.batch_size, drop_remainder=self.shuffle and len(self.crops) >= self.batch_size)
+            return ds.take(len(self))
+
+        epochs = tf.data.Dataset.range(self.epoch, max(self.epoch + 1, self.epochs))
+        return epochs.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,165 @@
+"""int8 BlazeFace: rebuild each detector from its own TFLite file, quantize it, and compare it with the float file.
+
+    python tests/benchmarks/detector_int8_bench.py [--kinds short full] [--calib-count 300] [--test-count 400]
+                                                   [--out DIR] [--json]
+
+For each kind: the rebuilt float model's largest output difference from the shipped file, then the full-integer
+file (int8 I/O, for CPUs) and the Edge TPU-ready one (uint8 I/O): size, the Edge TPU static check, and against the
+float file's own detections on real photos the int8 detector never saw in calibration (LFW photos and every
+5th Hamilton frame): recall (a float detection matched at IoU >= 0.5), extra detections, keypoint error (mean
+absolute px over the 6 points, scaled to a 112 px wide face) and latency (median of 50 runs, 1 thread).
+Calibration: other LFW photos and other Hamilton frames, letterboxed as the detector sees them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+DATA = Path(os.environ.get("EDGEFACE_DATA", REPO.parent / "shared" / "data"))
+
+
+def rgb(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def clip_frames() -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(DATA / "media" / "short_hamilton_clip.mp4"))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            return frames
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+
+
+def iou(a, b) -> float:
+    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def agreement(reference, candidate, images) -> dict:
+    """Recall of ``candidate`` against ``reference``'s detections, extras, keypoint error at 112 px faces."""
+    matched = missed = extra = 0
+    errors = []
+    for image in images:
+        ref, cand = reference.detect(image), candidate.detect(image)
+        used = set()
+        for d in ref:
+            scores = [(iou(d.box, e.box), j) for j, e in enumerate(cand) if j not in used]
+            best = max(scores, default=(0.0, -1))
+            if best[0] >= 0.5:
+                used.add(best[1])
+                matched += 1
+                width = float(d.box[2] - d.box[0])
+                diff = np.abs(np.asarray(d.keypoints)[:6] - np.asarray(cand[best[1]].keypoints)[:6])
+                errors.append(float(diff.mean()) * 112.0 / width)
+            else:
+                missed += 1
+        extra += len(cand) - len(used)
+    return {"reference_faces": matched + missed, "recall": matched / max(1, matched + missed), "missed": missed,
+            "extra": extra, "kp_err_mean": float(np.mean(errors)) if errors else None,
+            "kp_err_p95": float(np.percentile(errors, 95)) if errors else None}
+
+
+def latency_ms(path: Path, size: int, runs: int = 50) -> float:
+    from edgeface.runtime.interpreter import TFLiteModel
+
+    model = TFLiteModel(path, threads=1)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
+    for _ in range(5):
+        model.run(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model.run(x)
+        times.append((time.perf_counter() - t0) * 1000)
+    return float(np.median(times))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kinds", nargs="+", default=["short", "full"], choices=["short", "full"])
+    ap.add_argument("--calib-count", type=int, default=300, help="LFW photos to calibrate with (+ clip frames)")
+    ap.add_argument("--test-count", type=int, default=400, help="other LFW photos to compare on (+ clip frames)")
+    ap.add_argument("--out", type=Path, help="keep the int8 files here (default: a temp folder)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    from edgeface.converters.convert import convert
+    from edgeface.converters.edgetpu import check_compatibility
+    from edgeface.converters.formats import get_format
+    from edgeface.importers.blazeface import quantizable_blazeface, rebuild_tflite_model
+    from edgeface.runtime.detector import DETECTORS, BlazeFaceDetector, find_blazeface_file, letterbox, to_tensor
+    from edgeface.runtime.interpreter import TFLiteModel
+
+    rng = random.Random(0)
+    photos = sorted((DATA / "lfw" / "lfw-deepfunneled").glob("*/*.jpg"))
+    rng.shuffle(photos)
+    calib_photos = photos[:args.calib_count]
+    test_photos = photos[args.calib_count:args.calib_count + args.test_count]
+    frames = clip_frames()
+    test_images = [rgb(p) for p in test_photos] + frames[2::5]
+    out = args.out or Path(tempfile.mkdtemp(prefix="blazeface-int8-"))
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for kind in args.kinds:
+        size = DETECTORS[kind].input_size
+        source = find_blazeface_file(kind)
+        # the rebuild against the shipped file, on the test images
+        rebuilt = rebuild_tflite_model(source, f"blazeface_{kind}")
+        shipped = TFLiteModel(source)
+        worst = 0.0
+        for image in test_images[:20]:
+            x = to_tensor(letterbox(image, size)[0])[None]
+            ref = sorted(shipped.run(x), key=lambda a: a.shape[-1])
+            got = sorted((np.asarray(o) for o in rebuilt(x)), key=lambda a: a.shape[-1])
+            worst = max(worst, max(float(np.abs(a - b).max()) for a, b in zip(ref, got)))
+        model = quantizable_blazeface(source, f"blazeface_{kind}")
+        calib = np.stack([to_tensor(letterbox(rgb(p), size)[0]) for p in calib_photos]
+                         + [to_tensor(letterbox(f, size)[0]) for f in frames[::5]])
+        reference = BlazeFaceDetector(source, kind)
+        float_ms = latency_ms(source, size)
+        for fmt_name in ("int8", "edgetpu"):
+            t0 = time.perf_counter()
+            data, graph = convert(model, get_format(fmt_name), calibration=calib)
+            path = out / f"blazeface_{kind}_{fmt_name}.tflite"
+            path.write_bytes(data)
+            tpu = check_compatibility(graph)
+            mapped = f"{tpu.tpu_ops}/{tpu.tpu_ops + tpu.cpu_ops}"
+            row = {"kind": kind, "format": fmt_name, "rebuild_max_abs_diff": worst, "kb": len(data) / 1024,
+                   "convert_s": time.perf_counter() - t0, "edgetpu_mapped": mapped,
+                   "float_ms": float_ms, "ms": latency_ms(path, size), "file": str(path)}
+            row.update(agreement(reference, BlazeFaceDetector(path, kind), test_images))
+            rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{len(test_images)} test images ({len(test_photos)} LFW photos + {len(frames[2::5])} clip frames), "
+          f"calibrated on {len(calib_photos)} other photos + {len(frames[::5])} frames")
+    head = ["kind", "format", "rebuild diff", "KB", "Edge TPU ops", "float ms", "int8 ms", "recall vs float",
+            "extra", "kp err mean", "kp err p95"]
+    print(" | ".join(head))
+    for r in rows:
+        print(" | ".join([r["kind"], r["format"], f"{r['rebuild_max_abs_diff']:.2g}", f"{r['kb']:.0f}",
+                          r["edgetpu_mapped"], f"{r['float_ms']:.2f}", f"{r['ms']:.2f}",
+                          f"{100 * r['recall']:.1f} % of {r['reference_faces']}", str(r["extra"]),
+                          f"{r['kp_err_mean']:.2f}", f"{r['kp_err_p95']:.2f}"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
