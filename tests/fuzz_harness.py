@@ -461,6 +461,26 @@ python = "python3"
 '''
 
 
+# A throwaway key for the encrypted-gallery seed (fixed, so every run fuzzes the same bytes).
+FUZZ_KEY_HEX = "00112233445566778899aabbccddeeff" * 2
+
+
+def _fuzz_key():
+    from edgeface.runtime.gallery_crypto import key_from_text
+
+    return key_from_text(FUZZ_KEY_HEX, "the fuzz key")
+
+
+def _sealed_gallery_bytes() -> bytes:
+    """The default gallery seed sealed under the fuzz key (fixed nonce: the same bytes every run)."""
+    from edgeface.runtime.bundle import Bundle
+    from edgeface.runtime.gallery import ModelId
+    from edgeface.runtime.gallery_crypto import seal
+
+    model = ModelId.from_bundle(Bundle.load(None)).to_dict()
+    return seal(_default_gallery_bytes(), _fuzz_key(), model, nonce=bytes(12))
+
+
 def _events_seed() -> bytes:
     """events.jsonl as flash and rollback write it (remote.append_event: one sorted JSON object a line)."""
     lines = [
@@ -521,6 +541,7 @@ def build_seeds(folder: Path) -> None:
     if gif:
         put("image", "face.gif", gif)
     put("gallery", "gallery.npz", _default_gallery_bytes())
+    put("sealed_gallery", "sealed.npz", _sealed_gallery_bytes())
     for bundle in ("default", "mobilefacenet"):
         src = REPO / "edgeface" / "models" / bundle / "manifest.json"
         if src.is_file():
@@ -555,6 +576,9 @@ def hot_offsets(name: str, data: bytes) -> list[int]:
     empty: anywhere (small text files)."""
     suffix = Path(name).suffix
     span = range(len(data))
+    if data[:8] == b"EFGALENC":  # an encrypted gallery: its clear header and the tag (the rest is ciphertext)
+        header_end = 12 + int.from_bytes(data[8:12], "big")
+        return list(span[:header_end]) + list(span[-16:])
     try:
         if suffix in (".jpg", ".gif"):
             return list(span[:2048]) + list(span[-16:])
@@ -676,6 +700,26 @@ def read_gallery_target(folder: Path) -> None:
         if not for_repair and len(g):
             _sane(bool(np.isfinite(g.embeddings).all()), "non-finite embeddings accepted")
             Matcher.from_gallery(g, 0.5).match(g.embeddings[:1])
+
+
+def read_sealed_gallery_target(folder: Path) -> None:
+    """Gallery.load of an encrypted gallery with its key, without a key, and sealed_model (no key)."""
+    from edgeface.errors import UserError
+    from edgeface.runtime.gallery import Gallery, sealed_model
+
+    path = folder / "gallery.npz"
+    with contextlib.suppress(UserError):  # the keyless reader first; the keyed one below is exercised either way
+        sealed_model(path)
+    try:
+        Gallery.load(path)
+        keyless = True
+    except UserError:
+        keyless = False
+    for for_repair in (False, True):
+        g = Gallery.load(path, for_repair=for_repair, key=_fuzz_key())
+        _sane(g.embeddings.shape == (len(g.entries), g.model.embedding_dim), "embeddings do not fit the entries")
+        # opened with the key, the file was sealed: it must not also have opened without one
+        _sane(not (keyless and g.encrypted), "an encrypted gallery opened without its key")
 
 
 def read_manifest_target(folder: Path) -> None:
@@ -835,6 +879,7 @@ def _photo_name(seed: str) -> str:
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("image", read_image_target, "image", _photo_name),
     Target("gallery", read_gallery_target, "gallery", lambda s: "gallery.npz"),
+    Target("sealed_gallery", read_sealed_gallery_target, "sealed_gallery", lambda s: "gallery.npz"),
     Target("manifest", read_manifest_target, "manifest", lambda s: "manifest.json", syntax="json"),
     Target("model_manifest", read_model_manifest_target, "manifest", lambda s: "manifest.json", syntax="json"),
     Target("spec", read_spec_target, "spec", lambda s: "model.toml", syntax="toml"),

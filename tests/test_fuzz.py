@@ -27,7 +27,8 @@ from edgeface.errors import UserError
 
 # Examples per target in the regular suite: the whole file in about a minute on 2 cores (per target from 100/s
 # for the text readers down to 15/s for dlib's 22 MB .dat; the long run goes on from here).
-EXAMPLES = {"image": 400, "gallery": 600, "manifest": 600, "model_manifest": 300, "spec": 600, "tflite_graph": 400,
+EXAMPLES = {"image": 400, "gallery": 600, "sealed_gallery": 300, "manifest": 600, "model_manifest": 300, "spec": 600,
+            "tflite_graph": 400,
             "interpreter": 400, "inventory": 500, "events": 300, "dlib_dat": 150}
 
 

@@ -126,11 +126,16 @@ def is_sealed(data: bytes) -> bool:
     return data[:len(MAGIC)] == MAGIC
 
 
-def seal(plain: bytes, key: GalleryKey, model: dict) -> bytes:
-    """The sealed file for a plain gallery's bytes; ``model`` is the gallery's model identity (kept in the clear)."""
+def seal(plain: bytes, key: GalleryKey, model: dict, nonce: Optional[bytes] = None) -> bytes:
+    """The sealed file for a plain gallery's bytes; ``model`` is the gallery's model identity (kept in the clear).
+
+    ``nonce`` only for reproducible test files under a throwaway key: a nonce used twice with one key breaks
+    AES-GCM, so everything else leaves it to draw a fresh random one."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    nonce = os.urandom(NONCE_BYTES)
+    nonce = os.urandom(NONCE_BYTES) if nonce is None else bytes(nonce)
+    if len(nonce) != NONCE_BYTES:
+        raise ValueError(f"an AES-GCM nonce here is {NONCE_BYTES} bytes")
     header = json.dumps({"format": SEALED_FORMAT, "version": SEALED_VERSION, "cipher": CIPHER,
                          "key_id": key.key_id, "nonce": nonce.hex(), "model": model}).encode("utf-8")
     aad = MAGIC + struct.pack(">I", len(header)) + header
