@@ -33,7 +33,8 @@ def _read(path, default=None):
         return default
 
 
-def _cpu_model():
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo (ARM parts named from their part number), else platform's."""
     text = _read("/proc/cpuinfo", "") or ""
     fields = {}
     for line in text.splitlines():
@@ -124,7 +125,7 @@ def identity(remote_dir=None):
         "model_from_device_tree": has_device_tree,
         "machine": platform.machine(),
         "kernel": platform.release(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "governor": ",".join(governors) if governors else None,
         "temperature_c": _temperature_c(),

@@ -21,7 +21,7 @@ import typer
 
 from edgeface.commands.detector_options import DETECTOR_CHOICES, detector_option
 from edgeface.commands.errors import user_errors
-from edgeface.commands.gallery import key_file_option, resolve_key
+from edgeface.commands.gallery import DEFAULT_GALLERY, key_file_option, resolve_key
 from edgeface.console import print_table, progress_bar
 from edgeface.errors import UserError
 from edgeface.runtime.bundle import EDGETPU_FORMATS, FORMAT_PREFERENCE  # light: no numpy, no interpreter
@@ -34,7 +34,6 @@ BACKEND_CHOICES = ("ai_edge_litert", "tflite_runtime", "tensorflow")  # = interp
 DELEGATE_CHOICES = ("edgetpu",)
 FORMAT_CHOICES = (*FORMAT_PREFERENCE, *EDGETPU_FORMATS)
 PICK_CHOICES = ("largest",)
-DEFAULT_GALLERY = "gallery.npz"  # = edgeface.runtime.gallery.DEFAULT_GALLERY (not imported: --help stays light)
 
 MODEL_HELP = ("Model bundle folder (from `edgeface export`) or the name of a shipped model (default, mobilefacenet); "
               "default: the default bundle shipped in the package.")

@@ -47,7 +47,8 @@ def rebuild_tflite_model(path: str | os.PathLike, model_name: str = "blazeface")
         raise UserError(f"{path}: input {inp_t.name} is {inp_t.dtype} {list(inp_t.shape)}; expected float32 "
                         "[1, H, W, 3] (a float BlazeFace file)")
 
-    consts: dict[int, np.ndarray] = {}
+    consts: dict[int, np.ndarray] = {}  # tensor index -> float32 weights (the file's, or DEQUANTIZE's output)
+    Resize = _resize_layer()
 
     def const(index: int) -> np.ndarray:
         if index not in consts:
@@ -78,11 +79,8 @@ def rebuild_tflite_model(path: str | os.PathLike, model_name: str = "blazeface")
         out = op.outputs[0]
         if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             x = values[op.inputs[0]]
-            kernel = consts.get(op.inputs[1])
-            kernel = const(op.inputs[1]) if kernel is None else kernel
-            bias = consts.get(op.inputs[2]) if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
-            if bias is None and len(op.inputs) > 2 and op.inputs[2] >= 0:
-                bias = const(op.inputs[2])
+            kernel = const(op.inputs[1])  # a DEQUANTIZE output is already in consts
+            bias = const(op.inputs[2]) if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
             strides = (op.options["strideH"], op.options["strideW"])
             padding = op.options["padding"].lower()
             dilation = (op.options.get("dilationHFactor", 1), op.options.get("dilationWFactor", 1))
@@ -101,7 +99,9 @@ def rebuild_tflite_model(path: str | os.PathLike, model_name: str = "blazeface")
             deferred.append((layer, [k] + ([bias] if bias is not None else [])))
             values[out] = act(y, op)
         elif name == "ADD":
-            values[out] = act(keras.layers.Add()([_value(values, consts, i) for i in op.inputs]), op)
+            if any(i not in values for i in op.inputs):
+                raise UserError(f"{path}: ADD op {op.index} adds a constant; BlazeFace adds computed tensors only")
+            values[out] = act(keras.layers.Add()([values[i] for i in op.inputs]), op)
         elif name == "RELU":
             values[out] = keras.layers.ReLU()(values[op.inputs[0]])
         elif name == "PAD":
@@ -127,7 +127,7 @@ def rebuild_tflite_model(path: str | os.PathLike, model_name: str = "blazeface")
             size = tuple(int(v) for v in const(op.inputs[1]))
             if o.get("alignCorners"):
                 raise UserError(f"{path}: RESIZE_BILINEAR op {op.index} aligns corners; the rebuild does not")
-            values[out] = _Resize(size, bool(o.get("halfPixelCenters")))(values[op.inputs[0]])
+            values[out] = Resize(size, bool(o.get("halfPixelCenters")))(values[op.inputs[0]])
         elif name == "RESHAPE":
             shape = graph.tensors[out].shape
             values[out] = keras.layers.Reshape(tuple(shape[1:]))(values[op.inputs[0]])
@@ -150,13 +150,8 @@ def _clean(name: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name).strip("_")
 
 
-def _value(values: dict, consts: dict, index: int) -> Any:
-    if index in values:
-        return values[index]
-    raise UserError(f"tensor {index} is used before any op computes it (a constant operand of ADD?)")
-
-
-def _resize_layer():
+def _resize_layer() -> type:
+    """The Keras layer class for RESIZE_BILINEAR (defined on call: Keras is imported only when a file is rebuilt)."""
     import keras
 
     class Resize(keras.layers.Layer):
@@ -180,20 +175,6 @@ def _resize_layer():
             return {**super().get_config(), "size": self.size, "half_pixel": self.half_pixel}
 
     return Resize
-
-
-class _LazyResize:
-    """Builds the Keras resize layer class on first use (Keras is imported only then)."""
-
-    cls = None
-
-    def __call__(self, size: tuple, half_pixel: bool):
-        if _LazyResize.cls is None:
-            _LazyResize.cls = _resize_layer()
-        return _LazyResize.cls(size, half_pixel)
-
-
-_Resize = _LazyResize()
 
 
 # Output ranges for int8: the short-range file's logits reach -344 on background anchors, which stretches the

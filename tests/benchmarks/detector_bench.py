@@ -389,12 +389,10 @@ class FullTiles:
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two boxes x1y1x2y2."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    """IoU of two boxes x1y1x2y2 (the runtime's :func:`edgeface.runtime.detector.iou`, for one pair)."""
+    from edgeface.runtime.detector import iou
+
+    return float(iou(np.asarray(a, np.float64), np.asarray(b, np.float64)[None])[0])
 
 
 def match_faces(faces: list[Face], detections: list) -> list:

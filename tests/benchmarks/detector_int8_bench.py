@@ -30,10 +30,6 @@ sys.path.insert(0, str(REPO))
 DATA = Path(os.environ.get("EDGEFACE_DATA", REPO.parent / "shared" / "data"))
 
 
-def rgb(path: Path) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-
-
 def clip_frames() -> list[np.ndarray]:
     cap = cv2.VideoCapture(str(DATA / "media" / "short_hamilton_clip.mp4"))
     frames = []
@@ -44,22 +40,17 @@ def clip_frames() -> list[np.ndarray]:
         frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
 
 
-def iou(a, b) -> float:
-    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def agreement(reference, candidate, images) -> dict:
     """Recall of ``candidate`` against ``reference``'s detections, extras, keypoint error at 112 px faces."""
+    from edgeface.runtime.detector import iou
+
     matched = missed = extra = 0
     errors = []
     for image in images:
         ref, cand = reference.detect(image), candidate.detect(image)
         used = set()
         for d in ref:
-            scores = [(iou(d.box, e.box), j) for j, e in enumerate(cand) if j not in used]
+            scores = [(float(iou(d.box, e.box[None])[0]), j) for j, e in enumerate(cand) if j not in used]
             best = max(scores, default=(0.0, -1))
             if best[0] >= 0.5:
                 used.add(best[1])
@@ -104,6 +95,7 @@ def main() -> int:
     from edgeface.converters.formats import get_format
     from edgeface.importers.blazeface import quantizable_blazeface, rebuild_tflite_model
     from edgeface.runtime.detector import DETECTORS, BlazeFaceDetector, find_blazeface_file, letterbox, to_tensor
+    from edgeface.runtime.images import read_image
     from edgeface.runtime.interpreter import TFLiteModel
 
     rng = random.Random(0)
@@ -112,7 +104,7 @@ def main() -> int:
     calib_photos = photos[:args.calib_count]
     test_photos = photos[args.calib_count:args.calib_count + args.test_count]
     frames = clip_frames()
-    test_images = [rgb(p) for p in test_photos] + frames[2::5]
+    test_images = [read_image(p) for p in test_photos] + frames[2::5]
     out = args.out or Path(tempfile.mkdtemp(prefix="blazeface-int8-"))
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -129,7 +121,7 @@ def main() -> int:
             got = sorted((np.asarray(o) for o in rebuilt(x)), key=lambda a: a.shape[-1])
             worst = max(worst, max(float(np.abs(a - b).max()) for a, b in zip(ref, got)))
         model = quantizable_blazeface(source, f"blazeface_{kind}")
-        calib = np.stack([to_tensor(letterbox(rgb(p), size)[0]) for p in calib_photos]
+        calib = np.stack([to_tensor(letterbox(read_image(p), size)[0]) for p in calib_photos]
                          + [to_tensor(letterbox(f, size)[0]) for f in frames[::5]])
         reference = BlazeFaceDetector(source, kind)
         float_ms = latency_ms(source, size)

@@ -42,6 +42,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dlib_template_fit import CHIP_PADDING, chip_transform, shifted_dlib_box  # noqa: E402
 
+from edgeface.devices.probe import cpu_model  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("EDGEFACE_DATA", REPO.parent / "shared" / "data"))
 DEFAULT_CACHE = Path(os.environ.get("EDGEFACE_RUNS", REPO.parent / "runs")) / "dlib_bench"
@@ -443,18 +445,7 @@ def time_pipelines(pipelines: Sequence[Pipeline], keys: Sequence[str], images: P
                      "p90_s": float(np.percentile(v, 90)), "images_per_s": float(1.0 / np.median(v)),
                      "images_per_s_mean": float(len(v) / v.sum())})
     return {"rows": rows, "warmup": warmup, "load_before": load, "load_after": os.getloadavg()[0],
-            "cpu": _cpu_name()}
-
-
-def _cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (empty where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+            "cpu": cpu_model()}
 
 
 def print_timing(t: dict) -> None:

@@ -550,12 +550,9 @@ def verdict_lines(result: SoakResult) -> list[str]:
 
 def machine() -> str:
     """The CPU, its cores and the load, for the record (the figures are wall-clock)."""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = "unknown CPU"
-    return f"{cpu}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}"
+    from edgeface.devices.probe import cpu_model
+
+    return f"{cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}"
 
 
 def main(argv: Optional[list[str]] = None) -> int:

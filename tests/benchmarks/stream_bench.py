@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -38,16 +37,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("EDGEFACE_DATA", REPO.parent / "shared" / "data"))
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_crops(work: Path, count: int) -> Path:
@@ -174,7 +163,9 @@ def main() -> None:
         s = pack(PackConfig(src=crops, out=packed, encoding=args.encoding))
         print(f"packed {s.images} crops of {s.identities} people: {s.bytes / 1e6:.1f} MB in {s.seconds:.1f} s",
               file=sys.stderr)
-    head = {"cpu": cpu_name(), "cores": os.cpu_count(), "arch": args.arch, "batch_size": args.batch_size,
+    from edgeface.devices.probe import cpu_model
+
+    head = {"cpu": cpu_model(), "cores": os.cpu_count(), "arch": args.arch, "batch_size": args.batch_size,
             "encoding": args.encoding, "crops": str(crops)}
     if not args.end_to_end:
         r = interleaved(crops, packed, args.arch, args.batch_size, args.rounds, args.block)
