@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import numpy as np
 
 from edgeface.converters.formats import ExportFormat
-from edgeface.converters.tflite_graph import Graph, read_graph
+from edgeface.runtime.tflite_graph import Graph, read_graph
 
 
 class ConversionError(Exception):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from edgeface.converters.tflite_graph import Graph, OperatorDesc
+from edgeface.runtime.tflite_graph import Graph, OperatorDesc
 
 COMPILER = "edgetpu_compiler"
 COMPILER_INSTALL_HINT = (

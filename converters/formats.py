@@ -1,18 +1,29 @@
-"""Every export format in one table: the CLI choices, file names, converter settings and checks all read it.
+"""Every export format in one table: the CLI choices, file names, converter settings, steps and checks all read it.
 
 Like Ultralytics' ``export_formats()``: add a row here and ``edgeface export``
-knows the format.  Plain data only (no TensorFlow objects) so the table is
-importable anywhere; :mod:`edgeface.converters.convert` turns a row into
-converter settings.
+knows the format.  Each row says what its file needs (calibration faces, the
+options it takes), which step makes it (``step``), from what (the Keras model,
+or another row's file: ``derived_from``) and so how it is judged;
+:mod:`edgeface.converters.export` runs the steps in table order.  Plain data
+only (no TensorFlow objects) so the table is importable anywhere;
+:mod:`edgeface.converters.convert` turns a row into converter settings.
 """
 
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Iterable, Union
+from typing import Iterable, Optional, Sequence, Union
 
-from edgeface.errors import UserError
+from edgeface.errors import SettingError, UserError
+from edgeface.runtime.bundle import EDGETPU_FORMAT
+
+# The step that makes a row's file (converters/steps.py), and how that file is judged.
+# Judged against Keras: the row's cosine bounds on held-out faces and, with --pairs, the accuracy drop.
+CONVERT = "convert"  # TFLiteConverter on the Keras model (converters/convert.py); judged against Keras
+AUTO_MIXED = "auto_mixed"  # the fewest float layers bringing int8 within budget (converters/mixed.py); against Keras
+COMPILE = "compile"  # edgetpu_compiler on the edgetpu file (converters/edgetpu.py); judged by the compiler's
+#                      report (every op on the Edge TPU): the file runs only there, so nothing here runs it
 
 
 @dataclass(frozen=True)
@@ -25,7 +36,14 @@ class ExportFormat:
     "builtins_int8" (TFLITE_BUILTINS_INT8 only: conversion fails rather than
     leave a float op behind).  ``min_cosine`` / ``mean_cosine``: the lowest
     per-face and the lowest average cosine similarity to the Keras embedding
-    that still count as verified.
+    that still count as verified (None: the file is not judged by cosine, see
+    ``step``).  ``options``: the export settings (``ExportConfig`` fields) that
+    only some formats use; one set while no chosen format lists it is refused.
+    ``edgetpu``: the file also gets the static Edge TPU check.  ``step``: what
+    makes the file; ``derived_from``: the row whose written file it is made
+    from (None: the Keras model); ``enabled_by``: the ``ExportConfig`` switch
+    of that step; ``replaces_source``: a verified file of this row stands in
+    for a source file that missed its budget (the exit code).
     """
 
     name: str
@@ -35,10 +53,14 @@ class ExportFormat:
     ops: str
     input_dtype: str
     output_dtype: str
-    min_cosine: float
-    mean_cosine: float
+    min_cosine: Optional[float]
+    mean_cosine: Optional[float]
     options: tuple[str, ...]
     edgetpu: bool = False
+    step: str = CONVERT
+    derived_from: Optional[str] = None
+    enabled_by: Optional[str] = None
+    replaces_source: bool = False
 
     @property
     def needs_calibration(self) -> bool:
@@ -68,14 +90,52 @@ FORMATS: tuple[ExportFormat, ...] = (
     ExportFormat("dynamic", "TFLite dynamic-range int8 weights", "_dynamic_range_quant.tflite", "dynamic",
                  "builtins", "float32", "float32", 0.99, 0.995, ()),
     ExportFormat("int8", "TFLite full integer, int8 I/O", "_int8.tflite", "full_integer", "builtins_int8", "int8",
-                 "int8", 0.90, 0.97, ("calib", "calib_count", "auto_mixed")),
+                 "int8", 0.90, 0.97, ("auto_mixed", "per_tensor")),
     ExportFormat("edgetpu", "Edge TPU-ready full integer, uint8 I/O", "_full_integer_quant.tflite", "full_integer",
-                 "builtins_int8", "uint8", "uint8", 0.90, 0.97, ("calib", "calib_count"), edgetpu=True),
+                 "builtins_int8", "uint8", "uint8", 0.90, 0.97, ("per_tensor",), edgetpu=True),
 )
 FORMAT_NAMES = tuple(f.name for f in FORMATS)
-# Produced by other steps, never asked for with --formats: the Edge TPU compiler's
-# output and the accuracy-budgeted mixed int8/float file of --auto-mixed.
-DERIVED_FORMATS = ("edgetpu_compiled", "int8_mixed")
+
+# The mixed file: an int8 body with float islands, so float builtins must stay
+# allowed and the file keeps float32 input/output (the runtime handles either).
+MIXED_FORMAT = ExportFormat("int8_mixed", "TFLite int8 with float layers (--auto-mixed)", "_int8_mixed.tflite",
+                            "full_integer", "builtins", "float32", "float32", 0.90, 0.97, (), step=AUTO_MIXED,
+                            derived_from="int8", enabled_by="auto_mixed", replaces_source=True)
+# The edgetpu file mapped to the Edge TPU; the compiler names its output <input stem>_edgetpu.tflite.
+EDGETPU_COMPILED = ExportFormat(EDGETPU_FORMAT, "Edge TPU compiler output (runs only with the Edge TPU delegate)",
+                                "_full_integer_quant_edgetpu.tflite", "full_integer", "builtins_int8", "uint8",
+                                "uint8", None, None, (), step=COMPILE, derived_from="edgetpu",
+                                enabled_by="compile_edgetpu")
+# Made by other steps from a row's file, never asked for with --formats: the accuracy-budgeted mixed
+# int8/float file of --auto-mixed and the Edge TPU compiler's output.
+DERIVED_FORMATS: tuple[ExportFormat, ...] = (MIXED_FORMAT, EDGETPU_COMPILED)
+
+
+def made_from(source: ExportFormat) -> list[ExportFormat]:
+    """The rows made from ``source``'s file, in table order (int8 -> int8_mixed, edgetpu -> edgetpu_compiled)."""
+    return [d for d in DERIVED_FORMATS if d.derived_from == source.name]
+
+
+def format_options() -> tuple[str, ...]:
+    """Every option some row lists, in table order: the settings that only some formats use."""
+    seen: dict[str, None] = {}
+    for f in (*FORMATS, *DERIVED_FORMATS):
+        seen.update(dict.fromkeys(f.options))
+    return tuple(seen)
+
+
+def check_options(chosen: Sequence[ExportFormat], given: Iterable[str]) -> None:
+    """Refuse an option (an ExportConfig field the table lists) that none of the ``chosen`` formats takes.
+
+    The error names the option by its key (``per_tensor``); the CLI names its flag (``--per-tensor``).
+    """
+    for option in given:
+        if not any(option in f.options for f in chosen):
+            takers = [f.name for f in FORMATS if option in f.options]
+            takes = "; ".join(f"{f.name} takes {', '.join(f.options) or 'no options'}" for f in chosen)
+            which = f"format {chosen[0].name}" if len(chosen) == 1 else f"formats {', '.join(f.name for f in chosen)}"
+            raise SettingError(option, f"is not an option of {which} ({takes}; {', '.join(takers)} "
+                                       f"{'takes' if len(takers) == 1 else 'take'} it)")
 
 
 def get_format(name: str) -> ExportFormat:

@@ -56,10 +56,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     files: list[tuple[str, Path]] = []
     for p in map(Path, args.paths):
         if p.is_dir():
-            from edgeface.runtime.bundle import Bundle
+            from edgeface.runtime.bundle import EDGETPU_FORMAT, Bundle
 
             b = Bundle.load(p)
-            files += [(f["format"], b.root / f["path"]) for f in b.files if f["format"] != "edgetpu_compiled"]
+            files += [(f["format"], b.root / f["path"]) for f in b.files if f["format"] != EDGETPU_FORMAT]
         else:
             files.append((p.stem, p))
     threads = [int(t) for t in args.threads.split(",") if t.strip()]

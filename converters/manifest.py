@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from edgeface.converters.tflite_graph import Graph, TensorDesc
 from edgeface.fileio import atomic_write_text
 from edgeface.runtime.bundle import DEFAULT_THRESHOLD, MANIFEST_NAME, SCHEMA_VERSION, sha256_file
+from edgeface.runtime.tflite_graph import Graph, TensorDesc
 
 NORMALIZATION = "(x - 127.5) / 128 inside the model"
 ALIGNMENT_POINTS = ["eye_left", "eye_right", "nose", "mouth"]

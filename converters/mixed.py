@@ -25,12 +25,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from edgeface.converters.convert import captured_output, representative_dataset
-from edgeface.converters.formats import ExportFormat
-
-# The mixed file: an int8 body with float islands, so float builtins must stay
-# allowed and the file keeps float32 input/output (the runtime handles either).
-MIXED_FORMAT = ExportFormat("int8_mixed", "TFLite int8 with float layers (--auto-mixed)", "_int8_mixed.tflite",
-                            "full_integer", "builtins", "float32", "float32", 0.90, 0.97, ())
+from edgeface.converters.formats import MIXED_FORMAT
 
 
 @dataclass

@@ -123,14 +123,17 @@ def measure_video(bundle: str, fmt: Optional[str], video: str, threads: Optional
                   detector: Optional[str] = None) -> dict:
     """The whole pipeline (capture, detect, align, embed, match) over a video file, per-stage medians."""
     from edgeface.runtime.capture import open_source, parse_source
-    from edgeface.runtime.pipeline import load_recognizer, run_loop
+    from edgeface.runtime.pipeline import run_loop
+    from edgeface.runtime.recognizer import load_recognizer
+    from edgeface.runtime.settings import RunSettings
 
     spec = parse_source(video)
     if spec.kind != "video":
         raise UserError(f"--video {video}: not a video file (got a {spec.kind} source)")
-    # No detector in the job (an older edgeface sent it): the runtime's default.
-    kwargs = {"detector": detector} if detector else {}
-    rt = load_recognizer(bundle, gallery, fmt=fmt, threads=threads, backend=backend, delegate=delegate, **kwargs)
+    # No detector in the job (an older edgeface sent it): the runtime's default (replace() leaves a None as it is).
+    settings = RunSettings(model=bundle, gallery=gallery, format=fmt, threads=threads, backend=backend,
+                           delegate=delegate).replace(detector=detector)
+    rt = load_recognizer(settings)
     with open_source(spec) as src:
         stats = run_loop(src, rt.recognizer, max_frames=max_frames)
     summary = stats.summary()

@@ -24,6 +24,7 @@ from typing import Callable, Optional
 from edgeface.cpus import usable_cpus
 from edgeface.errors import UserError
 from edgeface.fileio import atomic_write_bytes
+from edgeface.runtime.bundle import EDGETPU_FORMAT
 
 SCHEMA = "edgeface-benchmark/1"
 # Columns of --csv, in order (also what --reference reads back: model, format, threads, p50_ms).
@@ -106,7 +107,7 @@ def expand_models(paths: list[Path], formats: Optional[list[str]] = None, delega
                 fmt = entry["format"]
                 if formats and fmt not in formats:
                     continue
-                if (fmt == "edgetpu_compiled") != (delegate == "edgetpu"):
+                if (fmt == EDGETPU_FORMAT) != (delegate == "edgetpu"):
                     continue
                 specs.append(ModelSpec(bundle.model_path(fmt), name, fmt, bundle.root))
         elif path.is_file():
@@ -243,8 +244,14 @@ def apply_reference(report: dict, profile_name: Optional[str], csv_table: Option
 Progress = Optional[Callable[[int, int], None]]
 
 
-def run_benchmark(cfg: BenchmarkConfig, progress: Progress = None) -> dict:
-    """Measure every model file x thread count here; the report as a dict (see :data:`SCHEMA`)."""
+def run_benchmark(cfg: BenchmarkConfig, progress: Progress = None,
+                  accuracy: Optional[Callable[[Path, int], float]] = None) -> dict:
+    """Measure every model file x thread count here; the report as a dict (see :data:`SCHEMA`).
+
+    ``accuracy(file, threads)``, when given, adds each file's verification accuracy to its rows (the CLI passes
+    :class:`edgeface.evaluate.verification.FileAccuracy` for ``--pairs``: measuring accuracy is evaluate's job,
+    so the devices layer takes it as a function instead of importing the workstation package).
+    """
     from edgeface import __version__
     from edgeface.devices import probe
 
@@ -268,15 +275,8 @@ def run_benchmark(cfg: BenchmarkConfig, progress: Progress = None) -> dict:
         kind = parse_source(str(cfg.video)).kind
         if kind != "video":  # found now, not after every latency run
             raise UserError(f"--video {cfg.video}: not a video file (got a {kind} source)")
-    pairs = None
-    if cfg.pairs:
-        from edgeface.evaluate.pairs import PairImages, read_pairs
-
-        if cfg.images is None:
-            raise UserError("--pairs needs --images DIR: the folder of the pairs' images (raw or prepared crops)")
-        pairs = (read_pairs(cfg.pairs), PairImages(cfg.images, detector=cfg.detector, backend=cfg.backend))
     ident = probe.identity()
-    total = (len(specs) + len(video_specs)) * len(thread_counts) + (len(specs) if pairs else 0)
+    total = (len(specs) + len(video_specs)) * len(thread_counts) + (len(specs) if accuracy else 0)
     done = 0
     results = []
     for spec in specs:
@@ -288,24 +288,15 @@ def run_benchmark(cfg: BenchmarkConfig, progress: Progress = None) -> dict:
             done += 1
             if progress:
                 progress(done, total)
-    if pairs:
-        from edgeface.evaluate.verification import evaluate_pairs
-        from edgeface.runtime.facemodel import spec_for_model_file
-        from edgeface.runtime.interpreter import Embedder
-
-        accuracy = {}
+    if accuracy:
+        measured = {}
         for spec in specs:
-            # The runtime's embedder, which takes the delegate: an edgetpu_compiled file runs only on the TPU.
-            # Each file is fed faces aligned as its bundle's manifest says.
-            embedder = Embedder(spec.path, threads=max(thread_counts), backend=cfg.backend, delegate=cfg.delegate,
-                                spec=spec_for_model_file(spec.path)[0])
-            res = evaluate_pairs(embedder, pairs[0], pairs[1])
-            accuracy[str(spec.path)] = res.accuracy_mean
+            measured[str(spec.path)] = accuracy(spec.path, max(thread_counts))
             done += 1
             if progress:
                 progress(done, total)
         for row in results:
-            row["accuracy"] = accuracy.get(row["file"])
+            row["accuracy"] = measured.get(row["file"])
     videos = []
     for spec in video_specs:
         for threads in thread_counts:
@@ -388,7 +379,7 @@ def result_rows(reports: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 def video_rows(reports: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Table columns and rows of the --video pipeline runs (median ms per stage)."""
-    from edgeface.runtime.pipeline import STAGES
+    from edgeface.runtime.results import STAGES
 
     multi = len(reports) > 1
     cols = (["board"] if multi else []) + ["model", "format", "detector", "threads", "frames", "faces"] + \

@@ -2,8 +2,8 @@
 
 The steps, each reported as it ends: prepare (here: check the bundle and gallery, build the wheel), connect,
 check the board (architecture, Python, venv), download wheels (--offline), check free disk, upload to
-``.incoming/<id>`` and verify checksums, install the runtime in a venv, health check (``edgeface run
---self-test`` on the board), switch ``current``, install/restart the systemd service, prune old releases.
+``.incoming/<id>`` and verify checksums, install the runtime in a venv, health check (``edgeface run --config
+edgeface.toml --self-test`` on the board), switch ``current``, install/restart the systemd service, prune old releases.
 The folder layout is described in :mod:`edgeface.devices.remote`.
 
 Every step before ``switch`` works beside the running release, so a failure anywhere (no space, a dropped
@@ -20,7 +20,8 @@ import json
 import platform
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -28,14 +29,14 @@ from edgeface.devices.inventory import Board
 from edgeface.devices.profiles import MIN_PYTHON, BoardProfile, normalise_arch
 from edgeface.devices.release import (
     LocalRelease,
+    ReleaseSettings,
     board_key_path,
-    config_toml,
     gallery_check_args,
     prepare_release,
     release_settings,
     resolve_profile,
-    run_args,
     run_script,
+    self_test_args,
     sha256_bytes,
 )
 from edgeface.devices.remote import (
@@ -47,7 +48,6 @@ from edgeface.devices.remote import (
     RELEASES,
     RUN_SCRIPT,
     acquire_lock,
-    append_event,
     check_board_key,
     check_remote_dir,
     failed_checks,
@@ -57,7 +57,6 @@ from edgeface.devices.remote import (
     new_release_id,
     q,
     read_service_info,
-    release_lock,
     remote_probe,
     select_prunable,
     switch_current,
@@ -74,6 +73,15 @@ from edgeface.devices.service import (
     snapshot_service,
 )
 from edgeface.devices.ssh import SSHConnection, SSHOptions
+from edgeface.devices.steps import (
+    BoardSession,
+    FlashResult,
+    StepCallback,
+    StepFailed,
+    StepRunner,
+    connect_step,
+    switch_back,
+)
 from edgeface.devices.wheels import download_wheels
 from edgeface.errors import UserError
 from edgeface.runtime.gallery_crypto import GalleryKey
@@ -83,22 +91,6 @@ from edgeface.runtime.gallery_crypto import GalleryKey
 INSTALL_EXPANSION = 3.5
 # Installed size assumed when the board installs from an index (the wheels' sizes are not known here).
 ONLINE_INSTALL_BYTES = 400 * 1024 * 1024
-
-# (step, title) in the order a flash runs them; the CLI prints each as it ends.
-FLASH_STEPS = (
-    ("prepare", "prepare release"),
-    ("connect", "connect"),
-    ("check", "check board"),
-    ("wheels", "download wheels"),
-    ("space", "check free disk"),
-    ("upload", "upload"),
-    ("install", "install runtime"),
-    ("health", "health check"),
-    ("switch", "switch current"),
-    ("service", "service"),
-    ("prune", "prune old releases"),
-)
-STEP_TITLES = dict(FLASH_STEPS)
 
 
 @dataclass
@@ -128,159 +120,32 @@ class FlashConfig:
 
 
 @dataclass
-class StepResult:
-    """One step as it ended."""
+class Flash(BoardSession):
+    """One board's flash so far: what it was given, and what the steps learned and did there (filled in as they
+    run; the recovery after a failed step undoes from it)."""
 
-    step: str
-    status: str  # running (reported when a step starts) | ok | failed | skipped
-    seconds: float
-    detail: str = ""
-
-    @property
-    def title(self) -> str:
-        return STEP_TITLES.get(self.step, self.step)
-
-
-@dataclass
-class FlashResult:
-    """The outcome of flashing (or rolling back) one board."""
-
-    board: str
-    address: str
-    ok: bool = False
-    release: Optional[str] = None  # the release now current (new one on success)
-    previous: Optional[str] = None  # what was current before
-    version: Optional[str] = None  # edgeface version of the release
-    profile: Optional[str] = None
-    seconds: float = 0.0
-    failed_step: Optional[str] = None
-    error: Optional[str] = None
-    steps: list[StepResult] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["seconds"] = round(self.seconds, 2)
-        return d
+    cfg: FlashConfig
+    local: LocalRelease
+    upload_progress: Optional[Callable[[int, int], None]] = None
+    profile: Optional[BoardProfile] = field(default=None, init=False)
+    settings: Optional[ReleaseSettings] = field(default=None, init=False)
+    state: dict = field(default_factory=dict, init=False)  # releases and current, read under the lock
+    wheels: list[Path] = field(default_factory=list, init=False)  # what the release installs; edgeface's last
+    deps_key: Optional[str] = field(default=None, init=False)  # see dependency_key (--offline only)
+    staging: Optional[str] = field(default=None, init=False)  # .incoming/<id> while uploading
+    health: dict = field(default_factory=dict, init=False)  # the self-test's report
+    switched: bool = field(default=False, init=False)  # `current` points at the new release now
 
 
-class StepFailed(Exception):
-    """A step failed; ``message`` is the one-line reason."""
-
-    def __init__(self, step: str, message: str) -> None:
-        super().__init__(message)
-        self.step = step
-        self.message = message
-
-
-StepCallback = Callable[[str, StepResult], None]  # (board name, step result)
-
-
-class StepRunner:
-    """Runs named steps, times them and reports each as it ends."""
-
-    def __init__(self, result: FlashResult, on_step: Optional[StepCallback]) -> None:
-        self.result = result
-        self.on_step = on_step
-        self.current: Optional[str] = None  # the step running now (what a Ctrl-C interrupted)
-
-    def record(self, step: str, status: str, seconds: float, detail: str = "") -> None:
-        """Add a finished step to the result and report it."""
-        res = StepResult(step, status, round(seconds, 2), detail)
-        self.result.steps.append(res)
-        if self.on_step:
-            self.on_step(self.result.board, res)
-
-    def run(self, step: str, fn: Callable[[], str]) -> None:
-        """Run ``fn`` as ``step``: its return value is the detail line; an error becomes :class:`StepFailed`."""
-        if self.on_step:  # "running": lets a front end show what is in progress (an install takes minutes)
-            self.on_step(self.result.board, StepResult(step, "running", 0.0))
-        t0 = time.perf_counter()
-        self.current = step
-        try:
-            detail = fn() or ""
-        except StepFailed:
-            raise
-        except UserError as exc:
-            self.record(step, "failed", time.perf_counter() - t0, str(exc))
-            raise StepFailed(step, str(exc)) from None
-        except OSError as exc:
-            self.record(step, "failed", time.perf_counter() - t0, str(exc))
-            raise StepFailed(step, f"{type(exc).__name__}: {exc}") from None
-        except Exception as exc:  # a bug: record the step as failed (not left "running"), the caller reports it
-            self.record(step, "failed", time.perf_counter() - t0, f"{type(exc).__name__}: {exc}")
-            raise
-        status = "skipped" if detail.startswith("skipped") else "ok"
-        self.record(step, status, time.perf_counter() - t0, detail)
-
-
-def flash_board(board: Board, cfg: FlashConfig, local: LocalRelease, options: SSHOptions,
-                on_step: Optional[StepCallback] = None,
-                upload_progress: Optional[Callable[[int, int], None]] = None) -> FlashResult:
-    """Flash one board; never raises for a failed step (the result says which step failed and why)."""
-    result = FlashResult(board=board.name, address=board.address, version=local.edgeface_version)
-    steps = StepRunner(result, on_step)
-    t_start = time.perf_counter()
-    conn = SSHConnection(board, options)
-    ctx: dict = {}
-    try:
-        steps.record("prepare", "ok", local.seconds, f"edgeface {local.edgeface_version} wheel, bundle "
-                     f"{local.model_name} ({', '.join(local.formats)})" + (", gallery" if local.gallery else ""))
-        steps.run("connect", lambda: connect_step(conn))
-        steps.run("check", lambda: _check(conn, board, cfg, local, ctx))
-        steps.run("wheels", lambda: _wheels(cfg, local, ctx))
-        steps.run("space", lambda: _space(cfg, local, ctx))
-        result.profile = ctx["profile"].name
-        result.previous = ctx["state"].get("current")
-        steps.run("upload", lambda: _upload_release(conn, board, cfg, local, ctx, upload_progress))
-        steps.run("install", lambda: _install(conn, board, cfg, ctx))
-        steps.run("health", lambda: _health(conn, cfg, ctx))
-        steps.run("switch", lambda: _switch(conn, ctx))
-        result.release = ctx["release_id"]
-        steps.run("service", lambda: _service(conn, board, cfg, ctx))
-        result.ok = True
-        try:  # the new release is running: failing to tidy up old ones must not undo it
-            steps.run("prune", lambda: _prune(conn, cfg, ctx))
-        except StepFailed:
-            pass
-    except StepFailed as exc:
-        result.failed_step, result.error = exc.step, exc.message
-        result.release = _recover(conn, ctx)
-    except KeyboardInterrupt:  # Ctrl-C: put the board back like any failure, record it, then stop
-        result.failed_step, result.error = steps.current or "interrupted", "interrupted (Ctrl-C)"
-        result.release = _recover(conn, ctx)
-        raise
-    except Exception as exc:  # a bug must not leave the board half-switched without saying so
-        result.failed_step, result.error = "internal", f"{type(exc).__name__}: {exc}"
-        result.release = _recover(conn, ctx)
-    finally:
-        result.seconds = time.perf_counter() - t_start
-        if ctx.get("locked"):
-            release_lock(conn, ctx["root"])
-        if ctx.get("root"):
-            append_event(conn, ctx["root"], {
-                "event": "flash", "status": "ok" if result.ok else "failed", "release": ctx.get("release_id"),
-                "current": result.release, "previous": result.previous, "step": result.failed_step,
-                "message": result.error, "edgeface_version": local.edgeface_version,
-                "model": local.model_name, "seconds": round(result.seconds, 2),
-            })
-        conn.close()
-    return result
-
-
-def connect_step(conn: SSHConnection) -> str:
-    """Open the master connection (host key checked, key authentication)."""
-    conn.open()
-    return f"OpenSSH to {conn.board.address}"
-
-
-def _check(conn: SSHConnection, board: Board, cfg: FlashConfig, local: LocalRelease, ctx: dict) -> str:
+def _check(flash: Flash) -> str:
+    conn, board, cfg = flash.conn, flash.board, flash.cfg
     ident = remote_probe(conn, board.python, "identity", board.remote_dir)
-    ctx["identity"] = ident
+    flash.identity = ident
     root = ident["remote_dir"]
     check_remote_dir(root, board.address)
-    ctx["root"] = root
+    flash.root = root
     profile, how = resolve_profile(board, cfg.profile, ident)
-    ctx["profile"] = profile
+    flash.profile = profile
     arch = normalise_arch(ident.get("machine", ""))
     if arch != profile.arch:
         raise UserError(f"{board.address} is {ident.get('machine')} but profile {profile.name} is for "
@@ -292,99 +157,99 @@ def _check(conn: SSHConnection, board: Board, cfg: FlashConfig, local: LocalRele
     if not ident.get("venv"):
         raise UserError(f"{board.python} on {board.address} cannot create virtual environments: "
                         "install the venv module there (sudo apt-get install python3-venv)")
-    ctx["settings"] = release_settings(profile, board, local, cfg.format, cfg.source, cfg.threads,
-                                       key_file=board_key_path(root, local))
+    flash.settings = release_settings(profile, board, flash.local, cfg.format, cfg.source, cfg.threads,
+                                      key_file=board_key_path(root, flash.local))
     # Held until this flash ends: the state read next stays true while it works (see acquire_lock).
     broken = acquire_lock(conn, root, "flash", break_lock=cfg.break_lock)
-    ctx["locked"] = True
-    ctx["state"] = remote_probe(conn, board.python, "state", root, "0")
+    flash.locked = True
+    flash.state = remote_probe(conn, board.python, "state", root, "0")
     warn = ""
     if profile.python and ident["python"].rsplit(".", 1)[0] != profile.python and cfg.profile:
         warn = f" (profile expects Python {profile.python})"
     board_name = f"{ident['model']}, " if ident.get("model") else ""
     broke = f"; removed the lock of {broken}" if broken else ""
     return (f"{board_name}{ident['machine']}, Python {ident['python']}{warn}, "
-            f"profile {profile.name} ({how}), current release: {ctx['state'].get('current') or 'none'}{broke}")
+            f"profile {profile.name} ({how}), current release: {flash.state.get('current') or 'none'}{broke}")
 
 
-def _wheels(cfg: FlashConfig, local: LocalRelease, ctx: dict) -> str:
-    profile: BoardProfile = ctx["profile"]
-    ident = ctx["identity"]
+def _wheels(flash: Flash) -> str:
+    cfg, local, profile, ident = flash.cfg, flash.local, flash.profile, flash.identity
     if not cfg.offline:
-        ctx["wheels"] = [local.wheel]
+        flash.wheels = [local.wheel]
         return "skipped: the board installs the dependencies from its package index (--offline to bring them)"
     wheelhouse = Path(cfg.wheelhouse or Path.home() / ".cache" / "edgeface" / "wheelhouse")
     wheels = download_wheels(local.wheel, profile.extra_requirements, ident["python"], ident["machine"],
                              ident.get("libc", []), wheelhouse) + [local.wheel]
-    ctx["wheels"] = wheels
-    ctx["deps_key"] = dependency_key(ident["python"], [w.name for w in wheels[:-1]], profile.extra_requirements,
-                                     _site_packages(cfg, profile))
+    flash.wheels = wheels
+    flash.deps_key = dependency_key(ident["python"], [w.name for w in wheels[:-1]], profile.extra_requirements,
+                                    _site_packages(cfg, profile))
     return f"{len(wheels)} wheels, {human(sum(w.stat().st_size for w in wheels))}, for Python " \
            f"{ident['python']} {ident['machine']} (cache {wheelhouse})"
 
 
-def _release_members(local: LocalRelease, ctx: dict) -> list[tuple[Path, str]]:
-    members = [(w, f"wheels/{w.name}") for w in ctx["wheels"]]
+def _release_members(flash: Flash) -> list[tuple[Path, str]]:
+    local = flash.local
+    members = [(w, f"wheels/{w.name}") for w in flash.wheels]
     members += [(p, f"bundle/{name}") for p, name in local.bundle_files]
     if local.gallery:
         members.append((local.gallery, GALLERY_NAME))
     return members
 
 
-def _space(cfg: FlashConfig, local: LocalRelease, ctx: dict) -> str:
-    upload = sum(p.stat().st_size for p, _ in _release_members(local, ctx))
-    wheels_bytes = sum(w.stat().st_size for w in ctx["wheels"])
+def _space(flash: Flash) -> str:
+    cfg = flash.cfg
+    upload = sum(p.stat().st_size for p, _ in _release_members(flash))
+    wheels_bytes = sum(w.stat().st_size for w in flash.wheels)
     install = wheels_bytes * INSTALL_EXPANSION if cfg.offline else ONLINE_INSTALL_BYTES
     need = upload + install + cfg.min_free_mb * 1e6
-    free = float(ctx["identity"].get("free_bytes", 0))
+    free = float(flash.identity.get("free_bytes", 0))
     if free < need:
-        raise UserError(f"not enough disk space on {ctx['identity'].get('hostname')}: {human(free)} free under "
-                        f"{ctx['root']}, need {human(need)} (release {human(upload + install)} + --min-free-mb "
+        raise UserError(f"not enough disk space on {flash.identity.get('hostname')}: {human(free)} free under "
+                        f"{flash.root}, need {human(need)} (release {human(upload + install)} + --min-free-mb "
                         f"{cfg.min_free_mb:g}); free some space there (old releases beyond --keep are pruned "
                         "only after a flash succeeds, so a lower --keep does not help this one)")
     return f"{human(free)} free, need {human(need)} (upload {human(upload)}, install ~{human(install)})"
 
 
-def _upload_release(conn: SSHConnection, board: Board, cfg: FlashConfig, local: LocalRelease, ctx: dict,
-                    progress: Optional[Callable[[int, int], None]]) -> str:
-    root = ctx["root"]
-    existing = {r["id"] for r in ctx["state"].get("releases", [])}
-    rid = ctx["release_id"] = new_release_id(local.content_id, existing)
+def _upload_release(flash: Flash) -> str:
+    conn, cfg, local, root = flash.conn, flash.cfg, flash.local, flash.root
+    existing = {r["id"] for r in flash.state.get("releases", [])}
+    rid = flash.release_id = new_release_id(local.content_id, existing)
     staging = f"{root}/{INCOMING}/{rid}"
-    ctx["staging"] = staging
+    flash.staging = staging
     # One folder per board: boards flashed in parallel get different settings (profiles) under the same id.
     work = Path(tempfile.mkdtemp(prefix="meta-", dir=local.workdir))
-    settings = ctx["settings"]
+    settings = flash.settings
     info = {
         "id": rid, "created": utc_now(), "flashed_by": who_am_i(), "edgeface_version": local.edgeface_version,
         "wheel": local.wheel.name, "offline": cfg.offline, "model": local.model_name,
         "formats": local.formats, "manifest_sha256": sha256_bytes((local.bundle_root / "manifest.json").read_bytes()),
-        "gallery": bool(local.gallery), "settings": settings, "local_python": platform.python_version(),
-        "board_python": ctx["identity"]["python"], "deps_key": ctx.get("deps_key"),
+        "gallery": bool(local.gallery), "settings": settings.to_dict(), "local_python": platform.python_version(),
+        "board_python": flash.identity["python"], "deps_key": flash.deps_key,
     }
     (work / "release.json").write_text(json.dumps(info, indent=2))
-    (work / CONFIG_NAME).write_text(config_toml(settings, rid))
+    (work / CONFIG_NAME).write_text(settings.to_toml(rid))
     script = work / RUN_SCRIPT
-    script.write_text(run_script(settings))
+    script.write_text(run_script())
     script.chmod(0o755)
-    members = _release_members(local, ctx)
+    members = _release_members(flash)
     members += [(work / "release.json", "release.json"), (work / CONFIG_NAME, CONFIG_NAME), (script, RUN_SCRIPT)]
     from edgeface.runtime.bundle import sha256_file
 
     sums = "".join(f"{sha256_file(p)}  {name}\n" for p, name in members)
     (work / "SHA256SUMS").write_text(sums)
     members.append((work / "SHA256SUMS", "SHA256SUMS"))
-    sent = upload(conn, staging, members, progress)
+    sent = upload(conn, staging, members, flash.upload_progress)
     # Verify what arrived, then make it a release in one rename.
     conn.check(f"cd {q(staging)} && sha256sum -c --quiet SHA256SUMS", "checking the uploaded files")
     final = f"{root}/{RELEASES}/{rid}"
     conn.check(f"mkdir -p {q(root + '/' + RELEASES)} && mv -T {q(staging)} {q(final)}", "moving the upload")
-    ctx["release_dir"] = final
+    flash.release_dir = final
     key_note = ""
     if local.gallery_key is not None:
         # Sent on stdin, never on a command line (which `ps` and logs show); beside releases/, not in one
-        install_key(conn, ctx["settings"]["key_file"], local.gallery_key.to_text())
-        key_note = f", gallery key {local.gallery_key.key_id} -> {ctx['settings']['key_file']} (0600)"
+        install_key(conn, settings.run.key_file, local.gallery_key.to_text())
+        key_note = f", gallery key {local.gallery_key.key_id} -> {settings.run.key_file} (0600)"
     elif local.board_key_file is not None:
         check_board_key(conn, local.board_key_file)
         key_note = f", gallery key at {local.board_key_file} (the board's)"
@@ -401,38 +266,38 @@ def _site_packages(cfg: FlashConfig, profile: BoardProfile) -> bool:
     return profile.system_site_packages if cfg.system_site_packages is None else cfg.system_site_packages
 
 
-def _reusable_release(cfg: FlashConfig, ctx: dict) -> Optional[str]:
+def _reusable_release(flash: Flash) -> Optional[str]:
     """The current release, if its dependencies are exactly this release's (offline wheels, same Python)."""
-    key = ctx.get("deps_key")
-    current = ctx["state"].get("current")
-    if cfg.clean_install or not key or not current:
+    key = flash.deps_key
+    current = flash.state.get("current")
+    if flash.cfg.clean_install or not key or not current:
         return None
-    for r in ctx["state"].get("releases", []):
+    for r in flash.state.get("releases", []):
         if r["id"] == current and r.get("healthy") and (r.get("info") or {}).get("deps_key") == key:
             return current
     return None
 
 
-def _install(conn: SSHConnection, board: Board, cfg: FlashConfig, ctx: dict) -> str:
-    rel = ctx["release_dir"]
-    profile: BoardProfile = ctx["profile"]
+def _install(flash: Flash) -> str:
+    conn, board, cfg, profile = flash.conn, flash.board, flash.cfg, flash.profile
+    rel = flash.release_dir
     site = _site_packages(cfg, profile)
-    wheel = f"{rel}/wheels/{_edgeface_wheel(ctx)}"
+    wheel = f"{rel}/wheels/{_edgeface_wheel(flash.wheels)}"
     t0 = time.perf_counter()
-    reuse = _reusable_release(cfg, ctx)
+    reuse = _reusable_release(flash)
     if reuse:
         # Same wheels, same Python: hard-link the current release's site-packages instead of unpacking numpy
         # and OpenCV again (minutes on a Pi Zero), then install only the new edgeface wheel over it.  pip
         # replaces files by unlinking them, so the other release's copies are never touched.
         venv = [board.python, "-m", "venv", "--without-pip"] + (["--system-site-packages"] if site else []) + \
             [f"{rel}/venv"]
-        link = f"cp -al {q(ctx['root'] + '/releases/' + reuse + '/venv/lib')}/. {q(rel + '/venv/lib')}/"
+        link = f"cp -al {q(flash.root + '/releases/' + reuse + '/venv/lib')}/. {q(rel + '/venv/lib')}/"
         pip = [f"{rel}/venv/bin/python", "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q",
                "--no-index", "--no-deps", "--force-reinstall", wheel]
         cmd = " ".join(q(a) for a in venv) + " && " + link + " && " + " ".join(q(a) for a in pip)
         result = conn.run(cmd, timeout=cfg.install_timeout)
         if result.ok:
-            return (f"edgeface {ctx['wheels'][-1].name.split('-')[1]} installed over the dependencies of release "
+            return (f"edgeface {flash.wheels[-1].name.split('-')[1]} installed over the dependencies of release "
                     f"{reuse} (hard links: the same wheels and Python) in {time.perf_counter() - t0:.1f} s")
         conn.run(f"rm -rf {q(rel + '/venv')}", timeout=300)  # e.g. no `cp -l` on this board: install in full
     venv = [board.python, "-m", "venv"] + (["--system-site-packages"] if site else []) + [f"{rel}/venv"]
@@ -453,22 +318,24 @@ def _install(conn: SSHConnection, board: Board, cfg: FlashConfig, ctx: dict) -> 
     return f"new venv{site_note}, runtime and dependencies from {where} in {time.perf_counter() - t0:.1f} s"
 
 
-def _edgeface_wheel(ctx: dict) -> str:
-    for w in ctx["wheels"]:
+def _edgeface_wheel(wheels: list[Path]) -> str:
+    for w in wheels:
         if Path(w).name.startswith("edgeface-"):
             return Path(w).name
     raise UserError("no edgeface wheel among the release's wheels")
 
 
-def _health(conn: SSHConnection, cfg: FlashConfig, ctx: dict) -> str:
-    rel = ctx["release_dir"]
-    report = health_check(conn, rel, run_args(ctx["settings"], self_test=True), cfg.health_timeout)
-    ctx["health"] = report
+def _health(flash: Flash) -> str:
+    conn, cfg, rel, settings = flash.conn, flash.cfg, flash.release_dir, flash.settings
+    # Its edgeface.toml, as run.sh runs it: a runtime that cannot read it (a --wheel of an edgeface without
+    # `run --config`) fails here, before anything switches to it.
+    report = health_check(conn, rel, self_test_args(), cfg.health_timeout)
+    flash.health = report
     if not report.get("ok"):
         raise UserError(f"the self-test on the board failed: {failed_checks(report)}")
-    if ctx["settings"].get("gallery"):
+    if settings.run.gallery:
         # the gallery opens on the board with the key the service will use, before anything switches to it
-        cmd = f"cd {q(rel)} && ./venv/bin/edgeface " + " ".join(q(a) for a in gallery_check_args(ctx["settings"]))
+        cmd = f"cd {q(rel)} && ./venv/bin/edgeface " + " ".join(q(a) for a in gallery_check_args(settings.run))
         result = conn.run(cmd, timeout=cfg.health_timeout)
         if not result.ok:
             raise UserError(f"the gallery does not open on the board: {result.tail()}")
@@ -481,15 +348,15 @@ def _health(conn: SSHConnection, cfg: FlashConfig, ctx: dict) -> str:
     return "self-test passed: " + ", ".join(parts)
 
 
-def _switch(conn: SSHConnection, ctx: dict) -> str:
-    switch_current(conn, ctx["root"], ctx["release_id"])
-    ctx["switched"] = True
-    prev = ctx["state"].get("current")
-    return f"current -> {RELEASES}/{ctx['release_id']}" + (f" (was {prev})" if prev else "")
+def _switch(flash: Flash) -> str:
+    switch_current(flash.conn, flash.root, flash.release_id)
+    flash.switched = True
+    prev = flash.state.get("current")
+    return f"current -> {RELEASES}/{flash.release_id}" + (f" (was {prev})" if prev else "")
 
 
-def _service(conn: SSHConnection, board: Board, cfg: FlashConfig, ctx: dict) -> str:
-    root = ctx["root"]
+def _service(flash: Flash) -> str:
+    conn, cfg, root = flash.conn, flash.cfg, flash.root
     manual = f"start it by hand: {root}/{CURRENT}/{RUN_SCRIPT}"
     if cfg.service == "none":
         running = read_service_info(conn, root)
@@ -498,10 +365,10 @@ def _service(conn: SSHConnection, board: Board, cfg: FlashConfig, ctx: dict) -> 
                     f"installed still runs the previous release until restarted (`edgeface flash` without "
                     f"--service none restarts it on this one)")
         return f"skipped: --service none; {manual}"
-    if not ctx["identity"].get("systemd"):
+    if not flash.identity.get("systemd"):
         return f"skipped: systemd is not running on this board (no /run/systemd/system); {manual}"
     before = snapshot_service(conn, root)
-    info = install_unit(conn, cfg.service, cfg.service_name, root, ctx["identity"], ctx["release_id"], before)
+    info = install_unit(conn, cfg.service, cfg.service_name, root, flash.identity, flash.release_id, before)
     try:
         ok, state = restart_service(conn, info)
     except UserError as exc:  # no answer (a dropped link, a restart past its time limit): not known to be up
@@ -514,32 +381,22 @@ def _service(conn: SSHConnection, board: Board, cfg: FlashConfig, ctx: dict) -> 
         # The board gets back the service it had: none (a first flash, or a release run by hand, which must
         # not start now) or the old unit, restarted on the previous release.
         service = restore_service(conn, root, info, before)
-        prev = ctx["state"].get("current")
+        prev = flash.state.get("current")
         if prev:
             back = switch_back(conn, root, prev, service)
-            ctx["switched"] = False
+            flash.switched = False
         else:
             back = "; no previous release to go back to"
         if service is None:
             back += f"; the {info['name']} unit was removed"
         raise UserError(f"the {info['name']} service did not stay up on the new release ({state}){back}")
-    return f"{info['mode']} unit {info['name']} restarted on {ctx['release_id']}: {state}"
+    return f"{info['mode']} unit {info['name']} restarted on {flash.release_id}: {state}"
 
 
-def switch_back(conn: SSHConnection, root: str, previous: str, service: Optional[dict]) -> str:
-    """Make ``previous`` current again and restart ``service`` (None: no service) on it, after a new release's
-    service failed (flash) or the rolled-back-to release's did (rollback); the clause the error ends with."""
-    switch_current(conn, root, previous)
-    if service is None:
-        return f"; back on release {previous}"
-    again, _ = restart_service(conn, service)
-    return f"; back on release {previous}" + ("" if again else " (its service did not start either)")
-
-
-def _prune(conn: SSHConnection, cfg: FlashConfig, ctx: dict) -> str:
-    root = ctx["root"]
+def _prune(flash: Flash) -> str:
+    conn, root = flash.conn, flash.root
     state = remote_probe(conn, conn.board.python, "state", root, "0")
-    doomed = select_prunable(state["releases"], state.get("current"), ctx["state"].get("current"), cfg.keep)
+    doomed = select_prunable(state["releases"], state.get("current"), flash.state.get("current"), flash.cfg.keep)
     paths = [f"{root}/{RELEASES}/{r}" for r in doomed] + [f"{root}/{INCOMING}/{r}" for r in state["incomplete"]]
     if paths:
         conn.check("rm -rf " + " ".join(q(p) for p in paths), "removing old releases")
@@ -547,27 +404,95 @@ def _prune(conn: SSHConnection, cfg: FlashConfig, ctx: dict) -> str:
     return f"kept {kept} release(s), removed {len(doomed)} old, {len(state['incomplete'])} incomplete upload(s)"
 
 
-def _recover(conn: SSHConnection, ctx: dict) -> Optional[str]:
+def _recover(flash: Flash) -> Optional[str]:
     """After a failed step: drop the half-made release; make sure `current` is what it was. Returns current."""
-    root = ctx.get("root")
-    prev = ctx.get("state", {}).get("current")
+    conn, root = flash.conn, flash.root
+    prev = flash.state.get("current")
     if not root:
         return prev
     try:
-        if ctx.get("switched"):
+        if flash.switched:
             if prev:
                 switch_current(conn, root, prev)
             else:  # a first flash: the board had no release, and has none again
                 conn.check(f"rm -f {q(root + '/' + CURRENT)}", "removing the current link")
-            ctx["switched"] = False
-        leftovers = [p for p in (ctx.get("staging"), ctx.get("release_dir")) if p]
-        if leftovers and ctx.get("release_id") != prev:
+            flash.switched = False
+        leftovers = [p for p in (flash.staging, flash.release_dir) if p]
+        if leftovers and flash.release_id != prev:
             conn.run("rm -rf " + " ".join(q(p) for p in leftovers), timeout=120)
         state = remote_probe(conn, conn.board.python, "state", root, "0", timeout=30)
         return state.get("current")
     except (UserError, OSError, KeyError):
         # The board cannot be reached now: nothing was switched unless the switch step itself ran.
-        return prev if not ctx.get("switched") else ctx.get("release_id")
+        return prev if not flash.switched else flash.release_id
+
+
+def _connect(flash: Flash) -> str:
+    return connect_step(flash.conn)
+
+
+FlashStep = Callable[[Flash], str]  # takes the flash so far, returns the line the CLI prints after the title
+
+# A flash, step by step (titles: edgeface.devices.steps.STEP_TITLES), after "prepare" (prepare_release, here,
+# once for all boards).  Looking at the board writes nothing there but the lock.
+LOOK_STEPS: tuple[tuple[str, FlashStep], ...] = (
+    ("connect", _connect),
+    ("check", _check),
+    ("wheels", _wheels),
+    ("space", _space),
+)
+# The new release, made beside the running one and checked before `current` switches to it.
+RELEASE_STEPS: tuple[tuple[str, FlashStep], ...] = (
+    ("upload", _upload_release),
+    ("install", _install),
+    ("health", _health),
+    ("switch", _switch),
+    ("service", _service),
+)
+# Once the new release runs: failing to tidy up old ones must not undo it.
+TIDY_STEPS: tuple[tuple[str, FlashStep], ...] = (
+    ("prune", _prune),
+)
+
+
+def flash_board(board: Board, cfg: FlashConfig, local: LocalRelease, options: SSHOptions,
+                on_step: Optional[StepCallback] = None,
+                upload_progress: Optional[Callable[[int, int], None]] = None) -> FlashResult:
+    """Flash one board; never raises for a failed step (the result says which step failed and why)."""
+    result = FlashResult(board=board.name, address=board.address, version=local.edgeface_version)
+    steps = StepRunner(result, on_step)
+    t_start = time.perf_counter()
+    flash = Flash(SSHConnection(board, options), cfg, local, upload_progress)
+    try:
+        steps.record("prepare", "ok", local.seconds, f"edgeface {local.edgeface_version} wheel, bundle "
+                     f"{local.model_name} ({', '.join(local.formats)})" + (", gallery" if local.gallery else ""))
+        for name, step in LOOK_STEPS:
+            steps.run(name, partial(step, flash))
+        result.profile = flash.profile.name
+        result.previous = flash.state.get("current")
+        for name, step in RELEASE_STEPS:
+            steps.run(name, partial(step, flash))
+        result.release = flash.release_id
+        result.ok = True
+        for name, step in TIDY_STEPS:
+            try:
+                steps.run(name, partial(step, flash))
+            except StepFailed:
+                pass
+    except StepFailed as exc:
+        result.failed_step, result.error = exc.step, exc.message
+        result.release = _recover(flash)
+    except KeyboardInterrupt:  # Ctrl-C: put the board back like any failure, record it, then stop
+        result.failed_step, result.error = steps.current or "interrupted", "interrupted (Ctrl-C)"
+        result.release = _recover(flash)
+        raise
+    except Exception as exc:  # a bug must not leave the board half-switched without saying so
+        result.failed_step, result.error = "internal", f"{type(exc).__name__}: {exc}"
+        result.release = _recover(flash)
+    finally:
+        result.seconds = time.perf_counter() - t_start
+        flash.end("flash", result, edgeface_version=local.edgeface_version, model=local.model_name)
+    return result
 
 
 def flash_many(boards: list[Board], cfg: FlashConfig, options: SSHOptions, parallel: int = 4,

@@ -3,25 +3,32 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Optional
 
-from edgeface.devices.flash import FlashResult, StepCallback, StepFailed, StepRunner, connect_step, switch_back
 from edgeface.devices.inventory import Board
 from edgeface.devices.profiles import detect_profile
 from edgeface.devices.release import run_args
 from edgeface.devices.remote import (
     RELEASES,
     acquire_lock,
-    append_event,
     failed_checks,
     health_check,
     read_service_info,
-    release_lock,
     remote_probe,
     switch_current,
 )
 from edgeface.devices.service import restart_service, service_state
 from edgeface.devices.ssh import SSHConnection, SSHOptions
+from edgeface.devices.steps import (
+    BoardSession,
+    FlashResult,
+    StepCallback,
+    StepFailed,
+    StepRunner,
+    connect_step,
+    switch_back,
+)
 from edgeface.errors import UserError
 
 # Events read to find what ran before the current release (one line per flash or rollback).
@@ -39,6 +46,14 @@ def previous_in_history(events: list[dict], current: Optional[str]) -> Optional[
     return None
 
 
+@dataclass
+class Rollback(BoardSession):
+    """One board's rollback so far (filled in as its steps run)."""
+
+    # release.json's settings of the release returned to: plain JSON, maybe written by an older edgeface
+    settings: dict = field(default_factory=dict, init=False)
+
+
 def rollback_board(board: Board, options: SSHOptions, to: Optional[str] = None, check: bool = True,
                    health_timeout: float = 300.0, on_step: Optional[StepCallback] = None,
                    break_lock: bool = False) -> FlashResult:
@@ -47,8 +62,8 @@ def rollback_board(board: Board, options: SSHOptions, to: Optional[str] = None, 
     result = FlashResult(board=board.name, address=board.address)
     steps = StepRunner(result, on_step)
     t0 = time.perf_counter()
-    conn = SSHConnection(board, options)
-    ctx: dict = {}
+    session = Rollback(SSHConnection(board, options))
+    conn = session.conn
     try:
         steps.run("connect", lambda: connect_step(conn))
 
@@ -58,16 +73,16 @@ def rollback_board(board: Board, options: SSHOptions, to: Optional[str] = None, 
             if not remote_probe(conn, board.python, "state", root, "0")["releases"]:
                 # before anything is written there (no lock, no event log in a folder that was never a deployment)
                 raise UserError(f"nothing to roll back on {board.address}: no release under {root}")
-            ctx["identity"], ctx["root"] = ident, root
+            session.identity, session.root = ident, root
             broken = acquire_lock(conn, root, "rollback", break_lock=break_lock)
-            ctx["locked"] = True
+            session.locked = True
             state = remote_probe(conn, board.python, "state", root, str(HISTORY_EVENTS))  # now under the lock
             current = state.get("current")
             result.previous = current
             ids = [r["id"] for r in state["releases"]]
             healthy = [r["id"] for r in state["releases"] if r["healthy"]]
             if not ids:
-                raise UserError(f"nothing to roll back on {board.address}: no release under {ctx['root']}")
+                raise UserError(f"nothing to roll back on {board.address}: no release under {session.root}")
             if to:
                 if to not in ids:
                     raise UserError(f"no release {to!r} on {board.address}: it has {', '.join(ids)}")
@@ -87,14 +102,14 @@ def rollback_board(board: Board, options: SSHOptions, to: Optional[str] = None, 
                                     f"(releases: {', '.join(ids)})")
             if target == current:
                 raise UserError(f"release {target} is already current on {board.address}")
-            ctx["release_id"] = target
-            ctx["release_dir"] = f"{ctx['root']}/{RELEASES}/{target}"
+            session.release_id = target
+            session.release_dir = f"{session.root}/{RELEASES}/{target}"
             info = next(r for r in state["releases"] if r["id"] == target)["info"]
             settings = info.get("settings") or {}
             if not isinstance(settings, dict):  # a damaged release.json: its run settings cannot be trusted
                 raise UserError(f"release {target} on {board.address} has a damaged release.json (settings is a "
                                 f"{type(settings).__name__}); roll back to another release with --to")
-            ctx["settings"] = settings
+            session.settings = settings
             result.version = info.get("edgeface_version")
             broke = f"; removed the lock of {broken}" if broken else ""
             return f"{current or 'none'} -> {target}{broke}"
@@ -102,10 +117,10 @@ def rollback_board(board: Board, options: SSHOptions, to: Optional[str] = None, 
         steps.run("check", pick)
         if check:
             def health() -> str:
-                args = run_args(ctx["settings"], self_test=True)
-                report = health_check(conn, ctx["release_dir"], args, health_timeout)
+                args = run_args(session.settings, self_test=True)
+                report = health_check(conn, session.release_dir, args, health_timeout)
                 if not report.get("ok"):
-                    raise UserError(f"release {ctx['release_id']} fails its self-test now: {failed_checks(report)}")
+                    raise UserError(f"release {session.release_id} fails its self-test now: {failed_checks(report)}")
                 return "self-test passed"
 
             steps.run("health", health)
@@ -113,24 +128,24 @@ def rollback_board(board: Board, options: SSHOptions, to: Optional[str] = None, 
             steps.record("health", "skipped", 0.0, "skipped: --no-check")
 
         def switch() -> str:
-            switch_current(conn, ctx["root"], ctx["release_id"])
-            return f"current -> {RELEASES}/{ctx['release_id']}"
+            switch_current(conn, session.root, session.release_id)
+            return f"current -> {RELEASES}/{session.release_id}"
 
         steps.run("switch", switch)
-        result.release = ctx["release_id"]
+        result.release = session.release_id
 
         def service() -> str:
-            info = read_service_info(conn, ctx["root"])
+            info = read_service_info(conn, session.root)
             if info is None:
                 return "skipped: no service was installed by edgeface flash"
-            if not ctx["identity"].get("systemd"):
+            if not session.identity.get("systemd"):
                 return "skipped: systemd is not running on this board"
             ok, state = restart_service(conn, info)
             if not ok:
                 # Leave the board as it was rather than on a release whose service will not start.
                 back = ""
                 if result.previous:
-                    back = switch_back(conn, ctx["root"], result.previous, info)
+                    back = switch_back(conn, session.root, result.previous, info)
                     result.release = result.previous
                 raise UserError(f"the {info['name']} service did not stay up after the rollback ({state}){back}")
             return f"{info['name']} restarted: {state}"
@@ -143,15 +158,7 @@ def rollback_board(board: Board, options: SSHOptions, to: Optional[str] = None, 
             result.release = result.previous
     finally:
         result.seconds = time.perf_counter() - t0
-        if ctx.get("locked"):
-            release_lock(conn, ctx["root"])
-        if ctx.get("root"):
-            append_event(conn, ctx["root"], {
-                "event": "rollback", "status": "ok" if result.ok else "failed", "release": ctx.get("release_id"),
-                "current": result.release, "previous": result.previous, "step": result.failed_step,
-                "message": result.error, "seconds": round(result.seconds, 2),
-            })
-        conn.close()
+        session.end("rollback", result)
     return result
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 from edgeface.errors import UserError
+from edgeface.runtime.bundle import EDGETPU_FORMAT
 
 # USB ids of the Coral USB Accelerator: before its firmware is loaded (Global Unichip) and after (Google).
 CORAL_USB_IDS = ("1a6e:089a", "18d1:9302")
@@ -103,7 +104,7 @@ PROFILES: tuple[BoardProfile, ...] = (
     BoardProfile(
         name="coral-devboard", title="Coral Dev Board (i.MX 8M + Edge TPU)", arch="aarch64", python="3.7",
         os="Mendel Linux 5.3 (Debian 10)", backend="tflite_runtime", delegate="edgetpu",
-        model_format="edgetpu_compiled", source="/dev/video0", threads=4,
+        model_format=EDGETPU_FORMAT, source="/dev/video0", threads=4,
         extra_requirements=_CORAL_REQUIREMENTS, model_patterns=("Phanbeh", "Coral Dev Board"),
         notes="Mendel's Python 3.7 is older than edgeface needs (3.9+): install a newer Python and pass --python. "
               "libedgetpu1-std comes preinstalled on Mendel.",
@@ -111,7 +112,7 @@ PROFILES: tuple[BoardProfile, ...] = (
     BoardProfile(
         name="coral-usb-pi", title="Coral USB Accelerator on a Raspberry Pi 4/5", arch="aarch64", python="3.11",
         os="Raspberry Pi OS Bookworm (64-bit)", backend="tflite_runtime", delegate="edgetpu",
-        model_format="edgetpu_compiled", source="picamera2", threads=4, system_site_packages=True,
+        model_format=EDGETPU_FORMAT, source="picamera2", threads=4, system_site_packages=True,
         extra_requirements=_CORAL_REQUIREMENTS, model_patterns=("Raspberry Pi",), needs_usb=CORAL_USB_IDS,
         notes="Needs libedgetpu1-std from Coral's apt repository; plug the accelerator into a USB 3 port.",
     ),

@@ -13,10 +13,11 @@ from typing import Optional
 
 from edgeface.devices.inventory import Board
 from edgeface.devices.profiles import BoardProfile, detect_profile, get_profile
-from edgeface.devices.remote import GALLERY_NAME, q
+from edgeface.devices.remote import CONFIG_NAME, GALLERY_NAME, q
 from edgeface.devices.wheels import build_runtime_wheel
 from edgeface.errors import UserError
 from edgeface.runtime.gallery_crypto import GalleryKey
+from edgeface.runtime.settings import RunSettings
 
 KEYS_DIR = "keys"  # under the deployment folder, beside releases/: keys outlive releases (rollback needs them)
 
@@ -140,9 +141,35 @@ def resolve_profile(board: Board, cfg_profile: Optional[str], identity: dict) ->
     return det.profile, f"detected: {det.reason}"
 
 
+# The ``edgeface run`` settings a release records: every one of them in release.json's "settings" (beside "profile",
+# None when not set, as every edgeface version wrote them: `devices status` and rollback read that), the ones set in
+# edgeface.toml's [run] table (what run.sh runs with).
+RUN_KEYS = ("model", "format", "source", "threads", "backend", "delegate", "gallery", "key_file")
+
+
+@dataclass(frozen=True)
+class ReleaseSettings:
+    """What a release runs with on its board: the profile it was made for, and the settings ``edgeface run`` reads
+    from the release's ``edgeface.toml``."""
+
+    profile: str
+    run: RunSettings
+
+    def to_dict(self) -> dict:
+        """release.json's ``settings``: plain JSON, every key present (None: not set)."""
+        return {"profile": self.profile, **{key: getattr(self.run, key) for key in RUN_KEYS}}
+
+    def to_toml(self, release_id: str) -> str:
+        """``edgeface.toml`` of a release: the [run] table run.sh starts ``edgeface run --config`` with, and the
+        profile in a [board] table (for people; the runtime does not read it)."""
+        return self.run.to_toml(
+            header=f"Written by `edgeface flash` for release {release_id}; run.sh runs edgeface with these settings.",
+            keys=RUN_KEYS, extra=f"[board]\nprofile = {json.dumps(self.profile)}\n")
+
+
 def release_settings(profile: BoardProfile, board: Board, local: LocalRelease, fmt: Optional[str] = None,
                      source: Optional[str] = None, threads: Optional[int] = None,
-                     key_file: Optional[str] = None) -> dict:
+                     key_file: Optional[str] = None) -> ReleaseSettings:
     """The settings ``edgeface run`` gets on this board: flags beat the inventory, which beats the profile."""
     if fmt is None:
         fmt = profile.model_format if profile.model_format in local.formats else None
@@ -150,21 +177,24 @@ def release_settings(profile: BoardProfile, board: Board, local: LocalRelease, f
             raise UserError(f"profile {profile.name} runs an Edge TPU model but bundle {local.bundle_root} has "
                             f"none ({', '.join(local.formats)}): compile one with `edgeface export --format "
                             "edgetpu`, or pick another --profile")
-    return {
-        "profile": profile.name,
-        "model": "bundle",
-        "format": fmt,
-        "source": source or board.source or profile.source,
-        "threads": threads or board.threads or profile.threads,
-        "backend": profile.backend,
-        "delegate": profile.delegate,
-        "gallery": GALLERY_NAME if local.gallery else None,
-        "key_file": key_file if local.gallery else None,  # a path on the board; the key never enters settings
-    }
+    return ReleaseSettings(profile=profile.name, run=RunSettings(
+        model="bundle",
+        format=fmt,
+        source=str(source or board.source or profile.source),  # an inventory's camera index is a TOML number
+        threads=threads or board.threads or profile.threads,
+        backend=profile.backend,
+        delegate=profile.delegate,
+        gallery=GALLERY_NAME if local.gallery else None,
+        key_file=key_file if local.gallery else None,  # a path on the board; the key never enters settings
+    ))
 
 
 def run_args(settings: dict, self_test: bool = False) -> list[str]:
-    """``edgeface run`` arguments for a release's settings (paths relative to the release folder)."""
+    """``edgeface run`` arguments for a release's settings (paths relative to the release folder).
+
+    ``settings`` is release.json's (:meth:`ReleaseSettings.to_dict`): rollback runs the self-test of a release
+    that an older edgeface flashed with these flags, which that release's runtime knows (``--config`` it may not).
+    """
     args = ["run", "--model", settings["model"]]
     if settings.get("format"):
         args += ["--format", settings["format"]]
@@ -184,30 +214,24 @@ def run_args(settings: dict, self_test: bool = False) -> list[str]:
     return args
 
 
-def gallery_check_args(settings: dict) -> list[str]:
+def self_test_args() -> list[str]:
+    """``edgeface run`` arguments that self-test a release flashed by this edgeface: with its ``edgeface.toml``,
+    read by the release's own runtime, as run.sh will start it."""
+    return ["run", "--config", CONFIG_NAME, "--self-test"]
+
+
+def gallery_check_args(run: RunSettings) -> list[str]:
     """``edgeface`` arguments that open the release's gallery (with its key) and exit 0 only if it opens."""
-    args = ["gallery", "list", "--gallery", settings["gallery"], "--json"]
-    if settings.get("key_file"):
-        args += ["--key-file", settings["key_file"]]
+    args = ["gallery", "list", "--gallery", run.gallery, "--json"]
+    if run.key_file:
+        args += ["--key-file", run.key_file]
     return args
 
 
-def config_toml(settings: dict, release_id: str) -> str:
-    """``edgeface.toml`` of a release: a record of what it runs with."""
-    lines = [f"# Written by `edgeface flash` for release {release_id}; run.sh runs edgeface with these settings.",
-             "[run]"]
-    for key in ("model", "format", "source", "threads", "backend", "delegate", "gallery", "key_file"):
-        value = settings.get(key)
-        if value is not None:
-            lines.append(f"{key} = {json.dumps(value)}")
-    lines += ["", "[board]", f"profile = {json.dumps(settings['profile'])}", ""]
-    return "\n".join(lines)
-
-
-def run_script(settings: dict) -> str:
-    """``run.sh``: start the runtime from the release folder (what the service and a person run)."""
-    args = " ".join(q(a) for a in run_args(settings))
+def run_script() -> str:
+    """``run.sh``: start the runtime from the release folder (what the service and a person run) with the
+    release's ``edgeface.toml``; arguments given to run.sh are passed on (flags beside ``--config`` win)."""
     return ("#!/bin/sh\n"
             "# Written by `edgeface flash`: runs this release's runtime with its settings (edgeface.toml).\n"
             'cd "$(dirname "$(readlink -f "$0")")" || exit 1\n'
-            f'exec ./venv/bin/edgeface {args} "$@"\n')
+            f'exec ./venv/bin/edgeface run --config {q(CONFIG_NAME)} "$@"\n')

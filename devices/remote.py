@@ -6,8 +6,8 @@ Layout under ``--remote-dir`` (default ``~/.edgeface``)::
         wheels/             the edgeface wheel built from this checkout (+ its dependencies with --offline)
         bundle/             manifest.json, the TFLite files, the detector
         gallery.npz         enrolled faces (when --gallery was given)
-        edgeface.toml       the settings of this release (profile, source, threads, backend, ...)
-        run.sh              what the service runs: `venv/bin/edgeface run` with those settings
+        edgeface.toml       the settings of this release ([run]: source, threads, backend, ...; [board]: profile)
+        run.sh              what the service runs: `venv/bin/edgeface run --config edgeface.toml`
         release.json        id, versions, checksums, who flashed it
         SHA256SUMS          checked on the board after the upload
         venv/               the runtime, installed on the board
@@ -221,8 +221,9 @@ def switch_current(conn: SSHConnection, root: str, release_id: str) -> None:
 def health_check(conn: SSHConnection, release_dir: str, self_test_args: Sequence[str], timeout: float) -> dict:
     """Run ``edgeface run --self-test`` from a release on the board; the self-test's JSON (``ok`` says).
 
-    ``self_test_args`` are the ``edgeface`` arguments (:func:`edgeface.devices.release.run_args` with
-    ``self_test=True``), run from the release folder.
+    ``self_test_args`` are the ``edgeface`` arguments (:func:`edgeface.devices.release.self_test_args` for a
+    release being flashed, :func:`~edgeface.devices.release.run_args` with ``self_test=True`` for one rolled back
+    to), run from the release folder.
     """
     cmd = f"cd {q(release_dir)} && ./venv/bin/edgeface " + " ".join(q(a) for a in self_test_args)
     result = conn.run(cmd, timeout=timeout)

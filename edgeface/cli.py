@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "importer",
     "evaluate",
     "run",
+    "enroll",
     "gallery",
     "export",
     "info",

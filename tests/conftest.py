@@ -37,6 +37,41 @@ def media_dir(data_dir) -> Path:
     return data_dir / "media"
 
 
+@pytest.fixture
+def in_tmp_dir(tmp_path, monkeypatch):
+    """Run the test in its own folder (`edgeface run` picks up ./gallery.npz when present): the runtime's test files
+    ask for it in their ``pytestmark``."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def short_videos(media_dir, tmp_path_factory):
+    """A 40-frame MJPEG AVI of the clip, and a copy cut in half (its header still announces 40 frames)."""
+    import cv2
+
+    out = tmp_path_factory.mktemp("videos")
+    cap = cv2.VideoCapture(str(media_dir / "short_hamilton_clip.mp4"))
+    full = out / "clip40.avi"
+    writer = cv2.VideoWriter(str(full), cv2.VideoWriter_fourcc(*"MJPG"), 30, (640, 360))
+    for _ in range(40):
+        writer.write(cap.read()[1])
+    writer.release()
+    cut = out / "clip40_cut.avi"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    return full, cut
+
+
+@pytest.fixture(scope="module")
+def face_jpeg(media_dir) -> bytes:
+    """A face photo as one JPEG, the frame tests/mjpeg_server.py's camera sends."""
+    import cv2
+
+    image = cv2.imread(str(media_dir / "obama2.jpg"))
+    image = cv2.resize(image, (313, 600))
+    return cv2.imencode(".jpg", image)[1].tobytes()
+
+
 @pytest.fixture(scope="session")
 def att_crops(att_dir, tmp_path_factory) -> Path:
     """AT&T faces aligned once per test session by `edgeface data prepare` (all 40 people)."""
@@ -49,10 +84,21 @@ def att_crops(att_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def runtime_bundle() -> Path:
+    """The bundle the runtime's tests run: the shipped default model (dlib's ResNet, int8, with both BlazeFace
+    files).  A runtime-only install (`pip install edgeface`, no TensorFlow: what .ci/run also tests) has no way
+    to train or export one, so these tests use what every install ships."""
+    from edgeface.runtime.bundle import default_bundle_dir
+
+    return default_bundle_dir()
+
+
+@pytest.fixture(scope="session")
 def exported_bundle(trained_model, att_crops, tmp_path_factory) -> Path:
     """`trained_model` exported by `edgeface export` to fp32 + int8 (calibrated and verified on AT&T crops),
     with the BlazeFace detector files: the bundle folder (manifest.json + files)."""
-    from edgeface.converters.export import ExportConfig, export_bundle
+    from edgeface.converters.export import export_bundle
+    from edgeface.converters.export_config import ExportConfig
 
     out = tmp_path_factory.mktemp("exported") / "bundle"
     result = export_bundle(ExportConfig(model=trained_model, out=out, formats="fp32,int8", calib=att_crops,

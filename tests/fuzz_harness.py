@@ -774,7 +774,7 @@ def read_spec_target(folder: Path) -> None:
 
 def read_tflite_graph_target(folder: Path) -> None:
     """converters.tflite_graph.read_graph and the Graph methods export, info and the Edge TPU check use."""
-    from edgeface.converters.tflite_graph import read_graph
+    from edgeface.runtime.tflite_graph import read_graph
 
     g = read_graph(folder / "model.tflite")
     g.op_counts()

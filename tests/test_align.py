@@ -13,6 +13,8 @@ from edgeface.runtime.detector import create_detector
 from edgeface.runtime.faces import detect_and_align
 from edgeface.runtime.images import read_image
 
+pytestmark = pytest.mark.board
+
 
 def test_umeyama_recovers_a_known_similarity_transform():
     rng = np.random.default_rng(0)

@@ -245,8 +245,9 @@ def test_pairs_accuracy_runs_with_the_delegate(tmp_path, no_timing, monkeypatch)
     model.write_bytes(b"x")
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("a 1 2\na 1 b 1\n")
+    accuracy = verification.FileAccuracy(pairs, tmp_path, delegate="edgetpu")  # what the CLI builds for --pairs
     report = run_benchmark(BenchmarkConfig(models=[model], threads=[1], runs=1, warmup=0, delegate="edgetpu",
-                                           pairs=pairs, images=tmp_path))
+                                           pairs=pairs, images=tmp_path), accuracy=accuracy)
     assert made == ["edgetpu"] and [j["delegate"] for j in no_timing] == ["edgetpu"]
     assert report["results"][0]["accuracy"] == 0.75
 

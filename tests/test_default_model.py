@@ -21,6 +21,8 @@ from edgeface.runtime.faces import detect_and_align
 from edgeface.runtime.images import read_image
 from edgeface.runtime.interpreter import Embedder
 
+pytestmark = pytest.mark.board
+
 # name -> (formats shipped, input size, the pair of formats whose embeddings must agree)
 SHIPPED = {"default": (("int8", "edgetpu"), 150, ("int8", "edgetpu")),
            "mobilefacenet": (("fp32", "int8"), 112, ("fp32", "int8"))}

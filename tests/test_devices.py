@@ -200,21 +200,30 @@ def test_parse_address_rejects_bad_targets(text, message):
 # --- release pieces -------------------------------------------------------------------------------
 
 
-def test_run_script_config_and_unit_agree_on_the_settings():
-    from edgeface.devices.release import config_toml, run_args, run_script
+def test_run_script_config_and_unit_agree_on_the_settings(tmp_path):
+    from edgeface.devices.release import ReleaseSettings, run_args, run_script, self_test_args
     from edgeface.devices.service import unit_file
+    from edgeface.runtime.settings import RunSettings
 
-    settings = {"profile": "rpi5", "model": "bundle", "format": "int8", "source": "picamera2", "threads": 4,
-                "backend": "ai_edge_litert", "delegate": None, "gallery": "gallery.npz"}
+    run = RunSettings(model="bundle", format="int8", source="picamera2", threads=4, backend="ai_edge_litert",
+                      gallery="gallery.npz")
+    release = ReleaseSettings(profile="rpi5", run=run)
+    # release.json keeps every key, as releases always had them (rollback and status read old ones too)
+    settings = release.to_dict()
+    assert settings == {"profile": "rpi5", "model": "bundle", "format": "int8", "source": "picamera2", "threads": 4,
+                        "backend": "ai_edge_litert", "delegate": None, "gallery": "gallery.npz", "key_file": None}
     assert run_args(settings, self_test=True) == ["run", "--model", "bundle", "--format", "int8", "--threads", "4",
                                                   "--backend", "ai_edge_litert", "--self-test"]
-    script = run_script(settings)
-    assert "exec ./venv/bin/edgeface run --model bundle --format int8 --threads 4 --backend ai_edge_litert " \
-           "--source picamera2 --gallery gallery.npz" in script
-    toml = config_toml(settings, "r1")
+    assert run_args(settings)[-4:] == ["--source", "picamera2", "--gallery", "gallery.npz"]
+    # run.sh runs the runtime with edgeface.toml, which reads back as the same settings
+    assert 'exec ./venv/bin/edgeface run --config edgeface.toml "$@"\n' in run_script()
+    assert self_test_args() == ["run", "--config", "edgeface.toml", "--self-test"]  # flash's health check
+    toml = tmp_path / "edgeface.toml"
+    toml.write_text(release.to_toml("r1"))
+    assert RunSettings.from_toml(toml) == run
     import tomllib
 
-    assert tomllib.loads(toml)["run"]["source"] == "picamera2" and tomllib.loads(toml)["board"]["profile"] == "rpi5"
+    assert tomllib.loads(toml.read_text())["board"] == {"profile": "rpi5"}
     unit = unit_file("system", "/home/pi/.edgeface", "pi", "r1")
     assert 'ExecStart="/home/pi/.edgeface/current/run.sh"' in unit and "User=pi" in unit
     assert "WantedBy=multi-user.target" in unit and "Restart=on-failure" in unit
@@ -313,6 +322,24 @@ def test_flash_argument_mistakes_fail_before_connecting(tmp_path):
         assert result.exit_code == 2, result.output
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+def test_every_board_command_takes_the_same_ssh_options():
+    import typer.main
+
+    cli = typer.main.get_command(app)
+    commands = [cli.commands[name] for name in ("flash", "rollback", "status", "benchmark")]
+    commands.append(cli.commands["devices"].commands["detect"])
+    wanted = ["identity", "known_hosts", "accept_new_host_key", "ssh_config", "ssh_option", "connect_timeout"]
+    seen = []
+    for command in commands:
+        names = [p.name for p in command.params]
+        start = names.index("identity")
+        assert names[start:start + 6] == wanted, command.name
+        seen.append([(p.opts, p.help, p.default) for p in command.params[start:start + 6]])
+    assert all(s == seen[0] for s in seen)
+    result = runner.invoke(app, ["status", "pi@nowhere.invalid", "-o", "NoEquals"])
+    assert result.exit_code == 2 and "--ssh-option 'NoEquals': expected Key=Value" in result.stderr
 
 
 def test_device_modules_import_without_tensorflow():

@@ -501,7 +501,7 @@ def test_resume_continues_the_run_and_reuses_the_teacher_cache(trained_model, at
     assert [h["epoch"] for h in info["history"]] == [1, 2, 3, 4]
     # The student is built at the asked width, in training and in the saved model.
     assert info["model"]["width"] == 0.5
-    from edgeface.train.models import load_embedding_model
+    from edgeface.nn.loading import load_embedding_model
 
     assert load_embedding_model(run / "model.keras").get_layer("conv1").filters == 16
     changed = runner.invoke(app, [*args, "--epochs", "5", "--resume", "--loss", "mse"])

@@ -34,9 +34,9 @@ from edgeface.converters.edgetpu import (
 )
 from edgeface.converters.formats import FORMATS, get_format, resolve_formats
 from edgeface.converters.mixed import LayerError, parse_layer_statistics, search_float_layers, short_layer_name
-from edgeface.converters.tflite_graph import Graph, OperatorDesc, TensorDesc, read_graph
 from edgeface.converters.verify import row_cosines
 from edgeface.errors import UserError
+from edgeface.runtime.tflite_graph import Graph, OperatorDesc, TensorDesc, read_graph
 
 runner = CliRunner()
 
@@ -64,6 +64,82 @@ def test_format_table_drives_the_choices():
 def test_unknown_format_gets_a_suggestion():
     with pytest.raises(UserError, match=r"unknown export format 'int9' \(did you mean 'int8'\?\)"):
         resolve_formats("fp32,int9")
+
+
+def test_every_row_of_the_table_resolves():
+    """Each row names a step that exists; a derived row comes from an asked-for format and is switched by an export
+    setting; every option a row lists is an export setting that is off by default, with the flag its error names."""
+    import dataclasses
+    import inspect
+
+    from edgeface.commands.export import export_cmd
+    from edgeface.converters.export_config import ExportConfig
+    from edgeface.converters.formats import (
+        COMPILE,
+        DERIVED_FORMATS,
+        EDGETPU_COMPILED,
+        FORMAT_NAMES,
+        format_options,
+        made_from,
+    )
+    from edgeface.converters.steps import STEPS
+    from edgeface.runtime.bundle import EDGETPU_FORMAT
+
+    settings = {f.name: f.default for f in dataclasses.fields(ExportConfig)}
+    params = inspect.signature(export_cmd).parameters.values()
+    flags = {d for p in params for d in getattr(p.default, "param_decls", None) or ()}
+    for row in (*FORMATS, *DERIVED_FORMATS):
+        assert row.step in STEPS, row.name
+        assert (row.min_cosine is None) == (row.step == COMPILE), row.name  # the compiler's report judges, not cosine
+        for option in row.options:
+            assert settings.get(option, "missing") in (False, None), (row.name, option)
+            assert "--" + option.replace("_", "-") in flags, option  # SettingError.as_flag names this flag
+    for row in DERIVED_FORMATS:
+        assert row.name not in FORMAT_NAMES and row in made_from(get_format(row.derived_from))
+        assert isinstance(settings[row.enabled_by], bool), row.name
+    assert format_options() == ("auto_mixed", "per_tensor")
+    assert [d.name for d in made_from(get_format("int8"))] == ["int8_mixed"]
+    assert [d.name for d in made_from(get_format("edgetpu"))] == [EDGETPU_FORMAT]
+    assert made_from(get_format("fp32")) == []
+    # the compiled row's file is the name edgetpu_compiler gives the edgetpu file (run_compiler)
+    assert EDGETPU_COMPILED.filename("m") == Path(get_format("edgetpu").filename("m")).stem + "_edgetpu.tflite"
+
+
+def test_an_option_no_chosen_format_takes_is_refused_naming_the_formats_and_their_options():
+    from edgeface.converters.export_config import ExportConfig, given_options
+    from edgeface.converters.formats import check_options
+    from edgeface.errors import SettingError
+
+    with pytest.raises(SettingError, match=r"^per_tensor is not an option of format fp32 \(fp32 takes no options; "
+                                           r"int8, edgetpu take it\)$") as err:
+        check_options(resolve_formats("fp32"), ["per_tensor"])
+    assert err.value.key == "per_tensor" and str(err.value.as_flag()).startswith("--per-tensor is not an option")
+    with pytest.raises(SettingError, match=r"^auto_mixed is not an option of formats fp32, edgetpu \(fp32 takes no "
+                                           r"options; edgetpu takes per_tensor; int8 takes it\)$"):
+        check_options(resolve_formats("edgetpu,fp32"), ["auto_mixed"])
+    check_options(resolve_formats("fp32,edgetpu"), ["per_tensor"])  # one chosen format takes it: accepted
+    check_options(resolve_formats("all"), ["per_tensor", "auto_mixed"])
+    # only the table's options, and only when moved off their default, count as given
+    assert given_options(ExportConfig(model=Path("m.keras"))) == []
+    assert given_options(ExportConfig(model=Path("m.keras"), calib_count=5, compile_edgetpu=False)) == []
+    assert given_options(ExportConfig(model=Path("m.keras"), per_tensor=True, auto_mixed=True)) == [
+        "auto_mixed", "per_tensor"]
+
+
+def test_exit_code_lets_a_verified_file_stand_in_for_its_source_only_where_the_table_says():
+    from edgeface.commands.export import exit_code
+    from edgeface.converters.results import ExportResult, FormatResult
+    from edgeface.runtime.bundle import EDGETPU_FORMAT
+
+    def code(*rows):
+        return exit_code(ExportResult(Path("b"), [FormatResult(f, status=s) for f, s in rows], None, {}, {}))
+
+    assert code(("fp32", "ok"), ("int8", "failed_verification"), ("int8_mixed", "ok")) == 0  # rescued
+    assert code(("fp32", "ok"), ("int8", "failed_verification"), ("int8_mixed", "failed_verification")) == 1
+    assert code(("int8", "failed"), ("fp32", "failed_verification"), ("int8_mixed", "ok")) == 1  # fp32 still failed
+    # the compiled file runs only on an Edge TPU: it does not stand in for the edgetpu file
+    assert code(("edgetpu", "failed_verification"), (EDGETPU_FORMAT, "ok")) == 1
+    assert code(("fp32", "ok"), ("edgetpu", "ok"), (EDGETPU_FORMAT, "ok")) == 0
 
 
 def test_calibration_order_spreads_over_identities():
@@ -467,8 +543,8 @@ def test_every_format_exports_and_verifies(full_export):
 def test_files_match_keras_through_the_runtime(full_export, trained_model, att_crops):
     """Independent of export's own check: other faces, the runtime Embedder, the Keras model."""
     from edgeface.data.dataset import load_crops
+    from edgeface.nn.loading import load_embedding_model
     from edgeface.runtime.interpreter import Embedder
-    from edgeface.train.models import load_embedding_model
 
     out, report, _ = full_export
     crops = load_crops(att_crops).images[5::20]  # 20 faces, 20 people
@@ -565,8 +641,8 @@ def test_auto_mixed_keeps_the_worst_layers_in_float(trained_model, att_crops, tm
     from edgeface.converters.mixed import LayerDebugger
     from edgeface.converters.verify import keras_embeddings
     from edgeface.data.dataset import load_crops
+    from edgeface.nn.loading import load_embedding_model
     from edgeface.runtime.interpreter import Embedder
-    from edgeface.train.models import load_embedding_model
 
     crops = load_crops(att_crops).images
     calib, held_out = crops[::4][:100], crops[2::10]
@@ -629,7 +705,8 @@ def test_int8_that_misses_its_budget_is_flagged_with_the_way_out(trained_model, 
                                                                  int8_held_to_unreachable_mean):
     """int8 held to an average cosine no 8-bit file reaches: ❎ in the manifest, the missed bound in words, and
     the hint to --auto-mixed (without searching: that is the slow test below)."""
-    from edgeface.converters.export import ExportConfig, export_bundle
+    from edgeface.converters.export import export_bundle
+    from edgeface.converters.export_config import ExportConfig
     from edgeface.runtime.bundle import Bundle
 
     out = tmp_path / "bundle"
@@ -646,7 +723,8 @@ def test_auto_mixed_rescues_an_int8_file_that_misses_its_budget(trained_model, a
                                                                 int8_held_to_unreachable_mean):
     """End to end: int8 held to an average cosine no 8-bit file reaches -> ❎, then --auto-mixed
     writes an int8_mixed file with the fewest float layers that pass the normal int8 bounds."""
-    from edgeface.converters.export import ExportConfig, export_bundle
+    from edgeface.converters.export import export_bundle
+    from edgeface.converters.export_config import ExportConfig
     from edgeface.runtime.bundle import Bundle
 
     out = tmp_path / "bundle"
@@ -776,13 +854,13 @@ def _tiny_export(model, crops, out, *args):
 
 def test_auto_mixed_crash_is_a_failed_row_and_the_bundle_is_kept(tiny_model_and_crops, tmp_path, monkeypatch,
                                                                    int8_never_verifies, umask_027):
-    from edgeface.converters import export as ex
+    from edgeface.converters import steps
     from edgeface.runtime.bundle import Bundle
 
     def crash(*args, **kwargs):
         raise RuntimeError("layer debugger crashed\nC++ detail")
 
-    monkeypatch.setattr(ex, "_run_auto_mixed", crash)
+    monkeypatch.setattr(steps, "_run_auto_mixed", crash)
     out = tmp_path / "bundle"
     result, rows = _tiny_export(*tiny_model_and_crops, out, "--formats", "fp32,int8", "--auto-mixed")
     assert result.exit_code == 1  # a row failed: the export itself went on
@@ -823,8 +901,44 @@ def test_edgetpu_step_crashes_fail_their_row_only(tiny_model_and_crops, tmp_path
     assert Bundle.load(out).formats == ["fp32"] and not list(out.glob("*edgetpu*")) and result.exit_code == 1
 
 
+def test_the_table_drives_the_export_a_new_derived_row_runs_after_its_source(tiny_model_and_crops, tmp_path,
+                                                                              monkeypatch):
+    """A row added to the table with a step of its own is made right after its source, announced in the progress,
+    and listed in the summary and the manifest: export_bundle has no per-format branches."""
+    import dataclasses
+    import shutil as sh
+
+    from edgeface.converters import formats, steps
+    from edgeface.converters import manifest as mf
+    from edgeface.converters.export import export_bundle
+    from edgeface.converters.export_config import ExportConfig
+    from edgeface.converters.results import OK, FormatResult
+    from edgeface.runtime.bundle import Bundle
+
+    def copy_step(ctx, fmt, source):
+        path = ctx.work / fmt.filename(ctx.stem)
+        sh.copyfile(ctx.work / source.file, path)
+        row = FormatResult(fmt.name, status=OK, file=path.name, size_bytes=path.stat().st_size)
+        return steps.Made([row], [mf.file_entry(fmt.name, path, ctx.work, read_graph(path), verified=True)])
+
+    copy = dataclasses.replace(get_format("fp32"), name="fp32_copy", suffix="_copy.tflite", step="copy",
+                               derived_from="fp32", enabled_by="compile_edgetpu")
+    monkeypatch.setattr(formats, "DERIVED_FORMATS", (*formats.DERIVED_FORMATS, copy))
+    monkeypatch.setitem(steps.STEPS, "copy", steps.Step(copy_step, "copying fp32"))
+    seen = []
+    model, crops = tiny_model_and_crops
+    result = export_bundle(ExportConfig(model=model, out=tmp_path / "b", formats="fp16,fp32", calib=crops,
+                                        calib_count=6, verify_count=3),
+                           progress=lambda desc, done, total: seen.append((desc, done, total)))
+    assert [r.format for r in result.formats] == ["fp32", "fp32_copy", "fp16"]
+    assert Bundle.load(tmp_path / "b").formats == ["fp32", "fp32_copy", "fp16"]
+    assert [d for d, _, _ in seen] == ["loading the model", "collecting calibration faces", "exporting fp32",
+                                       "copying fp32", "exporting fp16", "writing the bundle"]
+    assert [done for _, done, _ in seen] == list(range(6)) and {total for _, _, total in seen} == {6}
+
+
 def test_failed_final_rename_puts_the_previous_bundle_back(tmp_path, monkeypatch):
-    from edgeface.converters import export as ex
+    from edgeface.converters import bundle_folder
 
     out = tmp_path / "bundle"
     out.mkdir()
@@ -839,10 +953,10 @@ def test_failed_final_rename_puts_the_previous_bundle_back(tmp_path, monkeypatch
             raise OSError(18, "Invalid cross-device link")
         real_replace(src, dst)
 
-    monkeypatch.setattr(ex.os, "replace", replace)
+    monkeypatch.setattr(bundle_folder.os, "replace", replace)
     with pytest.raises(UserError, match=r"cannot move the new bundle into place at .*bundle: Invalid cross-device "
                                         r"link; the previous bundle is back in place"):
-        ex._finish_bundle(work, out)
+        bundle_folder.finish_bundle(work, out)
     assert (out / "manifest.json").read_text() == "old" and [p.name for p in tmp_path.iterdir()] != []
     assert not [p for p in tmp_path.iterdir() if ".old-" in p.name]
 
@@ -852,7 +966,12 @@ def test_failed_final_rename_puts_the_previous_bundle_back(tmp_path, monkeypatch
     (["--name", "/tmp/x"], r"--name '/tmp/x' cannot name the bundle's files"),
     (["--max-drop", "nan"], r"--max-drop must be a finite number >= 0 percentage points \(got nan\)"),
     (["--detector", "bogus"], r"unknown detector 'bogus'"),
-    (["--formats", "fp32", "--per-tensor"], r"--per-tensor sets the int8 weights' scales"),
+    # an option no chosen format takes: the library names the option, the CLI its flag
+    (["--formats", "fp32", "--per-tensor"],
+     r"^error: --per-tensor is not an option of format fp32 \(fp32 takes no options; int8, edgetpu take it\)$"),
+    (["--formats", "edgetpu,fp16", "--auto-mixed"],
+     r"^error: --auto-mixed is not an option of formats fp16, edgetpu \(fp16 takes no options; edgetpu takes "
+     r"per_tensor; int8 takes it\)$"),
 ])
 def test_bad_export_options_write_nothing(tiny_model_and_crops, tmp_path, args, pattern):
     model, crops = tiny_model_and_crops

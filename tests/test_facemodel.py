@@ -19,6 +19,8 @@ from edgeface.runtime.facemodel import (
 )
 from edgeface.runtime.images import read_image
 
+pytestmark = pytest.mark.board
+
 DLIB_LIKE = {"name": "dlib-like", "input_size": 150, "layout": "NHWC", "template": [[46, 46], [102, 47], [73.5, 79],
              [73.5, 108]], "template_size": 150, "embedding_dim": 128, "metric": "cosine", "threshold": 0.42}
 

@@ -9,6 +9,8 @@ import pytest
 
 from edgeface.fileio import atomic_output, atomic_write_bytes, atomic_write_text, umask_mode
 
+pytestmark = pytest.mark.board
+
 
 @pytest.fixture
 def umask_027():

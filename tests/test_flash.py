@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from edgeface.cli import app
 from edgeface.runtime.gallery_crypto import read_key_file
+from edgeface.runtime.settings import RunSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sshd_server import SSHD, SSHServer, free_port, keygen  # noqa: E402
@@ -108,8 +109,11 @@ def test_flash_installs_a_healthy_release_and_switches_current(board, exported_b
     assert info["settings"]["format"] == "int8"  # the profile's format, which the bundle has
     health = json.loads((rel / "HEALTHY").read_text())
     assert health["ok"] is True and health["format"] == "int8" and all(health["checks"].values())
-    assert "--source" in (rel / "run.sh").read_text()
+    # run.sh starts the runtime with the release's edgeface.toml, which holds every setting
+    assert 'exec ./venv/bin/edgeface run --config edgeface.toml "$@"' in (rel / "run.sh").read_text()
     assert 'format = "int8"' in (rel / "edgeface.toml").read_text()
+    run = RunSettings.from_toml(rel / "edgeface.toml")
+    assert (run.model, run.format, run.source) == ("bundle", "int8", info["settings"]["source"])
     # The installed runtime runs from the release on its own.
     proc = subprocess.run([str(rel / "venv" / "bin" / "edgeface"), "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip()
@@ -202,7 +206,7 @@ def test_inventory_group_flash_in_parallel_then_rollback(sshd, board, runtime_wh
     twin = board.dir / second / numpy_init.relative_to(board.dir / before)
     assert twin.stat().st_ino == numpy_init.stat().st_ino
     assert (board.dir / second / "gallery.npz").read_bytes() == gallery.read_bytes()
-    assert "--gallery" in (board.dir / second / "run.sh").read_text()
+    assert RunSettings.from_toml(board.dir / second / "edgeface.toml").gallery == "gallery.npz"
 
     back = invoke(["rollback", "bench", "--inventory", inv, "--known-hosts", sshd.known_hosts])
     assert back.exit_code == 0, back.output
@@ -387,15 +391,15 @@ def test_encrypted_gallery_goes_with_its_key_kept_apart(sshd, board, runtime_whe
     assert stat.S_IMODE(on_board.stat().st_mode) == 0o600 and stat.S_IMODE(on_board.parent.stat().st_mode) == 0o700
     assert (rel / "gallery.npz").read_bytes() == gallery.read_bytes()
     assert stat.S_IMODE((rel / "gallery.npz").stat().st_mode) == 0o600
-    assert f"--key-file {on_board}" in (rel / "run.sh").read_text()
+    assert RunSettings.from_toml(rel / "edgeface.toml").key_file == str(on_board)
     # the key is in its file alone: not in the release, the settings, the events log or flash's output
     for text in [result.output, (board.dir / "events.jsonl").read_text()] + \
             [p.read_text() for p in rel.iterdir() if p.is_file() and p.suffix != ".npz"]:
         assert secret not in text
-    # the board's runtime opens it with that key and names the enrolled face
-    proc = subprocess.run([str(rel / "venv" / "bin" / "edgeface"), "run", "-m", "bundle", "-g", "gallery.npz",
-                           "--key-file", str(on_board), "-s", str(media_dir / "obama.jpg"), "-q"],
-                          capture_output=True, text=True, cwd=rel, timeout=300)
+    # the board's runtime, started as the service starts it (run.sh: the settings of edgeface.toml, a source given
+    # beside them winning), opens it with that key and names the enrolled face
+    proc = subprocess.run([str(rel / "run.sh"), "-s", str(media_dir / "obama.jpg"), "-q"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     frame = next(json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith('{"frame"'))
     assert [d["identity"] for d in frame["detections"]] == ["Barack Obama"]
@@ -463,11 +467,11 @@ class LocalBoard:
 
 @pytest.fixture
 def service_board(tmp_path, monkeypatch):
-    """(make(answers, previous, had_service, fail) -> (conn, ctx, root, unit path), cfg): a user-mode service,
-    the new release r2 just made current; ``had_service`` installs an earlier flash's unit and service.json first;
+    """make(answers, previous, had_service, fail) -> (conn, flash, root, unit path): a user-mode service, the new
+    release r2 just made current; ``had_service`` installs an earlier flash's unit and service.json first;
     ``fail`` names a systemctl verb that fails (exit 1)."""
     from edgeface.devices import service
-    from edgeface.devices.flash import FlashConfig
+    from edgeface.devices.flash import Flash, FlashConfig
 
     monkeypatch.setattr(service, "SERVICE_SETTLE_S", 0.0)
     root, home = tmp_path / "edgeface", tmp_path / "home"
@@ -482,40 +486,41 @@ def service_board(tmp_path, monkeypatch):
             unit.write_text("OLD UNIT\n")
             info = {"mode": "user", "name": "edgeface", "unit": str(unit), "uid": 1000}
             (root / "service.json").write_text(json.dumps(info) + "\n")
-        ident = {"systemd": True, "uid": 1000, "home": str(home), "user": "pi"}
-        ctx = {"root": str(root), "identity": ident, "release_id": "r2", "state": {"current": previous},
-               "switched": True}
-        return LocalBoard(tmp_path, answers, fail), ctx, root, unit
+        conn = LocalBoard(tmp_path, answers, fail)
+        flash = Flash(conn, FlashConfig(bundle=tmp_path, service="user"), local=None)
+        flash.root, flash.release_id, flash.state, flash.switched = str(root), "r2", {"current": previous}, True
+        flash.identity = {"systemd": True, "uid": 1000, "home": str(home), "user": "pi"}
+        return conn, flash, root, unit
 
-    return make, FlashConfig(bundle=tmp_path, service="user")
+    return make
 
 
 def test_failing_service_on_a_first_flash_removes_the_unit(service_board):
     from edgeface.devices.flash import _service
     from edgeface.errors import UserError
 
-    make, cfg = service_board
-    conn, ctx, root, unit = make(["failed"], previous=None, had_service=False)
+    make = service_board
+    conn, flash, root, unit = make(["failed"], previous=None, had_service=False)
     with pytest.raises(UserError, match=r"edgeface service did not stay up on the new release \(failed: .*\); no "
                                         r"previous release to go back to; the edgeface unit was removed"):
-        _service(conn, conn.board, cfg, ctx)
+        _service(flash)
     # Left enabled with Restart=on-failure, the unit would restart a release that no longer exists, forever.
     assert not unit.exists() and not (root / "service.json").exists()
     calls = conn.calls()
     assert "--user disable --now edgeface" in calls and calls.index("--user disable --now edgeface") > \
         calls.index("--user restart edgeface")
-    assert ctx["switched"]  # flash's recovery then removes the `current` link
+    assert flash.switched  # flash's recovery then removes the `current` link
 
 
 def test_failing_service_over_a_release_without_one_starts_nothing(service_board):
     from edgeface.devices.flash import _service
     from edgeface.errors import UserError
 
-    make, cfg = service_board
-    conn, ctx, root, unit = make(["failed"], previous="r1", had_service=False)
+    make = service_board
+    conn, flash, root, unit = make(["failed"], previous="r1", had_service=False)
     with pytest.raises(UserError, match=r"; back on release r1; the edgeface unit was removed$"):
-        _service(conn, conn.board, cfg, ctx)
-    assert os.readlink(root / "current") == "releases/r1" and not ctx["switched"]
+        _service(flash)
+    assert os.readlink(root / "current") == "releases/r1" and not flash.switched
     assert not unit.exists() and not (root / "service.json").exists()
     assert [c for c in conn.calls() if "restart" in c] == ["--user restart edgeface"]  # never on r1
 
@@ -524,11 +529,11 @@ def test_failing_service_puts_the_old_unit_back_and_restarts_it(service_board):
     from edgeface.devices.flash import _service
     from edgeface.errors import UserError
 
-    make, cfg = service_board
-    conn, ctx, root, unit = make(["failed", "active"], previous="r1", had_service=True)
+    make = service_board
+    conn, flash, root, unit = make(["failed", "active"], previous="r1", had_service=True)
     old = json.loads((root / "service.json").read_text())
     with pytest.raises(UserError, match=r"did not stay up on the new release \(failed: .*\); back on release r1$"):
-        _service(conn, conn.board, cfg, ctx)
+        _service(flash)
     assert os.readlink(root / "current") == "releases/r1"
     assert unit.read_text() == "OLD UNIT\n" and json.loads((root / "service.json").read_text()) == old
     calls = conn.calls()
@@ -542,13 +547,13 @@ def test_a_unit_that_cannot_be_enabled_leaves_the_service_as_it_was(service_boar
     from edgeface.devices.flash import _service
     from edgeface.errors import UserError
 
-    make, cfg = service_board
-    conn, ctx, root, unit = make([], previous="r1" if had_service else None, had_service=had_service,
+    make = service_board
+    conn, flash, root, unit = make([], previous="r1" if had_service else None, had_service=had_service,
                                  fail="enable")
     old = (root / "service.json").read_text() if had_service else None
     with pytest.raises(UserError, match=r"^enabling the service failed: Failed to enable unit: Access denied; the "
                                         r"board's service was left as it was before this flash$"):
-        _service(conn, conn.board, cfg, ctx)
+        _service(flash)
     if had_service:
         assert unit.read_text() == "OLD UNIT\n" and (root / "service.json").read_text() == old
     else:
@@ -557,7 +562,7 @@ def test_a_unit_that_cannot_be_enabled_leaves_the_service_as_it_was(service_boar
 
 
 def test_a_step_that_crashes_is_recorded_as_failed():
-    from edgeface.devices.flash import FlashResult, StepRunner
+    from edgeface.devices.steps import FlashResult, StepRunner
 
     seen = []
     runner_ = StepRunner(FlashResult(board="b", address="a"), lambda board, step: seen.append(step))
@@ -572,15 +577,16 @@ def test_a_step_that_crashes_is_recorded_as_failed():
 
 
 def test_low_disk_hint_does_not_promise_what_keep_cannot_do(tmp_path):
-    from edgeface.devices.flash import FlashConfig, _space
+    from edgeface.devices.flash import Flash, FlashConfig, _space
     from edgeface.errors import UserError
 
     wheel = tmp_path / "edgeface-1.0-py3-none-any.whl"
     wheel.write_bytes(b"x" * 1000)
     local = SimpleNamespace(bundle_files=[], gallery=None)
-    ctx = {"wheels": [wheel], "identity": {"free_bytes": 5e6, "hostname": "pi"}, "root": "/home/pi/.edgeface"}
+    flash = Flash(None, FlashConfig(bundle=tmp_path, offline=True), local)
+    flash.wheels, flash.identity, flash.root = [wheel], {"free_bytes": 5e6, "hostname": "pi"}, "/home/pi/.edgeface"
     with pytest.raises(UserError) as exc:
-        _space(FlashConfig(bundle=tmp_path, offline=True), local, ctx)
+        _space(flash)
     message = str(exc.value)
     assert message.startswith("not enough disk space on pi: 5.0 MB free under /home/pi/.edgeface")
     assert "pruned only after a flash succeeds" in message and "or lower --keep" not in message
@@ -592,8 +598,8 @@ def test_a_restart_that_gets_no_answer_puts_the_old_service_back(service_board):
     from edgeface.devices.flash import _service
     from edgeface.errors import UserError
 
-    make, cfg = service_board
-    conn, ctx, root, unit = make(["active"], previous="r1", had_service=True)
+    make = service_board
+    conn, flash, root, unit = make(["active"], previous="r1", had_service=True)
     plain_run = conn.run
     lost = []
 
@@ -606,8 +612,8 @@ def test_a_restart_that_gets_no_answer_puts_the_old_service_back(service_board):
     conn.run = run
     with pytest.raises(UserError, match=r"did not stay up on the new release \(the connection to 127.0.0.1 was "
                                         r"lost\); back on release r1$"):
-        _service(conn, conn.board, cfg, ctx)
-    assert os.readlink(root / "current") == "releases/r1" and not ctx["switched"]
+        _service(flash)
+    assert os.readlink(root / "current") == "releases/r1" and not flash.switched
     assert unit.read_text() == "OLD UNIT\n"
     assert conn.calls().count("--user restart edgeface") == 2  # the new release, then the old one again
 
@@ -617,15 +623,17 @@ def test_a_new_service_name_removes_the_unit_an_earlier_flash_installed(service_
 
     from edgeface.devices.flash import _service
 
-    make, cfg = service_board
-    conn, ctx, root, unit = make(["active"], previous="r1", had_service=True)
-    detail = _service(conn, conn.board, dataclasses.replace(cfg, service_name="door-cam"), ctx)
+    make = service_board
+    conn, flash, root, unit = make(["active"], previous="r1", had_service=True)
+    flash.cfg = dataclasses.replace(flash.cfg, service_name="door-cam")
+    detail = _service(flash)
     assert "the previous unit edgeface was removed" in detail
     assert not unit.exists() and (unit.parent / "door-cam.service").is_file()
     assert json.loads((root / "service.json").read_text())["name"] == "door-cam"
     assert "--user disable --now edgeface" in conn.calls()
     # --service none over an installed unit: the release switches, and the output says the unit runs the old one
-    detail = _service(conn, conn.board, dataclasses.replace(cfg, service="none"), ctx)
+    flash.cfg = dataclasses.replace(flash.cfg, service="none")
+    detail = _service(flash)
     assert "the user unit door-cam an earlier flash installed still runs the previous release" in detail
 
 

@@ -476,7 +476,7 @@ def test_damaged_tflite_is_refused_before_the_interpreter(case, fuzz):
 
 def test_tflite_tensor_name_not_utf8_is_read_with_replacement_characters(tmp_path):
     """Minimal input found: 11 bytes copied into a tensor name of the dlib model raised UnicodeDecodeError."""
-    from edgeface.converters.tflite_graph import read_graph
+    from edgeface.runtime.tflite_graph import read_graph
 
     path = tmp_path / "model.tflite"
     path.write_bytes(_tflite_edit(fh.DETECTOR, _tensor_name_not_utf8))
@@ -500,7 +500,7 @@ def test_tflite_constant_without_data_fails_to_run_in_one_line(tmp_path):
 
 
 def test_structure_check_passes_every_shipped_model():
-    from edgeface.converters.tflite_graph import structure_problem
+    from edgeface.runtime.tflite_graph import structure_problem
 
     shipped = sorted(Path(fh.REPO / "edgeface" / "models").rglob("*.tflite"))
     assert len(shipped) >= 4

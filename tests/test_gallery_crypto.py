@@ -28,6 +28,8 @@ from edgeface.runtime.gallery_crypto import (
     unseal,
 )
 
+pytestmark = pytest.mark.board
+
 runner = CliRunner()
 
 

@@ -194,7 +194,7 @@ def test_other_files_are_refused_in_one_line(tmp_path, model_files, media_dir):
 
 
 def test_keras_model_layout(model):
-    from edgeface.train.models import ChannelPad, L2Normalize
+    from edgeface.nn.layers import ChannelPad, L2Normalize
 
     assert model.input.name == "image" and tuple(model.input.shape) == (None, 150, 150, 3)
     assert tuple(model.output.shape) == (None, 128)
@@ -234,7 +234,7 @@ def test_keras_model_gives_dlibs_descriptors_on_500_lfw_faces(model, lfw_dir, mo
 
 
 def test_saved_model_reloads_with_the_same_outputs(model, faces, tmp_path):
-    from edgeface.train.models import load_embedding_model
+    from edgeface.nn.loading import load_embedding_model
 
     model.save(tmp_path / "m.keras")
     reloaded = load_embedding_model(tmp_path / "m.keras")
@@ -245,8 +245,8 @@ def test_saved_model_reloads_with_the_same_outputs(model, faces, tmp_path):
 def test_tflite_float32_uses_builtin_ops_and_agrees(model, faces, tmp_path):
     from edgeface.converters.convert import batch_one, check_graph, make_converter, run_converter
     from edgeface.converters.formats import get_format
-    from edgeface.converters.tflite_graph import read_graph
     from edgeface.runtime.interpreter import TFLiteModel
+    from edgeface.runtime.tflite_graph import read_graph
 
     fp32 = get_format("fp32")
     data = run_converter(make_converter(batch_one(model), fp32))  # TFLiteConverter.from_keras_model, builtins only

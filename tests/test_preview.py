@@ -23,6 +23,8 @@ from edgeface.errors import UserError
 from edgeface.runtime.images import read_image
 from edgeface.runtime.preview import KNOWN_BGR, UNKNOWN_BGR, PreviewServer, annotate, parse_host_port
 
+pytestmark = pytest.mark.board
+
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -156,9 +158,9 @@ def preview_run(bundle: Path, video: Path, tmp_path: Path, host_port: str):
 
 
 @NEEDS_CHROMIUM
-def test_preview_page_in_headless_chromium(exported_bundle, two_people_video, tmp_path):
+def test_preview_page_in_headless_chromium(runtime_bundle, two_people_video, tmp_path):
     """`edgeface run --preview` on a real video; Chromium loads the page, shows the stream, takes a screenshot."""
-    with preview_run(exported_bundle, two_people_video, tmp_path, "127.0.0.1:0") as url:
+    with preview_run(runtime_bundle, two_people_video, tmp_path, "127.0.0.1:0") as url:
         assert url.startswith("http://127.0.0.1:")
         shot = tmp_path / "preview.png"
         common = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}",
@@ -237,10 +239,10 @@ def test_a_token_file_is_required_then_and_kept_out_of_the_url(tmp_path, media_d
 
 
 @NEEDS_CHROMIUM
-def test_preview_off_loopback_in_headless_chromium(exported_bundle, two_people_video, tmp_path):
+def test_preview_off_loopback_in_headless_chromium(runtime_bundle, two_people_video, tmp_path):
     """`edgeface run --preview 0.0.0.0:0`: Chromium with the printed URL sees the stream; without the token it gets
     401 and no frame."""
-    with preview_run(exported_bundle, two_people_video, tmp_path, "0.0.0.0:0") as url:
+    with preview_run(runtime_bundle, two_people_video, tmp_path, "0.0.0.0:0") as url:
         assert "?token=" in url, "the URL carries no token"
         url = url.replace("0.0.0.0", "127.0.0.1")
         bare = url.split("?", 1)[0]

@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeface.runtime.pipeline import FrameResult, RunStats, StageTimes
+from edgeface.runtime.results import FrameResult
+from edgeface.runtime.stats import RunStats, StageTimes
 
 BENCH = Path(__file__).parent / "benchmarks" / "soak_bench.py"
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc (Linux)")
+pytestmark = [pytest.mark.board, pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc (Linux)")]
 
 
 @cache
@@ -86,10 +87,10 @@ def test_short_soak_keeps_descriptors_threads_and_memory_flat_and_recovers_every
 # would: the soak must see both.
 LEAKY_RUN = textwrap.dedent("""
     import os, threading
-    import edgeface.runtime.capture as capture
+    import edgeface.runtime.capture.devices as devices
     from edgeface.cli import main
 
-    real_open_stream = capture.open_stream
+    real_open_stream = devices.open_stream
     leaked = []
 
     def leaky_open_stream(url, config):
@@ -97,7 +98,7 @@ LEAKY_RUN = textwrap.dedent("""
         threading.Thread(target=threading.Event().wait, daemon=True).start()
         return real_open_stream(url, config)
 
-    capture.open_stream = leaky_open_stream
+    devices.open_stream = leaky_open_stream
     main()
 """)
 

@@ -198,9 +198,9 @@ def test_augmentation_acts_in_training_only_and_each_kind_switches(att_crops):
 def test_trained_model_identifies_held_out_faces(trained_model, att_crops):
     from edgeface.data.dataset import load_crops
     from edgeface.evaluate.protocols import rank1
+    from edgeface.nn.loading import load_embedding_model
     from edgeface.train.augment import is_augmentation_layer
     from edgeface.train.data import dataset_hash
-    from edgeface.train.models import load_embedding_model
 
     run = trained_model.parent
     info = json.loads((run / "train.json").read_text())
@@ -246,7 +246,7 @@ def _tiny_config(att_crops, tmp_path, **kw):
 def test_resume_continues_from_the_checkpoint(att_crops, tmp_path):
     import keras
 
-    from edgeface.train.models import load_embedding_model
+    from edgeface.nn.loading import load_embedding_model
     from edgeface.train.trainer import train
 
     first = train(_tiny_config(att_crops, tmp_path))
@@ -278,7 +278,8 @@ def test_resume_continues_from_the_checkpoint(att_crops, tmp_path):
 
 
 def test_width_scales_the_network_and_is_part_of_the_run(att_crops, tmp_path):
-    from edgeface.train.models import get_model, load_embedding_model
+    from edgeface.nn.loading import load_embedding_model
+    from edgeface.train.models import get_model
     from edgeface.train.trainer import train
 
     # MobileFaceNet at 1.5x width: ~2.1 M parameters against ~1 M, the embedding size unchanged.
@@ -313,7 +314,7 @@ def test_mirrored_strategy_with_one_cpu_device_and_bf16(att_crops, tmp_path):
 
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the mirrored path needs the TensorFlow backend")
-    from edgeface.train.models import load_embedding_model
+    from edgeface.nn.loading import load_embedding_model
     from edgeface.train.trainer import train
 
     result = train(_tiny_config(att_crops, tmp_path, distribute="mirrored", precision="mixed_bfloat16",
@@ -331,7 +332,7 @@ def test_mirrored_strategy_with_one_cpu_device_and_bf16(att_crops, tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed (pip install jax)")
 def test_trains_under_the_jax_backend_without_tensorflow(att_crops, tmp_path):
-    from edgeface.train.models import load_embedding_model
+    from edgeface.nn.loading import load_embedding_model
 
     # TensorFlow is made unimportable in the child: a JAX-only GPU box has none.  seed-cnn keeps XLA's CPU
     # compile short; MobileFaceNet's BatchNorm path (eager updates under JAX) is checked on a small copy.

@@ -1,15 +1,16 @@
 """The ``--detector`` option that every command taking photos or frames shares.
 
-Light on purpose (no OpenCV, no numpy): ``edgeface --help`` imports it.  The names are a copy of
-:data:`edgeface.runtime.detector.DETECTOR_KINDS` and its default, which a test keeps equal.
+Light on purpose (no OpenCV, no numpy): ``edgeface --help`` imports it.  The names and the default are
+:mod:`edgeface.runtime.settings`' copy of :data:`edgeface.runtime.detector.DETECTOR_KINDS` and its default, which a
+test keeps equal.
 """
 
 from __future__ import annotations
 
 import typer
 
-DETECTOR_CHOICES = ("auto", "short", "full", "haar")  # = edgeface.runtime.detector.DETECTOR_KINDS
-DEFAULT_DETECTOR = "auto"  # = edgeface.runtime.detector.DEFAULT_DETECTOR
+from edgeface.runtime.settings import DEFAULT_DETECTOR
+
 DETECTOR_MODES_HELP = ("auto (default: faces from 32 px wide up to filling the frame, anywhere in it), short "
                        "(BlazeFace 128 on the whole frame: fastest, faces wider than ~1/8 of the frame), full "
                        "(BlazeFace 192: faces ~1/10 to 1/2 of the frame), haar (OpenCV fallback, no landmarks).")

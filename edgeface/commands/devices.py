@@ -9,6 +9,15 @@ from typing import List, Optional
 
 import typer
 
+from edgeface.commands.board_options import (
+    BREAK_LOCK,
+    INVENTORY,
+    PYTHON,
+    REMOTE_DIR,
+    TARGET_HELP,
+    SSHFlags,
+    ssh_flags,
+)
 from edgeface.commands.detector_options import DETECTOR_MODES_HELP, detector_option
 from edgeface.commands.errors import user_errors
 from edgeface.commands.gallery import key_file_option, resolve_key
@@ -17,44 +26,6 @@ from edgeface.errors import UserError
 from edgeface.fileio import check_writable_file
 
 devices_app = typer.Typer(help="Board profiles: list them, detect a board's.", no_args_is_help=True)
-
-# --- options shared by every command that reaches a board ----------------------------------
-
-TARGET_HELP = "user@host[:port], or a board or group name from --inventory."
-INVENTORY = typer.Option(None, "--inventory", "-I", help="Inventory TOML file listing boards (see README).",
-                         exists=True, dir_okay=False)
-IDENTITY = typer.Option(None, "--identity", "-i", help="SSH private key (default: ssh's own choice).",
-                        exists=True, dir_okay=False)
-KNOWN_HOSTS = typer.Option(None, "--known-hosts", help="known_hosts file to check host keys against "
-                           "(default: ~/.ssh/known_hosts).", dir_okay=False)
-ACCEPT_NEW = typer.Option(False, "--accept-new-host-key", help="Record the host key of a board seen for the first "
-                          "time (a changed key is still refused).")
-SSH_CONFIG = typer.Option(None, "--ssh-config", help="ssh client config file (ssh -F).", exists=True, dir_okay=False)
-SSH_OPTION = typer.Option(None, "--ssh-option", "-o", help="Extra ssh option Key=Value (repeatable).")
-CONNECT_TIMEOUT = typer.Option(10, "--connect-timeout", min=1, help="Seconds to wait for the SSH connection.")
-REMOTE_DIR = typer.Option(None, "--remote-dir", help="Deployment folder on the board (default: ~/.edgeface).")
-BREAK_LOCK = typer.Option(False, "--break-lock", help="First remove the board's lock left by a flash or rollback "
-                          "that no longer runs (killed, or its connection lost); logged in the board's events.")
-PYTHON = typer.Option(None, "--python", help="Python on the board that creates the runtime's venv "
-                      "(default: python3).")
-
-
-def _ssh_options(known_hosts, accept_new, ssh_config, ssh_option, connect_timeout):
-    from edgeface.devices.ssh import SSHOptions
-
-    extra = tuple(ssh_option or ())
-    for opt in extra:
-        if "=" not in opt:
-            raise UserError(f"--ssh-option {opt!r}: expected Key=Value, like ServerAliveInterval=10")
-    return SSHOptions(known_hosts=known_hosts, accept_new_host_key=accept_new, connect_timeout=connect_timeout,
-                      config_file=ssh_config, extra_options=extra)
-
-
-def _boards(target, inventory, all_boards, identity, remote_dir, python):
-    from edgeface.devices.inventory import resolve_targets
-
-    return resolve_targets(target, inventory, all_boards, identity=identity, remote_dir=remote_dir, python=python)
-
 
 class _StepPrinter:
     """Prints each flash/rollback step as it ends; one board at a time also gets a spinner while it runs."""
@@ -122,6 +93,7 @@ def _results_table(title: str, results) -> None:
 
 
 @user_errors
+@ssh_flags
 def flash_cmd(
     target: Optional[str] = typer.Argument(None, help=TARGET_HELP),
     bundle: Path = typer.Option(..., "--bundle", "-b", help="Model bundle folder (from `edgeface export`).",
@@ -162,12 +134,7 @@ def flash_cmd(
                                       "the release, MB."),
     remote_dir: Optional[str] = REMOTE_DIR,
     python: Optional[str] = PYTHON,
-    identity: Optional[Path] = IDENTITY,
-    known_hosts: Optional[Path] = KNOWN_HOSTS,
-    accept_new_host_key: bool = ACCEPT_NEW,
-    ssh_config: Optional[Path] = SSH_CONFIG,
-    ssh_option: Optional[List[str]] = SSH_OPTION,
-    connect_timeout: int = CONNECT_TIMEOUT,
+    ssh: SSHFlags = SSHFlags(),  # --identity, --known-hosts, ... (board_options.ssh_flags)
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Put the runtime, a model bundle and a gallery on boards over SSH, as a release with rollback."""
@@ -181,8 +148,8 @@ def flash_cmd(
         raise UserError(f"--service-name {service_name!r}: use letters, digits, '-', '_', '.' and '@'")
     if profile is not None:
         get_profile(profile)
-    options = _ssh_options(known_hosts, accept_new_host_key, ssh_config, ssh_option, connect_timeout)
-    boards = _boards(target, inventory, all_boards, identity, remote_dir, python)
+    options = ssh.options()
+    boards = ssh.boards(target, inventory, all_boards, remote_dir, python)
     key = resolve_key(key_file) if board_key_file is None else None
     cfg = FlashConfig(bundle=bundle, gallery=gallery, gallery_key=key, board_key_file=board_key_file,
                       profile=profile, format=fmt, source=source, threads=threads,
@@ -246,6 +213,7 @@ class _upload_bar:
 
 
 @user_errors
+@ssh_flags
 def rollback_cmd(
     target: Optional[str] = typer.Argument(None, help=TARGET_HELP),
     to: Optional[str] = typer.Option(None, "--to", help="Release id to return to (default: the one before "
@@ -256,19 +224,14 @@ def rollback_cmd(
     all_boards: bool = typer.Option(False, "--all", help="Roll back every board of the inventory."),
     remote_dir: Optional[str] = REMOTE_DIR,
     python: Optional[str] = PYTHON,
-    identity: Optional[Path] = IDENTITY,
-    known_hosts: Optional[Path] = KNOWN_HOSTS,
-    accept_new_host_key: bool = ACCEPT_NEW,
-    ssh_config: Optional[Path] = SSH_CONFIG,
-    ssh_option: Optional[List[str]] = SSH_OPTION,
-    connect_timeout: int = CONNECT_TIMEOUT,
+    ssh: SSHFlags = SSHFlags(),  # --identity, --known-hosts, ... (board_options.ssh_flags)
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Return a board to its previous release (or --to one) and restart the service on it."""
     from edgeface.devices.manage import rollback_board
 
-    options = _ssh_options(known_hosts, accept_new_host_key, ssh_config, ssh_option, connect_timeout)
-    boards = _boards(target, inventory, all_boards, identity, remote_dir, python)
+    options = ssh.options()
+    boards = ssh.boards(target, inventory, all_boards, remote_dir, python)
     printer = _StepPrinter(len(boards) > 1, as_json)
     try:
         results = [rollback_board(b, options, to=to, check=not no_check, on_step=printer, break_lock=break_lock)
@@ -287,6 +250,7 @@ def rollback_cmd(
 
 
 @user_errors
+@ssh_flags
 def status_cmd(
     target: Optional[str] = typer.Argument(None, help=TARGET_HELP),
     events: int = typer.Option(10, "--events", min=0, help="How many of the last events to show."),
@@ -294,19 +258,14 @@ def status_cmd(
     all_boards: bool = typer.Option(False, "--all", help="Every board of the inventory."),
     remote_dir: Optional[str] = REMOTE_DIR,
     python: Optional[str] = PYTHON,
-    identity: Optional[Path] = IDENTITY,
-    known_hosts: Optional[Path] = KNOWN_HOSTS,
-    accept_new_host_key: bool = ACCEPT_NEW,
-    ssh_config: Optional[Path] = SSH_CONFIG,
-    ssh_option: Optional[List[str]] = SSH_OPTION,
-    connect_timeout: int = CONNECT_TIMEOUT,
+    ssh: SSHFlags = SSHFlags(),  # --identity, --known-hosts, ... (board_options.ssh_flags)
     as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
 ) -> None:
     """Show a board's current release, its releases, the service state and the last events."""
     from edgeface.devices.manage import board_status
 
-    options = _ssh_options(known_hosts, accept_new_host_key, ssh_config, ssh_option, connect_timeout)
-    boards = _boards(target, inventory, all_boards, identity, remote_dir, python)
+    options = ssh.options()
+    boards = ssh.boards(target, inventory, all_boards, remote_dir, python)
     if len(boards) == 1:
         statuses = [board_status(boards[0], options, events=events)]
     else:
@@ -363,6 +322,7 @@ def _print_status(st: dict) -> None:
 
 
 @user_errors
+@ssh_flags
 def benchmark_cmd(
     models: Optional[List[Path]] = typer.Argument(
         None, help="TFLite files, bundle folders and/or shipped model names (default, mobilefacenet); with --target, "
@@ -403,12 +363,7 @@ def benchmark_cmd(
     inventory: Optional[Path] = INVENTORY,
     remote_dir: Optional[str] = REMOTE_DIR,
     python: Optional[str] = PYTHON,
-    identity: Optional[Path] = IDENTITY,
-    known_hosts: Optional[Path] = KNOWN_HOSTS,
-    accept_new_host_key: bool = ACCEPT_NEW,
-    ssh_config: Optional[Path] = SSH_CONFIG,
-    ssh_option: Optional[List[str]] = SSH_OPTION,
-    connect_timeout: int = CONNECT_TIMEOUT,
+    ssh: SSHFlags = SSHFlags(),  # --identity, --known-hosts, ... (board_options.ssh_flags)
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (only JSON on stdout)."),
 ) -> None:
     """Measure latency, FPS and memory of TFLite files and bundles, here or on boards over SSH."""
@@ -448,8 +403,8 @@ def benchmark_cmd(
 
         from edgeface.devices.remote_benchmark import run_remote_benchmark
 
-        options = _ssh_options(known_hosts, accept_new_host_key, ssh_config, ssh_option, connect_timeout)
-        boards = [b for t in target for b in _boards(t, inventory, False, identity, remote_dir, python)]
+        options = ssh.options()
+        boards = [b for t in target for b in ssh.boards(t, inventory, False, remote_dir, python)]
         if not as_json:
             console.print(f"benchmarking on {', '.join(b.name for b in boards)} over SSH...")
         with ThreadPoolExecutor(max_workers=max(1, len(boards))) as pool:
@@ -458,8 +413,14 @@ def benchmark_cmd(
         if not cfg.models:
             raise UserError("nothing to benchmark: give .tflite files, bundle folders or shipped model names (default, "
                             "mobilefacenet), or --target BOARD")
+        accuracy = None
+        if pairs is not None:  # read before anything is measured: a bad pairs file fails at once
+            from edgeface.evaluate.verification import FileAccuracy
+
+            accuracy = FileAccuracy(pairs, images, detector=detector, backend=backend,
+                                    delegate=cfg.delegate)
         with progress_bar("benchmarking", disable=as_json) as advance:
-            reports = [run_benchmark(cfg, progress=advance)]
+            reports = [run_benchmark(cfg, progress=advance, accuracy=accuracy)]
     written: list[tuple[str, Path]] = []
     write_error = None
     for path, what, writer in ((csv_out, "CSV", write_csv), (plot, "plot", write_plot)):
@@ -523,17 +484,13 @@ def devices_list_cmd(
 
 @devices_app.command("detect")
 @user_errors
+@ssh_flags
 def devices_detect_cmd(
     target: Optional[str] = typer.Argument(None, help="Board to probe over SSH (default: this machine). "
                                            + TARGET_HELP),
     inventory: Optional[Path] = INVENTORY,
     python: Optional[str] = PYTHON,
-    identity: Optional[Path] = IDENTITY,
-    known_hosts: Optional[Path] = KNOWN_HOSTS,
-    accept_new_host_key: bool = ACCEPT_NEW,
-    ssh_config: Optional[Path] = SSH_CONFIG,
-    ssh_option: Optional[List[str]] = SSH_OPTION,
-    connect_timeout: int = CONNECT_TIMEOUT,
+    ssh: SSHFlags = SSHFlags(),  # --identity, --known-hosts, ... (board_options.ssh_flags)
     as_json: bool = typer.Option(False, "--json", help="Print the detection as JSON."),
 ) -> None:
     """Detect a board's profile from /proc/device-tree/model, uname -m and USB ids (this machine or over SSH)."""
@@ -547,8 +504,8 @@ def devices_detect_cmd(
         from edgeface.devices.remote import remote_probe
         from edgeface.devices.ssh import SSHConnection
 
-        options = _ssh_options(known_hosts, accept_new_host_key, ssh_config, ssh_option, connect_timeout)
-        for board in _boards(target, inventory, False, identity, None, python):
+        options = ssh.options()
+        for board in ssh.boards(target, inventory, False, None, python):
             with SSHConnection(board, options) as conn:
                 results.append((board.name, remote_probe(conn, board.python, "identity")))
     out = []

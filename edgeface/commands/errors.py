@@ -11,7 +11,7 @@ from typing import Callable
 
 import typer
 
-from edgeface.errors import UserError
+from edgeface.errors import SettingError, UserError
 
 
 def fail(message: str) -> typer.Exit:
@@ -27,6 +27,8 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except SettingError as exc:  # library code names the setting; here it is the command's flag
+            raise fail(str(exc.as_flag())) from None
         except UserError as exc:
             raise fail(str(exc)) from None
         except KeyboardInterrupt:

@@ -25,7 +25,7 @@ import numpy as np
 from edgeface.cpus import usable_cpus
 from edgeface.data.dataset import MANIFEST, count_excluded, read_people_file, scan_identity_folder
 from edgeface.data.recordio import IRHeader, RecordWriter, pack_payload
-from edgeface.errors import UserError
+from edgeface.errors import SettingError, UserError
 from edgeface.fileio import atomic_write_text
 
 # encoding -> (file signature kept byte for byte, OpenCV suffix for the rest, what it is)
@@ -53,27 +53,27 @@ class PackConfig:
 
     def check(self) -> None:
         """One line for each bad value, before any image is read."""
-        from edgeface.train.config import choice
+        from edgeface.choices import choice
 
         choice("encoding", self.encoding, ENCODINGS)
         if not 1 <= self.quality <= 100:
-            raise UserError(f"--quality must be 1 to 100 (JPEG quality), got {self.quality}")
+            raise SettingError("quality", f"must be 1 to 100 (JPEG quality), got {self.quality}")
         if self.shards < 1:
-            raise UserError(f"--shards must be at least 1, got {self.shards}")
+            raise SettingError("shards", f"must be at least 1, got {self.shards}")
         if self.min_images < 1:
-            raise UserError(f"--min-images must be at least 1, got {self.min_images}")
+            raise SettingError("min_images", f"must be at least 1, got {self.min_images}")
         if self.workers < 0:
-            raise UserError(f"--workers {self.workers} is negative: give a count, or 0 for one per CPU core")
+            raise SettingError("workers", f"{self.workers} is negative: give a count, or 0 for one per CPU core")
         src, out = Path(self.src), Path(self.out)
         if not src.is_dir():
             raise UserError(f"crop folder not found: {src}")
         if out.exists() and not out.is_dir():
-            raise UserError(f"--out {out} exists and is not a folder")
+            raise SettingError("out", f"{out} exists and is not a folder")
         if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
-            raise UserError(f"--out {out} is inside {src}: it would become a person folder of the crops; "
+            raise SettingError("out", f"{out} is inside {src}: it would become a person folder of the crops; "
                             "choose a folder outside")
         if out.is_dir() and any(out.glob("*.rec")):
-            raise UserError(f"--out {out} already holds a pack ({next(out.glob('*.rec')).name}): choose another "
+            raise SettingError("out", f"{out} already holds a pack ({next(out.glob('*.rec')).name}): choose another "
                             "folder or delete it")
 
 
@@ -114,7 +114,7 @@ def shard_names(shards: int) -> list[str]:
 def split_identities(counts: list[int], shards: int) -> list[range]:
     """Consecutive label ranges, one per shard, of about equal image counts (every identity in one shard)."""
     if shards > len(counts):
-        raise UserError(f"--shards {shards} is more than the {len(counts)} identities: a shard holds whole people")
+        raise SettingError("shards", f"{shards} is more than the {len(counts)} identities: a shard holds whole people")
     cum = np.cumsum(counts)
     bounds = [0]
     for k in range(1, shards):

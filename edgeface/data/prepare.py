@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Optional
 
 from edgeface.cpus import usable_cpus
 from edgeface.data.dataset import MANIFEST, scan_identity_folder
-from edgeface.errors import UserError
+from edgeface.errors import SettingError, UserError
 
 SKIP_LOG = "skipped.log"
 CROP_SUFFIX = ".png"  # lossless: training sees exactly what alignment produced
@@ -139,12 +139,12 @@ def validate_config(cfg: PrepareConfig) -> None:
     replaced by a new one that raises again, so a bad ``--detector`` would hang the run for ever.
     """
     if not MIN_SIZE <= cfg.size <= MAX_SIZE:
-        raise UserError(f"--size {cfg.size} is out of range: crops must be {MIN_SIZE} to {MAX_SIZE} pixels "
+        raise SettingError("size", f"{cfg.size} is out of range: crops must be {MIN_SIZE} to {MAX_SIZE} pixels "
                         "(112 matches the default models)")
     if cfg.min_score is not None and not 0.0 <= cfg.min_score <= 1.0:
-        raise UserError(f"--min-score {cfg.min_score} is out of range: detection scores lie between 0 and 1")
+        raise SettingError("min_score", f"{cfg.min_score} is out of range: detection scores lie between 0 and 1")
     if cfg.workers < 0:
-        raise UserError(f"--workers {cfg.workers} is negative: give a count, or 0 for one per CPU core")
+        raise SettingError("workers", f"{cfg.workers} is negative: give a count, or 0 for one per CPU core")
     from edgeface.runtime.detector import create_detector
 
     create_detector(cfg.detector, score_threshold=cfg.min_score, threads=1, backend=cfg.backend)
@@ -169,7 +169,7 @@ def prepare(cfg: PrepareConfig, progress: Optional[Callable[[int, int], None]] =
         raise UserError(f"source folder not found: {src}")
     items = scan_identity_folder(src)
     if out.resolve() == src.resolve():
-        raise UserError("--out must differ from the source folder")
+        raise SettingError("out", "must differ from the source folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

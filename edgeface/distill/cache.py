@@ -27,7 +27,7 @@ from typing import Iterable, Mapping, Optional, Union
 
 import numpy as np
 
-from edgeface.errors import UserError
+from edgeface.errors import SettingError, UserError
 
 SCHEMA_VERSION = 1
 _SQL_CHUNK = 500  # keys per SELECT ... IN (...): below SQLite's variable limit everywhere
@@ -63,7 +63,7 @@ class EmbeddingCache:
         self.teacher_id = teacher_key(self.identity)
         self.hits = self.misses = self.added = 0
         if self.path.exists() and not self.path.is_file():
-            raise UserError(f"--cache {self.path} is a folder: give a file path, e.g. {self.path}/teachers.sqlite")
+            raise SettingError("cache", f"{self.path} is a folder: give a file path, e.g. {self.path}/teachers.sqlite")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

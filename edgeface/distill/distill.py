@@ -26,20 +26,22 @@ from typing import Any, Callable, ClassVar, Optional
 import keras
 import numpy as np
 
+from edgeface.choices import choice
 from edgeface.data.dataset import count_excluded, read_people_file, resolved_people_spec
 from edgeface.distill import data as ddata
 from edgeface.distill.cache import EmbeddingCache
 from edgeface.distill.losses import LOSSES, DistillLoss, IdentityAccuracy, TeacherCosine
 from edgeface.distill.teachers import Teacher, load_teacher, parse_teacher_spec
-from edgeface.errors import UserError
+from edgeface.errors import SettingError, UserError
+from edgeface.nn.layers import L2Normalize
 from edgeface.runtime.interpreter import l2_normalize
 from edgeface.train import data as tdata
 from edgeface.train import loop
 from edgeface.train.augment import apply_augmentation
 from edgeface.train.batchnorm import recalibrate_batchnorm
-from edgeface.train.config import FitConfig, choice
+from edgeface.train.config import FitConfig
 from edgeface.train.heads import build_head, get_head_spec, margin_options_given, resolve_margins
-from edgeface.train.models import L2Normalize, embedding_features, get_model
+from edgeface.train.models import embedding_features, get_model
 from edgeface.train.trainer import build_optimizer, embed_with_features, float32_copy
 
 MONITORS = ("auto", "val_teacher_cosine", "val_loss", "val_accuracy", "teacher_cosine", "loss", "accuracy")
@@ -108,7 +110,7 @@ class DistillConfig(FitConfig):
         if self.labels:
             spec = get_head_spec(self.head)
             if not spec.margin:
-                raise UserError(f"--labels trains a margin head: choose --head arcface, cosface or combined, "
+                raise SettingError("labels", f"trains a margin head: choose --head arcface, cosface or combined, "
                                 f"not {self.head}")
             resolve_margins(spec, self.scale, self.margin, self.margins)
         else:
@@ -117,7 +119,7 @@ class DistillConfig(FitConfig):
                 raise UserError(f"{'/'.join(given)} set the margin head, which only --labels trains: add --labels "
                                 f"WEIGHT or drop {'/'.join(given)}")
         if self.threads is not None and self.threads < 1:
-            raise UserError(f"--threads must be at least 1, got {self.threads}")
+            raise SettingError("threads", f"must be at least 1, got {self.threads}")
         if not self.data.is_dir():
             raise UserError(f"dataset folder not found: {self.data} (expected photographs: DATA/*.jpg or "
                             "DATA/<person>/*.jpg)")
@@ -209,7 +211,7 @@ def split_faces(d: ddata.DistillData, fraction: float, seed: int) -> tuple[np.nd
         return np.arange(len(d)), np.array([], np.int64)
     train_idx, val_idx = tdata.stratified_split(d.labels, fraction, seed)
     if len(val_idx) == 0:
-        raise UserError(f"--val-split {fraction} holds out nothing: every identity has one face")
+        raise SettingError("val_split", f"{fraction} holds out nothing: every identity has one face")
     return train_idx, val_idx
 
 
@@ -358,7 +360,7 @@ def distill(config: DistillConfig, progress: Optional[loop.ProgressFn] = None,
     if len(d) < 2:
         raise UserError(f"{cfg.data} has {len(d)} face: distillation needs at least 2 (better thousands)")
     if cfg.labels and not d.labeled:
-        raise UserError(f"--labels needs identity folders ({cfg.data}/<person>/<image>) for every image and at "
+        raise SettingError("labels", f"needs identity folders ({cfg.data}/<person>/<image>) for every image and at "
                         f"least 2 people; {cfg.data} has {int(np.sum(d.labels >= 0))} labelled face(s) of "
                         f"{len(d.class_names)} people: drop --labels to distil without identities")
     if cfg.precision == "mixed_float16" and not _has_gpu():
@@ -379,9 +381,9 @@ def distill(config: DistillConfig, progress: Optional[loop.ProgressFn] = None,
     has_val = len(val_idx) > 0
     monitor = cfg.monitor if cfg.monitor != "auto" else ("val_teacher_cosine" if has_val else "loss")
     if monitor.startswith("val_") and not has_val:
-        raise UserError(f"--monitor {monitor} needs validation data: pass --val-split F")
+        raise SettingError("monitor", f"{monitor} needs validation data: pass --val-split F")
     if monitor.endswith("accuracy") and not cfg.labels:
-        raise UserError(f"--monitor {monitor} needs --labels (accuracy is the margin head's)")
+        raise SettingError("monitor", f"{monitor} needs --labels (accuracy is the margin head's)")
     if saved_state is not None:
         loop.check_resume_state(saved_state, fingerprint, run)
         state = saved_state

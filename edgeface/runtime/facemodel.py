@@ -19,7 +19,6 @@ Pure numpy and OpenCV: nothing here imports TensorFlow.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import math
 import os
@@ -30,6 +29,7 @@ from typing import Any, Mapping, Optional, Protocol, Sequence, Union
 import cv2
 import numpy as np
 
+from edgeface.choices import unknown_choice
 from edgeface.errors import UserError
 from edgeface.runtime.align import TEMPLATE_POINTS_112, alignment_points, umeyama
 
@@ -84,13 +84,6 @@ SPEC_OPTIONS: dict[str, SpecOption] = {o.name: o for o in (
     SpecOption("threshold", "match threshold: same person when the cosine similarity is at least this"),
     SpecOption("name", "the model's name"),
 )}
-
-
-def unknown_choice(what: str, value: str, choices: Sequence[str]) -> UserError:
-    """A :class:`UserError` for an unknown ``value``, with the closest choice suggested."""
-    close = difflib.get_close_matches(value, list(choices), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return UserError(f"unknown {what} {value!r}{hint}: choose one of {', '.join(choices)}")
 
 
 def toml_module():

@@ -185,10 +185,9 @@ class Gallery:
     def _require(self, name: str) -> None:
         names = self.names()
         if name not in names:
-            import difflib
+            from edgeface.choices import did_you_mean
 
-            close = difflib.get_close_matches(name, list(names), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(name, names)
             listed = ", ".join(list(names)[:10]) or "nobody"
             raise UserError(f"{name!r} is not in the gallery{hint}; enrolled: {listed}")
 

@@ -134,11 +134,11 @@ def _structure_problem(path: Path) -> Optional[str]:
     """What the graph reader finds wrong with a model file before the interpreter is given it, or None.
 
     LiteRT's interpreter crashes the process (SIGSEGV, SIGABRT) on some damaged files instead of raising
-    (found by fuzzing: :func:`edgeface.converters.tflite_graph.structure_problem` lists what is checked).
+    (found by fuzzing: :func:`edgeface.runtime.tflite_graph.structure_problem` lists what is checked).
     None as well when no flatbuffer schema is installed (a board with tflite_runtime alone): the interpreter's
     own checks are then all there is.
     """
-    from edgeface.converters.tflite_graph import structure_problem
+    from edgeface.runtime.tflite_graph import structure_problem
 
     try:
         data = path.read_bytes()
@@ -339,7 +339,7 @@ def _output_index(names: list[str], which: int | str, where: str) -> int:
     """The index of the embedding output: by name, or by position."""
     if isinstance(which, str):
         if which not in names:
-            from edgeface.runtime.facemodel import unknown_choice
+            from edgeface.choices import unknown_choice
 
             raise unknown_choice(f"output of {where}", which, names)
         return names.index(which)

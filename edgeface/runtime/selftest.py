@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 
 from edgeface.errors import UserError
+from edgeface.runtime.settings import RunSettings
 
 SELF_TEST_FACE = Path(__file__).resolve().parent.parent / "models" / "self_test_face.png"
 # A quantized model's embedding of the test face must stay this close to fp32's (cosine).
@@ -34,29 +35,29 @@ def board_model() -> str:
         return platform.machine()
 
 
-def self_test(model: Optional[str] = None, fmt: Optional[str] = None, detector: str = "auto",
-              threads: Optional[int] = None, backend: Optional[str] = None, delegate: Optional[str] = None,
-              repeats: int = 10) -> dict:
-    """Run the checks; never raises for a failed check (``ok`` is False and ``error`` says why)."""
+def self_test(settings: Optional[RunSettings] = None, repeats: int = 10) -> dict:
+    """Run the checks on the model, format, detector and interpreter ``settings`` name (None: the defaults); never
+    raises for a failed check (``ok`` is False and ``error`` says why)."""
     result: dict = {"ok": False, "board": board_model(), "python": platform.python_version(), "checks": {}}
     try:
-        _run_checks(result, model, fmt, detector, threads, backend, delegate, repeats)
+        _run_checks(result, settings or RunSettings(), repeats)
     except UserError as exc:
         result["error"] = str(exc)
     result["ok"] = bool(result["checks"]) and "error" not in result and all(result["checks"].values())
     return result
 
 
-def _run_checks(result: dict, model, fmt, detector, threads, backend, delegate, repeats: int) -> None:
-    from edgeface.runtime.bundle import Bundle
+def _run_checks(result: dict, settings: RunSettings, repeats: int) -> None:
+    from edgeface.runtime.bundle import EDGETPU_FORMAT, Bundle
     from edgeface.runtime.detector import bundle_detector
     from edgeface.runtime.facemodel import FaceModelSpec
     from edgeface.runtime.images import read_image
     from edgeface.runtime.interpreter import Embedder, check_edgetpu_library
-    from edgeface.runtime.pipeline import EDGETPU_FORMAT
 
+    fmt, detector, threads, backend, delegate = (settings.format, settings.detector, settings.threads,
+                                                 settings.backend, settings.delegate)
     checks = result["checks"]
-    bundle = Bundle.load(model)
+    bundle = Bundle.load(settings.model)
     result["bundle"] = str(bundle.root)
     if delegate == "edgetpu":
         check_edgetpu_library()

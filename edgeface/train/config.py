@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar, Iterable, Optional
+from typing import ClassVar, Optional
 
-from edgeface.errors import UserError
+from edgeface.choices import choice
+from edgeface.errors import SettingError, UserError
 from edgeface.train.augment import AugmentConfig
 from edgeface.train.models import ARCHITECTURES, check_width
 
@@ -35,18 +36,6 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
 }
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 LR_SCHEDULES = ("cosine", "constant")
-
-
-def choice(kind: str, value: str, choices: Iterable[str]) -> str:
-    """``value`` if it is one of ``choices``, else a :class:`UserError` naming them (and the closest one)."""
-    choices = list(choices)
-    if value not in choices:
-        import difflib
-
-        close = difflib.get_close_matches(value, choices, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"unknown {kind} {value!r}{hint}: choose one of {', '.join(choices)}")
-    return value
 
 
 @dataclass(kw_only=True)
@@ -123,5 +112,5 @@ class FitConfig:
         if not (math.isfinite(self.momentum) and 0.0 <= self.momentum < 1.0):
             raise UserError(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0.0 <= self.val_split < 1.0:
-            raise UserError(f"--val-split must be in [0, 1), got {self.val_split}")
+            raise SettingError("val_split", f"must be in [0, 1), got {self.val_split}")
         self.augment.check()

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from edgeface.choices import unknown_choice
 from edgeface.errors import UserError
 
 # Angles are clipped this far away from 0 and pi: arccos has an infinite slope at +-1.
@@ -63,11 +64,7 @@ HEADS: dict[str, HeadSpec] = {
 def get_head_spec(name: str) -> HeadSpec:
     """The table row for a head name; unknown names get a suggestion."""
     if name not in HEADS:
-        import difflib
-
-        close = difflib.get_close_matches(name, HEADS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"unknown head {name!r}{hint}: choose one of {', '.join(HEADS)}")
+        raise unknown_choice("head", name, HEADS)
     return HEADS[name]
 
 

@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 import keras
 import numpy as np
 
-from edgeface.errors import UserError
+from edgeface.errors import SettingError, UserError
 from edgeface.fileio import atomic_output, atomic_write_text
 
 
@@ -80,7 +80,7 @@ class RunFiles:
             raise UserError(f"{self.root} already holds a training run: pass --resume to continue it "
                             "or choose another --out")
         if self.root.exists() and not self.root.is_dir():
-            raise UserError(f"--out {self.root} exists and is not a folder")
+            raise SettingError("out", f"{self.root} exists and is not a folder")
         return None
 
 

@@ -19,59 +19,15 @@ from typing import Callable
 import keras
 from keras import layers
 
+from edgeface.choices import unknown_choice
 from edgeface.errors import UserError
+from edgeface.nn.layers import EMBEDDING_LAYER, L2Normalize
 
 INPUT_SIZE = 112
-EMBEDDING_LAYER = "embedding"
 # Keras' default 0.99 needs hundreds of steps before the moving statistics mean anything: a short
 # run (tens of steps on a small dataset) then infers with near-initial statistics and outputs noise.
 # 0.9 is PyTorch's 0.1 as used by InsightFace.
 BN_MOMENTUM = 0.9
-
-
-@keras.saving.register_keras_serializable(package="edgeface")
-class L2Normalize(layers.Layer):
-    """Unit-length embeddings; lowers to TFLite's single L2_NORMALIZATION op under TensorFlow."""
-
-    def __init__(self, axis: int = -1, **kwargs):
-        super().__init__(**kwargs)
-        self.axis = axis
-
-    def call(self, x):
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            return tf.math.l2_normalize(x, axis=self.axis, epsilon=1e-12)
-        return keras.ops.normalize(x, axis=self.axis, order=2)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "axis": self.axis}
-
-
-@keras.saving.register_keras_serializable(package="edgeface")
-class ChannelPad(layers.Layer):
-    """``extra`` zero channels appended after the last channel (one TFLite PAD op).
-
-    For residual additions of tensors with different channel counts, as dlib's
-    ``add_prev`` does (imported dlib models: :mod:`edgeface.importers.dlib_keras`).
-    """
-
-    def __init__(self, extra: int, **kwargs):
-        super().__init__(**kwargs)
-        self.extra = int(extra)
-
-    def call(self, x):
-        widths = [[0, 0]] * (len(x.shape) - 1) + [[0, self.extra]]
-        return keras.ops.pad(x, widths)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], None if input_shape[-1] is None else input_shape[-1] + self.extra)
-
-    def get_config(self):
-        return {**super().get_config(), "extra": self.extra}
 
 
 def _scaled(channels: int, width: float) -> int:
@@ -170,11 +126,7 @@ def check_width(width: float, name: str = "width") -> None:
 def get_model(name: str, embedding_dim: int = 128, input_size: int = INPUT_SIZE, width: float = 1.0) -> keras.Model:
     """Build an embedding model by architecture name; ``width`` multiplies its channel counts."""
     if name not in ARCHITECTURES:
-        import difflib
-
-        close = difflib.get_close_matches(name, ARCHITECTURES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"unknown architecture {name!r}{hint}: choose one of {', '.join(ARCHITECTURES)}")
+        raise unknown_choice("architecture", name, ARCHITECTURES)
     check_width(width)
     return ARCHITECTURES[name](embedding_dim=embedding_dim, input_size=input_size, width=width)
 
@@ -182,18 +134,3 @@ def get_model(name: str, embedding_dim: int = 128, input_size: int = INPUT_SIZE,
 def embedding_features(model: keras.Model) -> keras.KerasTensor:
     """The pre-normalisation embedding tensor of a model built here (what margin heads train on)."""
     return model.get_layer(EMBEDDING_LAYER).output
-
-
-def load_embedding_model(path) -> keras.Model:
-    """Load an edgeface ``.keras`` embedding model (custom layers registered above)."""
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"model file not found: {p}")
-    if p.suffix != ".keras":
-        raise UserError(f"{p} is not a Keras model: expected a .keras file written by `edgeface train`")
-    try:
-        return keras.saving.load_model(p, compile=False)
-    except Exception as exc:  # keras raises ValueError, OSError, zipfile errors...
-        raise UserError(f"cannot load {p} as a Keras model: {str(exc).splitlines()[0][:200]}") from None

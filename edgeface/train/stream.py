@@ -31,7 +31,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from edgeface.data.records import RecordCrops
-from edgeface.errors import UserError
+from edgeface.errors import SettingError, UserError
 
 READ_CHUNK = 64  # records read per step of the Python generator (one tf.string tensor)
 MAX_RUN = 256  # longest run of consecutive records read together in shuffle-buffer mode
@@ -64,7 +64,7 @@ class StreamInput:
     def __init__(self, crops: RecordCrops, batch_size: int, *, input_size: int, seed: int = 0, epoch: int = 0,
                  epochs: int = 1, shuffle: bool = True, shuffle_buffer: int = 0, read_chunk: int = READ_CHUNK):
         if shuffle_buffer < 0:
-            raise UserError(f"--shuffle-buffer must be 0 (a full permutation per epoch) or a record count, got "
+            raise SettingError("shuffle_buffer", f"must be 0 (a full permutation per epoch) or a record count, got "
                             f"{shuffle_buffer}")
         self.crops = crops
         self.batch_size = int(batch_size)

@@ -27,14 +27,15 @@ from typing import Any, ClassVar, Optional
 import keras
 import numpy as np
 
+from edgeface.choices import choice
 from edgeface.data.dataset import CropSet, count_excluded, load_crops, read_people_file, resolved_people_spec
 from edgeface.data.records import RecordCrops, is_record_source, open_records
-from edgeface.errors import UserError
+from edgeface.errors import SettingError, UserError
 from edgeface.train import data as tdata
 from edgeface.train import loop
 from edgeface.train.augment import apply_augmentation
 from edgeface.train.batchnorm import recalibrate_batchnorm
-from edgeface.train.config import OPTIMIZERS, FitConfig, choice
+from edgeface.train.config import OPTIMIZERS, FitConfig
 from edgeface.train.heads import HeadSpec, build_head, build_loss, get_head_spec, head_logits_numpy, resolve_margins
 from edgeface.train.models import embedding_features, get_model
 
@@ -91,7 +92,7 @@ class TrainConfig(FitConfig):
         if self.val is not None and self.val_split:
             raise UserError("give either --val DIR or --val-split F, not both")
         if self.shuffle_buffer < 0:
-            raise UserError(f"--shuffle-buffer must be 0 (a full permutation per epoch) or a record count, got "
+            raise SettingError("shuffle_buffer", f"must be 0 (a full permutation per epoch) or a record count, got "
                             f"{self.shuffle_buffer}")
         if self.streamed:
             self._check_stream()
@@ -103,7 +104,7 @@ class TrainConfig(FitConfig):
         if self.val is not None and not self.val.is_dir():
             raise UserError(f"validation folder not found: {self.val}")
         if self.distribute != "none" and keras.backend.backend() != "tensorflow":
-            raise UserError(f"--distribute {self.distribute} needs the TensorFlow backend, "
+            raise SettingError("distribute", f"{self.distribute} needs the TensorFlow backend, "
                             f"KERAS_BACKEND is {keras.backend.backend()!r}")
         resolve_margins(get_head_spec(self.head), self.scale, self.margin, self.margins)
 
@@ -199,7 +200,7 @@ def load_training_data(cfg: TrainConfig) -> _Data:
     if cfg.val_split:
         tr, held = tdata.stratified_split(crops.labels, cfg.val_split, cfg.seed)
         if len(held) == 0:
-            raise UserError(f"--val-split {cfg.val_split} holds out nothing: every identity has one image")
+            raise SettingError("val_split", f"{cfg.val_split} holds out nothing: every identity has one image")
         split = {"seed": cfg.seed, "fraction": cfg.val_split,
                  "val": [str(Path(p).relative_to(cfg.data)) for p in np.array(crops.paths, dtype=object)[held]]}
         return _Data(tdata.subset(crops, tr), tdata.subset(crops, held), None, excluded,
@@ -367,7 +368,7 @@ def train(config: TrainConfig, progress: Optional[loop.ProgressFn] = None) -> Tr
     # accuracy still improves.
     monitor = cfg.monitor if cfg.monitor != "auto" else ("val_accuracy" if d.val is not None else "loss")
     if monitor.startswith("val_") and d.val is None:
-        raise UserError(f"--monitor {monitor} needs validation data: pass --val DIR or --val-split F")
+        raise SettingError("monitor", f"{monitor} needs validation data: pass --val DIR or --val-split F")
     if saved_state is not None:
         loop.check_resume_state(saved_state, fingerprint, run)
         state = saved_state

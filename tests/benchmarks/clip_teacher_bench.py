@@ -78,9 +78,10 @@ def main() -> None:
     from edgeface.console import progress_bar
     from edgeface.distill.teachers import load_teacher
     from edgeface.runtime.capture import open_source
-    from edgeface.runtime.pipeline import load_recognizer
+    from edgeface.runtime.recognizer import load_recognizer
+    from edgeface.runtime.settings import RunSettings
 
-    loaded = load_recognizer(args.model, detector=args.detector)
+    loaded = load_recognizer(RunSettings(model=args.model, detector=args.detector))
     rec = loaded.recognizer
     teacher = load_teacher(args.teacher, args.teacher_config)
     refs = reference_faces(rec, DATA / "media")

@@ -533,11 +533,13 @@ def cpu_fps(mode: str, repeats: int) -> Optional[float]:
     `edgeface run` does per frame, with the interpreters' single thread, free of other work on the machine."""
     from edgeface.runtime.capture import open_source, parse_source
     from edgeface.runtime.detector import DETECTOR_KINDS
-    from edgeface.runtime.pipeline import load_recognizer, run_loop
+    from edgeface.runtime.pipeline import run_loop
+    from edgeface.runtime.recognizer import load_recognizer
+    from edgeface.runtime.settings import RunSettings
 
     if mode not in DETECTOR_KINDS:
         return None
-    rt = load_recognizer(None, None, detector=mode, with_gallery=False)
+    rt = load_recognizer(RunSettings(detector=mode), with_gallery=False)
     out = []
     for _ in range(repeats):
         with open_source(parse_source(str(CLIP))) as source:

@@ -85,7 +85,7 @@ READ_TIMEOUT_S = 5.0
 # No event for this long means the run is stuck, not recovering: the longest legitimate gap is a silent drop
 # (read timeout + drop) plus a reopen back-off (at most 10 s) and FFmpeg's open timeout (10 s).
 STALL_S = 90.0
-# `run`'s log lines (edgeface.runtime.capture.LiveSource) for an outage and for its end.
+# `run`'s log lines (edgeface.runtime.capture.live.LiveSource) for an outage and for its end.
 OUTAGE_LINE = re.compile(r"stopped delivering frames")
 RECOVERY_LINE = re.compile(r"reopened after")
 PROCESSING_STAGES = ("detect", "align", "embed", "match")
@@ -214,12 +214,14 @@ def build_gallery(out: Path, people: int, model: str = "default", data: Path = D
     Each LFW person gets one embedding, from their first photo with a face (the largest if several); people whose
     photos show none are passed over.  ``progress(enrolled, wanted, photos_tried)`` is called as it goes.
     Returns what was done."""
+    from edgeface.runtime.enroll import enroll_photos
     from edgeface.runtime.gallery import Gallery
-    from edgeface.runtime.pipeline import enroll_photos, load_recognizer
+    from edgeface.runtime.recognizer import load_recognizer
+    from edgeface.runtime.settings import RunSettings
 
     if people < 1:
         raise SystemExit("error: --people must be at least 1")
-    rt = load_recognizer(model, None, with_gallery=False)
+    rt = load_recognizer(RunSettings(model=model), with_gallery=False)
     gallery = Gallery(model=rt.model_id)
     media = data / "media"
     candidates: list[tuple[str, list[Path]]] = [(name, [media / photo]) for name, photo in CLIP_PEOPLE.items()]
