@@ -93,7 +93,8 @@ def test_settings_written_as_toml_read_back_equal(tmp_path):
                            delegate="edgetpu", threshold=0.7, gallery="gallery.npz", key_file="gallery.key",
                            source="rtsp://cam/stream", capture_size="640x480", fps_limit=2.5, max_frames=100,
                            events="events.jsonl", preview="0.0.0.0:8080", preview_token_file="token",
-                           save_unknown="unknown", unknown_max_files=10, unknown_max_mb=5.0, unknown_max_days=2.0)
+                           save_unknown="unknown", unknown_max_files=10, unknown_max_mb=5.0, unknown_max_days=2.0,
+                           track=False)
     path = tmp_path / "edgeface.toml"
     path.write_text(settings.to_toml(header="written by a test\n\nof settings", extra='[board]\nprofile = "pi4"\n'))
     assert RunSettings.from_toml(path) == settings
@@ -110,7 +111,9 @@ def test_a_bad_setting_in_the_config_file_is_one_line_naming_the_file_and_key(tm
             ('detector = "shrt"', "detector 'shrt' is not valid (did you mean 'short'?): choose one of auto, short, "
                                   "full, haar"),
             ('threshhold = 0.5', "unknown setting 'threshhold' (did you mean 'threshold'?)"),
-            ('threads = "4"', "setting 'threads' must be a whole number, got '4'")):
+            ('threads = "4"', "setting 'threads' must be a whole number, got '4'"),
+            ('track = "no"', "setting 'track' must be true or false, got 'no'"),
+            ('threads = true', "setting 'threads' must be a whole number, got True")):
         config.write_text(f'[run]\nsource = "0"\n{table}\n')
         for extra in ([], ["--self-test"]):
             result = invoke("run", "--config", config, *extra)

@@ -98,6 +98,10 @@ def run_cmd(
     unknown_max_mb: float = typer.Option(100.0, "--unknown-max-mb", help="... and at most this many MB of them."),
     unknown_max_days: float = typer.Option(30.0, "--unknown-max-days", help="... and none older than this many days."),
     capture_size: Optional[str] = typer.Option(None, help=f"Camera resolution WIDTHxHEIGHT ({SIZE_HELP})."),
+    track: bool = typer.Option(True, "--track/--no-track", help="Follow faces over frames (videos, cameras, "
+                               "streams; not a folder's photos): a face scoring just under the threshold takes "
+                               "the name its track was matched with in clearer frames (events mark it "
+                               "\"named_by\": \"track\")."),
     config: Optional[Path] = typer.Option(None, "--config", help="Read the settings from this TOML file (its run "
                                           "table; `edgeface flash` writes edgeface.toml); flags given beside it "
                                           "win."),
@@ -111,7 +115,7 @@ def run_cmd(
                              delegate=delegate, events=events, max_frames=max_frames, fps_limit=fps_limit,
                              preview=preview, preview_token_file=preview_token_file, save_unknown=save_unknown,
                              unknown_max_files=unknown_max_files, unknown_max_mb=unknown_max_mb,
-                             unknown_max_days=unknown_max_days, capture_size=capture_size)
+                             unknown_max_days=unknown_max_days, capture_size=capture_size, track=track)
     settings.check(*MODEL_SETTINGS)
     if self_test:
         _self_test(settings)
@@ -125,6 +129,7 @@ def run_cmd(
     from edgeface.runtime.preview import PreviewServer, parse_host_port, read_token_file
     from edgeface.runtime.recognizer import load_recognizer
     from edgeface.runtime.sinks import EventWriter, StatusLine, UnknownSaver
+    from edgeface.runtime.tracker import FaceTracker
 
     spec = parse_source(settings.source)  # before the models load: a typo in the source fails at once
     key = resolve_key(_path(settings.key_file))  # likewise a missing or open key file
@@ -168,9 +173,10 @@ def run_cmd(
             sinks.append(saver)
         logger.info("running %s on %s: %d people in the gallery, threshold %.3f", rt.model_path.name,
                     src.description, len(rt.gallery.names()), rt.threshold)
+        tracker = FaceTracker(rt.threshold) if settings.track and spec.continuous else None
         with stopper:
             stats = run_loop(src, rt.recognizer, sinks, max_frames=settings.max_frames, fps_limit=settings.fps_limit,
-                             stop=stopper.event, keep_image=bool(server or saver))
+                             stop=stopper.event, keep_image=bool(server or saver), tracker=tracker)
         status.clear()
         if stopper.signal_name:
             logger.warning("%s received: stopped after %d frames", stopper.signal_name, stats.frames)
@@ -184,6 +190,7 @@ def run_cmd(
             "people": len(rt.gallery.names()),
             "stopped_by": stopper.signal_name,
             "capture": src.stats.to_dict(),
+            "named_by_track": tracker.named if tracker else None,
             **({"unknown_saved": saver.saved, "unknown_pruned": saver.pruned} if saver else {}),
         })
         writer.write_summary(summary)
@@ -242,6 +249,8 @@ def _print_summary(s: dict) -> None:
         print_table("identities seen", ["identity", "faces"], [[k, v] for k, v in s["identities"].items()],
                     to_stdout=False)
     notes = []
+    if s.get("named_by_track"):
+        notes.append(f"{s['named_by_track']} faces named by their track")
     if s.get("first_frame_s") is not None:
         notes.append(f"first frame {s['first_frame_s']:.2f} s after start")
     if s.get("peak_rss_mb") is not None:

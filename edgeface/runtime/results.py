@@ -30,6 +30,8 @@ class FaceResult:
     nearest: Optional[str]
     crop: Optional[np.ndarray] = None  # the aligned 112x112 RGB crop
     embedding: Optional[np.ndarray] = None
+    track: Optional[int] = None  # the face's track over frames (runtime.tracker), None when not tracked
+    named_by: Optional[str] = None  # "track": the identity came from the face's track, not its own match
 
     @property
     def known(self) -> bool:
@@ -42,6 +44,8 @@ class FaceResult:
             "identity": self.identity,
             "score": round(float(self.score), 4),
             "nearest": self.nearest,
+            **({"track": self.track} if self.track is not None else {}),
+            **({"named_by": self.named_by} if self.named_by else {}),
         }
 
 

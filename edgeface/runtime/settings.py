@@ -124,6 +124,7 @@ class RunSettings:
     unknown_max_files: int = 1000
     unknown_max_mb: float = 100.0
     unknown_max_days: float = 30.0
+    track: bool = True  # follow faces over frames (runtime.tracker); only sources whose frames follow in time
 
     def check(self, *keys: str) -> RunSettings:
         """Every value in range and every choice known, else a :class:`SettingError`; returns self.
@@ -233,13 +234,13 @@ _CHECKS: dict[str, Callable[[RunSettings], None]] = {
 _FIELDS = frozenset(f.name for f in fields(RunSettings))
 
 # The Python types a TOML value may have for each setting's annotation (an int is a fine float).
-_TYPES = {"str": (str,), "int": (int,), "float": (int, float)}
-_TYPE_WORDS = {"str": "text (in quotes)", "int": "whole number", "float": "number"}
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+_TYPE_WORDS = {"str": "a text (in quotes)", "int": "a whole number", "float": "a number", "bool": "true or false"}
 
 
 def _typed(key: str, value: Any, f: dataclasses.Field, where: str) -> Any:
     kind = str(f.type).replace("Optional[", "").rstrip("]")
     accepted = _TYPES.get(kind, (object,))
-    if isinstance(value, bool) or not isinstance(value, accepted):
-        raise UserError(f"{where}: setting {key!r} must be a {_TYPE_WORDS.get(kind, kind)}, got {value!r}")
+    if isinstance(value, bool) != (kind == "bool") or not isinstance(value, accepted):
+        raise UserError(f"{where}: setting {key!r} must be {_TYPE_WORDS.get(kind, kind)}, got {value!r}")
     return float(value) if kind == "float" else value

@@ -132,9 +132,10 @@ def bench_recognition(args, model: str) -> dict:
         summary = run_once(args.clip, model, args.recognition_detector, None, args.threads, gallery)
     frames_named: dict[str, list[int]] = {n: [] for n in PEOPLE}
     faces_named: dict[str, int] = {n: 0 for n in PEOPLE}
-    unknown = doubled = distractor = audience = 0
+    unknown = doubled = distractor = audience = by_track = 0
     for e in summary["events"]:
         names = [d["identity"] for d in e["detections"]]
+        by_track += sum(1 for d in e["detections"] if d.get("named_by") == "track")
         unknown += names.count("unknown")
         distractor += sum(names.count(n) for n in DISTRACTORS)
         audience += sum(1 for d in e["detections"] if d["identity"] != "unknown" and _in_audience(e, d))
@@ -146,7 +147,7 @@ def bench_recognition(args, model: str) -> dict:
                 doubled += 1
     return {"model": model, "detector": args.recognition_detector, "enrolled": list(enrolled),
             "frames": summary["frames"], "faces": summary["faces"], "audience_named": audience,
-            "faces_named": faces_named,
+            "faces_named": faces_named, "faces_named_by_their_track": by_track,
             "frames_with_a_face": sum(1 for e in summary["events"] if e["detections"]),
             "identities": summary["identities"], "unknown_faces": unknown, "frames_with_a_name_twice": doubled,
             "faces_named_as_a_distractor": distractor, "distractors": list(DISTRACTORS),
@@ -263,6 +264,7 @@ def main() -> None:
                     ["person", "faces named", "frames named", "frame ranges"],
                     [[n, r["faces_named"][n], v["count"], v["ranges"] or "-"] for n, v in r["frames_named"].items()])
         print(f"faces {r['faces']} in {r['frames_with_a_face']} frames with a face; unknown {r['unknown_faces']}; "
+              f"named by their track (below the threshold on their own) {r['faces_named_by_their_track']}; "
               f"named in the audience (frames 244-271) {r['audience_named']}; given the name of "
               f"{' or '.join(r['distractors'])} (not in the clip) {r['faces_named_as_a_distractor']}; "
               f"frames with one name on two faces {r['frames_with_a_name_twice']}; identities {r['identities']}")

@@ -35,6 +35,9 @@ class SourceKind:
     # "rtsp://..." name a device whatever files exist).
     on_disk: bool = False
     size_help: Optional[str] = None  # kinds that honour CaptureConfig.size: their name in --capture-size's help
+    # Frames of one scene in time order (a face in one frame is likely the same face near there in the next), so
+    # faces can be tracked across them; a folder's photos are unrelated to each other.
+    continuous: bool = True
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,11 @@ class SourceSpec:
     @property
     def live(self) -> bool:
         return SOURCE_KINDS[self.kind].live
+
+    @property
+    def continuous(self) -> bool:
+        """Frames of one scene in time order, where faces can be tracked (not a folder of photos)."""
+        return SOURCE_KINDS[self.kind].continuous
 
 
 # --- each kind's parser: the stripped --source text -> its target, or None ----------------------------------------
@@ -137,8 +145,9 @@ KINDS = (
     SourceKind(name="stream", live=True, help="an rtsp:// or http:// stream URL", parse=_stream_target,
                open=_open_stream),
     SourceKind(name="folder", live=False, help="a folder of images", parse=_folder_target, open=_open_images,
-               on_disk=True),
-    SourceKind(name="image", live=False, help="one image", parse=_image_target, open=_open_images, on_disk=True),
+               on_disk=True, continuous=False),
+    SourceKind(name="image", live=False, help="one image", parse=_image_target, open=_open_images, on_disk=True,
+               continuous=False),
 )
 SOURCE_KINDS = {kind.name: kind for kind in KINDS}
 _PARSE_ORDER = tuple(k for k in KINDS if not k.on_disk) + tuple(k for k in KINDS if k.on_disk)
