@@ -375,3 +375,29 @@ def test_stream_that_goes_silent_is_reopened_after_the_read_timeout(face_jpeg, c
             src.close()
             server.close()
     assert "stopped delivering frames" in caplog.text and "reopened after" in caplog.text
+
+
+def test_a_stream_url_that_answers_with_an_error_is_not_called_silent():
+    # A camera's web server answering 503 at once: the line says refused, not "no answer within 10 s".
+    import http.server
+
+    from edgeface.runtime.capture import CaptureConfig
+    from edgeface.runtime.capture.devices import open_stream
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_error(503)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(UserError) as err:
+            open_stream(f"http://127.0.0.1:{server.server_port}/video", CaptureConfig())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "refused, or not a video stream (answered after" in str(err.value)
+    assert "no answer within" not in str(err.value)

@@ -8,6 +8,7 @@ Each opener returns an object with ``read() -> (ok, BGR image)`` and ``release()
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -61,11 +62,16 @@ def open_stream(url: str, config: CaptureConfig):
               cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(config.read_timeout_s * 1000)]
     # Not silenced like files: this runs in the reader thread when reopening, and FFmpeg's own
     # line ("Connection refused") helps.
+    started = time.monotonic()
     cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()
-        raise UserError(f"cannot open stream {redact_url(url)}: no answer or not a video stream within "
-                        f"{config.open_timeout_s:g} s (check the URL, the network and the camera)")
+        waited = time.monotonic() - started
+        # A server that answers at once with an error (503, 404, a refused connection, a page that is no video)
+        # is not a stream that never answered: say which, so a user looks at the camera's URL, not the network.
+        why = (f"no answer within {config.open_timeout_s:g} s" if waited >= 0.9 * config.open_timeout_s
+               else f"refused, or not a video stream (answered after {waited:.1f} s)")
+        raise UserError(f"cannot open stream {redact_url(url)}: {why} (check the URL, the network and the camera)")
     return cap
 
 
