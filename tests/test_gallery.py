@@ -69,7 +69,8 @@ def test_gallery_from_another_model_is_refused(tmp_path):
         Gallery.load(path, model_id(sha="2" * 64, source="2" * 64, dim=8))
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip_byte", "garbage", "empty", "plain_npy", "pickled_object"])
+@pytest.mark.parametrize("damage", ["truncate", "flip_byte", "garbage", "empty", "plain_npy", "pickled_object",
+                                    "zip_bomb"])
 def test_corrupt_gallery_gives_one_line_and_is_left_untouched(tmp_path, damage):
     path = tmp_path / "g.npz"
     g = Gallery(model=model_id())
@@ -93,12 +94,22 @@ def test_corrupt_gallery_gives_one_line_and_is_left_untouched(tmp_path, damage):
     elif damage == "pickled_object":  # an npz whose member needs pickle must not be unpickled
         np.savez(tmp_path / "p.npz", header=np.array([{"a": 1}], dtype=object), embeddings=np.zeros((1, 4)))
         path.write_bytes((tmp_path / "p.npz").read_bytes())
+    elif damage == "zip_bomb":  # the real header, and 256 MiB of embeddings deflated to a quarter of a MiB
+        with zipfile.ZipFile(path) as z:
+            header = z.read("header.npy")
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("header.npy", header)
+            np.save(tmp_path / "e.npy", np.zeros((1 << 19, 128), np.float32))
+            z.write(tmp_path / "e.npy", "embeddings.npy")
+        assert path.stat().st_size < 1 << 20
     before = path.read_bytes()
     with pytest.raises(GalleryError) as err:
         Gallery.load(path, model_id())
     message = str(err.value)
     assert "\n" not in message and str(path) in message
     assert "corrupt" in message or "not an edgeface gallery" in message
+    if damage == "zip_bomb":  # refused from the declared sizes, before anything is inflated
+        assert "would expand to 256 MiB" in message
     assert path.read_bytes() == before
 
 

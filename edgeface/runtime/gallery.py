@@ -316,6 +316,11 @@ def _read_file(path: Path) -> bytes:
         raise GalleryError(f"cannot read gallery {path}: {_reason(exc)}") from None
 
 
+# How much larger than the file its members may be once inflated.  edgeface writes galleries uncompressed
+# (np.savez: the members are the file's size), and float embeddings barely compress anyway.
+MAX_EXPANSION = 16
+
+
 def _read_members(data: bytes, path: Path) -> tuple[dict, np.ndarray]:
     corrupt = f"{path} is corrupt or truncated"
     hint = "; it was left untouched: restore a backup or delete it and re-enroll"
@@ -324,6 +329,13 @@ def _read_members(data: bytes, path: Path) -> tuple[dict, np.ndarray]:
         what = "empty file" if not magic else "not an .npz archive"
         raise GalleryError(f"{corrupt} ({what}){hint}")
     try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+        # A zip bomb: a small file whose deflated members expand to gigabytes, read whole by np.load.  zipfile
+        # stops at each member's declared size, so the declared total bounds what loading can take.
+        if declared > MAX_EXPANSION * len(data) + (1 << 20):
+            raise GalleryError(f"{corrupt} (its members would expand to {declared / 2**20:,.0f} MiB from a "
+                               f"{len(data) / 2**20:,.1f} MiB file: not a gallery edgeface wrote){hint}")
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             members = set(npz.files)
             if not {"header", "embeddings"} <= members:
