@@ -20,7 +20,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".gif", ".w
 # a 7 kB JPEG or a 2 kB GIF declaring 32767x32767 pixels decodes to 3.2 GB (6-7 GB resident with the colour
 # conversion; the OOM killer on a board).  Headers declaring more than this are refused before decoding; 2**28
 # pixels (268 MP) is above any camera's photo (200 MP sensors) and below OpenCV's own limit (2**30), which
-# still guards the formats not checked here.
+# still guards a header too damaged to read here.
 MAX_PIXELS = 1 << 28
 
 
@@ -33,12 +33,20 @@ def is_image_file(path: str | os.PathLike) -> bool:
 
 
 def declared_size(data: bytes | memoryview) -> Optional[tuple[int, int]]:
-    """(width, height) that a JPEG, PNG or GIF header declares, without decoding; None for other formats or a
-    header too damaged to say (the decoder then decides)."""
+    """(width, height) that an image header declares (JPEG, PNG, GIF, BMP, WebP, TIFF, PNM), without decoding;
+    None for other formats or a header too damaged to say (the decoder then decides)."""
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
         return struct.unpack(">II", data[16:24])
     if data[:4] == b"GIF8" and len(data) >= 13:
         return _gif_size(data)
+    if data[:2] == b"BM" and len(data) >= 26:
+        return _bmp_size(data)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        return _webp_size(data)
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return _tiff_size(data)
+    if len(data) >= 3 and data[0] == 0x50 and 0x31 <= data[1] <= 0x36:  # P1..P6: netpbm (.pgm, .ppm)
+        return _pnm_size(data)
     if data[:2] == b"\xff\xd8":
         pos = 2
         while pos + 4 <= len(data) and data[pos] == 0xFF:
@@ -55,6 +63,72 @@ def declared_size(data: bytes | memoryview) -> Optional[tuple[int, int]]:
                 return None
             pos += 2 + length
     return None
+
+
+def _bmp_size(data: bytes | memoryview) -> Optional[tuple[int, int]]:
+    (header,) = struct.unpack("<I", data[14:18])
+    if header == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+        return struct.unpack("<HH", data[18:22])
+    width, height = struct.unpack("<ii", data[18:26])
+    return abs(width), abs(height)  # a negative height is a top-down bitmap
+
+
+def _webp_size(data: bytes | memoryview) -> Optional[tuple[int, int]]:
+    chunk = bytes(data[12:16])
+    if chunk == b"VP8X":  # extended: 24-bit canvas width-1 and height-1
+        w, h = data[24] | data[25] << 8 | data[26] << 16, data[27] | data[28] << 8 | data[29] << 16
+        return w + 1, h + 1
+    if chunk == b"VP8L" and data[20] == 0x2F:  # lossless: 14-bit width-1 and height-1 after the signature
+        (bits,) = struct.unpack("<I", data[21:25])
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":  # lossy: 14-bit sizes after the start code
+        w, h = struct.unpack("<HH", data[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    return None
+
+
+def _tiff_size(data: bytes | memoryview) -> Optional[tuple[int, int]]:
+    """ImageWidth and ImageLength of a TIFF's first image (the one OpenCV decodes)."""
+    order = "<" if data[:2] == b"II" else ">"
+    if len(data) < 8:
+        return None
+    (ifd,) = struct.unpack(order + "I", data[4:8])
+    if ifd + 2 > len(data):
+        return None
+    (count,) = struct.unpack(order + "H", data[ifd:ifd + 2])
+    found = {}
+    for i in range(count):
+        entry = ifd + 2 + 12 * i
+        if entry + 12 > len(data):
+            break
+        tag, kind = struct.unpack(order + "HH", data[entry:entry + 4])
+        if tag in (256, 257):  # ImageWidth, ImageLength: SHORT (3) or LONG (4)
+            value = data[entry + 8:entry + 12]
+            found[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), value[:2] if kind == 3 else value)[0]
+    return (found[256], found[257]) if 256 in found and 257 in found else None
+
+
+def _pnm_size(data: bytes | memoryview) -> Optional[tuple[int, int]]:
+    """Width and height of a netpbm header: magic, then whitespace-separated numbers, # comments to line end."""
+    head = bytes(data[2:256])
+    numbers: list[int] = []
+    pos = 0
+    while len(numbers) < 2 and pos < len(head):
+        c = head[pos:pos + 1]
+        if c == b"#":
+            end = head.find(b"\n", pos)
+            pos = len(head) if end < 0 else end + 1
+        elif c.isspace():
+            pos += 1
+        elif c.isdigit():
+            end = pos
+            while end < len(head) and head[end:end + 1].isdigit():
+                end += 1
+            numbers.append(int(head[pos:end]))
+            pos = end
+        else:
+            return None
+    return (numbers[0], numbers[1]) if len(numbers) == 2 else None
 
 
 def _gif_size(data: bytes | memoryview) -> tuple[int, int]:
