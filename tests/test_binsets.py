@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
 import struct
 import warnings
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from lfw_bins import write_lfw_bins
 from typer.testing import CliRunner
 
 from edgeface.cli import app
@@ -126,31 +126,7 @@ def lfw_pairs_and_crops(lfw_dir, tmp_path_factory):
     """40 LFW pairs (2 same + 2 different from each of pairs.txt's 10 folds) as a pairs file in LFW's format,
     their photos aligned by `edgeface data prepare`, and the same pairs as a .bin of those crops (PNG bytes,
     lossless, and JPEG at quality 95 as InsightFace's files)."""
-    from edgeface.data.prepare import PrepareConfig, prepare
-    from edgeface.evaluate.pairs import read_pairs
-
-    base = tmp_path_factory.mktemp("lfwbin")
-    lines = (lfw_dir / "pairs.txt").read_text().splitlines()[1:]
-    chosen = []
-    for fold in range(10):
-        chosen += lines[fold * 600: fold * 600 + 2] + lines[fold * 600 + 300: fold * 600 + 302]
-    pairs_file = base / "pairs.txt"
-    pairs_file.write_text("10\t2\n" + "\n".join(chosen) + "\n")
-    pairs = read_pairs(pairs_file)
-    raw = base / "raw"
-    for key in {k for p in pairs for k in (p.a, p.b)}:
-        (raw / key).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(lfw_dir / "lfw-deepfunneled" / f"{key}.jpg", raw / f"{key}.jpg")
-    crops = base / "crops"
-    # BlazeFace short range, named: it finds every face of these photos (README: 100 % of LFW)
-    summary = prepare(PrepareConfig(src=raw, out=crops, detector="short", workers=2))
-    assert summary.aligned == len(list(raw.glob("*/*.jpg")))
-    png = [(crops / f"{k}.png").read_bytes() for p in pairs for k in (p.a, p.b)]
-    write_bin(base / "lfw_png.bin", png, [p.same for p in pairs])
-    jpeg = [cv2.imencode(".jpg", cv2.imread(str(crops / f"{k}.png")), [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
-            for p in pairs for k in (p.a, p.b)]
-    write_bin(base / "lfw_jpeg.bin", jpeg, [p.same for p in pairs])
-    return pairs_file, crops, base
+    return write_lfw_bins(lfw_dir, tmp_path_factory.mktemp("lfwbin"), per_fold=4)
 
 
 @pytest.fixture(scope="module")

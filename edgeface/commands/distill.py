@@ -91,10 +91,13 @@ def distill_cmd(
     epochs: int = fo.EPOCHS,
     batch_size: int = typer.Option(64, help="Batch size."),
     val_split: float = typer.Option(0.0, help="Hold out this fraction of the faces (per identity) for validation."),
+    val_bin: Optional[list[Path]] = fo.VAL_BIN,
+    val_every: Optional[int] = fo.VAL_EVERY,
     exclude_people: Optional[str] = fo.EXCLUDE_PEOPLE,
     patience: int = fo.PATIENCE,
     monitor: str = typer.Option("auto", help="Metric for early stopping: auto (val_teacher_cosine with --val-split, "
-                                "else loss), val_loss, teacher_cosine, loss, val_accuracy, accuracy."),
+                                "else loss), val_loss, teacher_cosine, loss, val_accuracy, accuracy, or bin:NAME (the "
+                                "accuracy on --val-bin NAME.bin)."),
     resume: bool = fo.RESUME,
     augment: bool = fo.AUGMENT,
     rotation: float = fo.ROTATION,
@@ -132,7 +135,7 @@ def distill_cmd(
         weight_decay=weight_decay, lr_schedule=lr_schedule, epochs=epochs, batch_size=batch_size,
         val_split=val_split, exclude_people=exclude_people, patience=patience, monitor=monitor, resume=resume,
         augment=aug, precision=precision, seed=seed, input_size=input_size, teacher_only=teacher_only,
-        workers=workers, threads=threads,
+        workers=workers, threads=threads, val_bin=tuple(val_bin or ()), val_every=val_every,
     )
     advance, stop = _data_bar(disable=as_json)
     try:
@@ -181,6 +184,7 @@ def print_result(result, cfg) -> None:
             rows.append(["val rank-1 (student)", _before_after(m, "val_rank1")])
             rows.append(["val rank-1 (teacher)", f"{_pct(m.get('teacher_val_rank1'))} (chance "
                                                  f"{m['chance_rank1']:.4f})"])
+        rows += fo.val_bin_rows(m, result.bin_validation)
         rows += [["train img/s", f"{result.images_per_second:.1f}"]]
     rows.append(["seconds", f"{result.seconds:.1f}"])
     print_table("edgeface distill", ["", "value"], rows)

@@ -43,6 +43,11 @@ PRECISION = typer.Option("float32", help="float32, mixed_float16 (GPU) or mixed_
                          "saved model is float32 either way.")
 SEED = typer.Option(0, help="Random seed (split, shuffling, augmentation, initialisation).")
 AS_JSON = typer.Option(False, "--json", help="Print the result as JSON (progress is not shown).")
+VAL_BIN = typer.Option(None, "--val-bin", help="InsightFace verification set (lfw.bin, cfp_fp.bin, agedb_30.bin: "
+                       "112x112 aligned crops) scored during training with evaluate --bin's 10 folds; repeat for "
+                       "several. Read before training starts.")
+VAL_EVERY = typer.Option(None, "--val-every", help="Score the --val-bin sets every N optimizer steps (default: at "
+                         "the end of every epoch).")
 
 
 def augment_config(augment: bool, rotation: float, shift: float, shear: float, zoom: float, flip: bool,
@@ -71,3 +76,23 @@ def parse_margins(text: Optional[str]) -> Optional[tuple[float, float, float]]:
 def width_label(width: float) -> str:
     """How result tables show a width multiplier: nothing for the standard network, else `` x1.5``."""
     return "" if width == 1.0 else f" x{width:g}"
+
+
+def val_bin_rows(metrics: dict, records: list[dict]) -> list[list[str]]:
+    """Result-table rows of the --val-bin sets: the saved model's figures and the last validation's."""
+    from edgeface.train.progress import bin_figure
+
+    rows = []
+    names = list(dict.fromkeys(r["set"] for r in records))
+    names += [k[4:] for k in metrics if k.startswith("bin:") and f"{k}_threshold" in metrics and k[4:] not in names]
+    for name in names:
+        key = f"bin:{name}"
+        if key in metrics:
+            rows.append([f"{name}.bin, saved model",
+                         bin_figure(metrics[key], metrics.get(f"{key}_std"), metrics[f"{key}_threshold"])])
+        last = [r for r in records if r["set"] == name]
+        if last:
+            r = last[-1]
+            rows.append([f"{name}.bin at step {r['step']}",
+                         bin_figure(r["accuracy"], r["accuracy_std"], r["threshold"])])
+    return rows

@@ -14,10 +14,11 @@ from edgeface.commands.errors import user_errors
 from edgeface.errors import UserError
 
 _DISTRIBUTE_HELP = (
-    "none, or mirrored: tf.distribute.MirroredStrategy over this machine's GPUs (the batch is split across them). "
-    "With the TF_CONFIG environment variable set (a JSON cluster spec, the same command started on every "
-    "machine) mirrored becomes MultiWorkerMirroredStrategy across machines; the chief (or worker 0) writes RUN. "
-    "TensorFlow backend only."
+    "none, or mirrored: tf.distribute.MirroredStrategy over this machine's GPUs, or without one its logical CPU "
+    "devices (the batch is split across them; BatchNorm statistics span the whole batch). With the TF_CONFIG "
+    "environment variable set (a JSON cluster spec, the same command started on every machine) mirrored becomes "
+    "MultiWorkerMirroredStrategy across machines; the chief (or worker 0) writes RUN. KERAS_BACKEND=jax: mirrored "
+    "is keras.distribution.DataParallel over jax.devices() (one machine; TF_CONFIG is refused)."
 )
 
 
@@ -58,11 +59,13 @@ def train_cmd(
                                        "Per-epoch val figures use BatchNorm's running averages, which lag on short "
                                        "runs; the final table recomputes them with precise statistics."),
     val_split: float = typer.Option(0.0, help="Hold out this fraction of each identity's images for validation."),
+    val_bin: Optional[list[Path]] = fo.VAL_BIN,
+    val_every: Optional[int] = fo.VAL_EVERY,
     exclude_people: Optional[str] = fo.EXCLUDE_PEOPLE,
     min_images: int = typer.Option(1, help="Skip identities with fewer images."),
     patience: int = fo.PATIENCE,
     monitor: str = typer.Option("auto", help="Metric for early stopping: auto (val_accuracy with validation, else "
-                                "loss), val_loss, loss, accuracy."),
+                                "loss), val_loss, loss, accuracy, or bin:NAME (the accuracy on --val-bin NAME.bin)."),
     resume: bool = fo.RESUME,
     augment: bool = fo.AUGMENT,
     rotation: float = fo.ROTATION,
@@ -92,7 +95,7 @@ def train_cmd(
         lr_schedule=lr_schedule, epochs=epochs, batch_size=batch_size, val=val, val_split=val_split,
         exclude_people=exclude_people, min_images=min_images, patience=patience, monitor=monitor, resume=resume,
         augment=aug, precision=precision, distribute=resolve_distribute(distribute, os.environ), seed=seed,
-        shuffle_buffer=shuffle_buffer,
+        shuffle_buffer=shuffle_buffer, val_bin=tuple(val_bin or ()), val_every=val_every,
     )
     with training_progress(disable=as_json) as progress:
         result = train(cfg, progress=progress)
@@ -126,6 +129,7 @@ def print_result(result, cfg) -> None:
         rows.append(["val rank-1 vs train gallery", f"{m['val_rank1']:.4f} (chance {m['chance_rank1']:.4f})"])
     if "val_unseen_rank1" in m:
         rows.append(["rank-1 among unseen val people", f"{m['val_unseen_rank1']:.4f}"])
+    rows += fo.val_bin_rows(m, result.bin_validation)
     rows += [["train img/s", f"{result.images_per_second:.1f}"], ["seconds", f"{result.seconds:.1f}"]]
     print_table("edgeface train", ["", "value"], rows)
 

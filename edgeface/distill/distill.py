@@ -35,8 +35,8 @@ from edgeface.distill.teachers import Teacher, load_teacher, parse_teacher_spec
 from edgeface.errors import SettingError, UserError
 from edgeface.nn.layers import L2Normalize
 from edgeface.runtime.interpreter import l2_normalize
+from edgeface.train import binval, loop
 from edgeface.train import data as tdata
-from edgeface.train import loop
 from edgeface.train.augment import apply_augmentation
 from edgeface.train.batchnorm import recalibrate_batchnorm
 from edgeface.train.config import FitConfig
@@ -134,6 +134,7 @@ class DistillConfig(FitConfig):
             d[k] = str(d[k]) if d[k] is not None else None
         d["cache"] = str(self.cache_path)
         d["margins"] = list(self.margins) if self.margins is not None else None
+        d["val_bin"] = [str(b) for b in self.val_bin]
         return d
 
 
@@ -157,6 +158,7 @@ class DistillResult:
     seconds: float
     images_per_second: float
     metrics: dict[str, float]
+    bin_validation: list[dict] = field(default_factory=list)  # --val-bin: one record per set and validation
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -351,6 +353,7 @@ def distill(config: DistillConfig, progress: Optional[loop.ProgressFn] = None,
     t_start = time.perf_counter()
     run = loop.RunFiles(cfg.out)
     saved_state = None if cfg.teacher_only else run.check(cfg.resume)
+    val_sets = binval.load_sets(cfg.val_bin)  # read and decoded now: a damaged .bin fails before the teacher runs
     teacher = load_teacher(cfg.teacher, cfg.teacher_config, cfg.teacher_options, cfg.threads)
     d, cache_stats, excluded = load_distill_data(cfg, teacher, data_progress)
     data_summary = {**d.summary(), "excluded_people": excluded}
@@ -420,12 +423,14 @@ def distill(config: DistillConfig, progress: Optional[loop.ProgressFn] = None,
         # The untrained student's agreement with the teacher, the baseline the final figure is compared to.
         state["start"] = _figures(float32_copy(backbone, cfg), _projection(model), d, teacher_unit, train_idx,
                                   val_idx, sub, eval_bs)
+    bin_callbacks = binval.callbacks(val_sets, backbone, cfg.val_every, len(train_seq), cfg.epochs, monitor, state,
+                                     progress, run.val_bin_csv, eval_bs)
     run.root.mkdir(parents=True, exist_ok=True)
     if has_val:
         loop.atomic_write_json(run.split_json, {"seed": cfg.seed, "fraction": cfg.val_split,
                                                 "val": [os.path.relpath(d.paths[i], cfg.data) for i in val_idx]})
     outcome = loop.fit(model, train_seq, val_seq, run, epochs=cfg.epochs, monitor=monitor, patience=cfg.patience,
-                       state=state, progress=progress)
+                       state=state, progress=progress, callbacks=bin_callbacks)
 
     embedder = float32_copy(backbone, cfg)
     recalibrate_batchnorm(embedder, train_crops, batch_size=eval_bs, seed=cfg.seed)
@@ -433,6 +438,7 @@ def distill(config: DistillConfig, progress: Optional[loop.ProgressFn] = None,
     m: dict[str, float] = {k: v for k, v in (outcome.history[-1] if outcome.history else {}).items()
                            if k in ("loss", "teacher_cosine", "accuracy", "val_loss")}
     m.update(_figures(embedder, proj, d, teacher_unit, train_idx, val_idx, sub, eval_bs))
+    m.update(binval.final_metrics(embedder, val_sets, eval_bs))  # the saved network's
     m["constant_student_cosine"] = constant_cosine  # the floor: what one fixed output for every face scores
     m.update({f"{k}_start": v for k, v in state["start"].items()})
     if "val_rank1" in m:
@@ -447,6 +453,7 @@ def distill(config: DistillConfig, progress: Optional[loop.ProgressFn] = None,
         train_images=len(train_idx), val_images=len(val_idx), epochs_run=outcome.epochs_run,
         stopped_early=outcome.stopped_early, best_epoch=outcome.best_epoch, seconds=round(seconds, 2),
         images_per_second=round(outcome.images_per_second, 2), metrics=m,
+        bin_validation=list(state.get(binval.RECORDS_KEY, [])),
     )
     loop.save_keras_atomic(embedder, run.model)
     loop.atomic_write_json(run.train_json, _train_json(cfg, d, teacher, outcome, result, monitor, margins))
@@ -493,6 +500,7 @@ def _train_json(cfg: DistillConfig, d: ddata.DistillData, teacher: Teacher, outc
         "images_per_second": result.images_per_second,
         "seconds": result.seconds,
         "history": outcome.history,
+        "bin_validation": result.bin_validation,
         "environment": {"keras_backend": keras.backend.backend(), "keras_version": keras.__version__,
                         "precision": cfg.precision, "python": platform.python_version(),
                         "machine": platform.machine()},

@@ -1,4 +1,4 @@
-"""Precise BatchNorm statistics: recompute the moving mean/variance after training.
+"""Precise BatchNorm statistics after training, and BatchNorm synchronised across replicas during it.
 
 During training BatchNorm keeps exponential moving averages that start at
 mean 0 / variance 1 and forget them at ``momentum`` per step.  A short run (tens
@@ -8,12 +8,46 @@ the inference-mode network, the one that gets saved and exported, outputs
 near-constant embeddings.  Averaging the batch statistics over a pass of
 un-augmented training images fixes that and matches inference inputs better
 ("precise BN", as in pycls/detectron2).  Runs eagerly, backend-agnostic.
+
+:class:`SyncBatchNormalization` is what a tf.distribute run with several replicas trains with: statistics of the
+global batch, so N replicas train the model one device does.
 """
 
 from __future__ import annotations
 
 import keras
 import numpy as np
+
+
+@keras.saving.register_keras_serializable(package="edgeface")
+class SyncBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization whose training statistics cover every replica of a tf.distribute step, in two passes.
+
+    Keras' own ``synchronized=True`` all-reduces sum(x) and sum(x^2) and takes E[x^2] - E[x]^2: in float32 that
+    cancels where a channel's mean is large against its spread.  Measured on MobileFaceNet (width 0.5, 32x32, a
+    batch of 16 random-pixel images, one SGD step): that formula alone, on one device, moved the stem's update by
+    1e-3 of its size, 100x what reordering the batch does.  Here the global mean is all-reduced first and then
+    sum((x - mean)^2): the two passes of ``tf.nn.moments`` (PyTorch's SyncBatchNorm merges per-device means and
+    variances instead).  One replica, no strategy or another backend (JAX's sharded step already sees the whole
+    batch): plain BatchNormalization.  Same weights and config as BatchNormalization, and it stays loadable under
+    JAX (Keras refuses ``synchronized=True`` there).
+    """
+
+    def _moments(self, inputs, mask):
+        if mask is not None or keras.backend.backend() != "tensorflow":
+            return super()._moments(inputs, mask)
+        import tensorflow as tf
+
+        ctx = tf.distribute.get_replica_context()  # None in a cross-replica context; the default one has 1
+        if ctx is None or ctx.num_replicas_in_sync == 1:
+            return super()._moments(inputs, mask)
+        axes = self._reduction_axes
+        total = tf.distribute.ReduceOp.SUM
+        count = ctx.all_reduce(total, tf.cast(tf.reduce_prod(tf.gather(tf.shape(inputs), axes)), inputs.dtype))
+        mean = ctx.all_reduce(total, tf.reduce_sum(inputs, axes)) / count
+        # The mean's own gradient term is zero (the deviations sum to 0 over the global batch), as in tf.nn.moments.
+        variance = ctx.all_reduce(total, tf.reduce_sum(tf.square(inputs - tf.stop_gradient(mean)), axes)) / count
+        return mean, variance
 
 
 def batchnorm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar, Optional
 
 from edgeface.choices import choice
 from edgeface.errors import SettingError, UserError
 from edgeface.train.augment import AugmentConfig
+from edgeface.train.binval import check_options as check_val_bin
+from edgeface.train.binval import is_bin_monitor
 from edgeface.train.models import ARCHITECTURES, check_width
 
 
@@ -48,7 +51,10 @@ class FitConfig:
     val_split: fraction of each identity's images held out for validation.
     exclude_people: a people file (``people.txt``, ``people.txt:10``, a plain
     list) whose people are left out.  patience: epochs without improvement of
-    ``monitor`` before stopping (0 = never).  precision: a Keras dtype policy.
+    ``monitor`` before stopping (0 = never); ``monitor`` may also be ``bin:NAME``, the accuracy on the
+    ``val_bin`` file NAME.bin.  val_bin: InsightFace ``.bin`` verification sets scored during training, every
+    ``val_every`` optimizer steps (None: once per epoch); see :mod:`edgeface.train.binval`.
+    precision: a Keras dtype policy.
     input_size other than 112 is for experiments and fast tests (exports expect
     112).  Subclasses name their optimizer and monitor choices and the smallest
     batch they can train on.
@@ -81,10 +87,13 @@ class FitConfig:
     precision: str = "float32"
     seed: int = 0
     input_size: int = 112
+    val_bin: tuple[Path, ...] = ()
+    val_every: Optional[int] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):  # read back from a train.json
             self.augment = AugmentConfig(**self.augment)
+        self.val_bin = tuple(Path(p) for p in (self.val_bin or ()))
 
     @property
     def optimizer_name(self) -> str:
@@ -97,7 +106,8 @@ class FitConfig:
         choice("optimizer", self.optimizer, self.optimizer_choices)
         choice("precision", self.precision, PRECISIONS)
         choice("learning-rate schedule", self.lr_schedule, LR_SCHEDULES)
-        choice("monitor", self.monitor, self.monitor_choices)
+        if not is_bin_monitor(self.monitor):  # bin:NAME is checked against the --val-bin files below
+            choice("monitor", self.monitor, self.monitor_choices)
         for name, v, lo in (("epochs", self.epochs, 1), ("batch size", self.batch_size, self.min_batch_size),
                             ("embedding dim", self.embedding_dim, 2), ("input size", self.input_size, 32)):
             if int(v) < lo:
@@ -114,3 +124,4 @@ class FitConfig:
         if not 0.0 <= self.val_split < 1.0:
             raise SettingError("val_split", f"must be in [0, 1), got {self.val_split}")
         self.augment.check()
+        check_val_bin(self.val_bin, self.val_every, self.monitor, self.input_size)

@@ -8,6 +8,7 @@ target.  A run folder looks like::
     RUN/model.keras              the embedding network (head and augmentation removed)
     RUN/train.json               config, dataset hash, epochs, final metrics, speed
     RUN/log.csv                  one row per epoch (rewritten whole each epoch)
+    RUN/val_bin.csv              one row per .bin set and validation (--val-bin, edgeface.train.binval)
     RUN/checkpoints/last.keras   the training model with optimizer state (for --resume)
     RUN/checkpoints/best.weights.h5   weights of the best epoch by the monitored metric
     RUN/checkpoints/state.json   epochs done, early-stopping state, history, run fingerprint
@@ -22,7 +23,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import keras
 import numpy as np
@@ -33,7 +34,8 @@ from edgeface.fileio import atomic_output, atomic_write_text
 
 @dataclass
 class TrainProgress:
-    """One progress event: ``phase`` is "batch" (after each training step) or "epoch" (epoch finished)."""
+    """One progress event: ``phase`` is "batch" (after each training step), "epoch" (epoch finished) or
+    "validation" (``--val-bin`` sets scored after step ``step``; ``logs`` holds their figures and the global step)."""
 
     phase: str
     epoch: int  # 1-based
@@ -63,6 +65,7 @@ class RunFiles:
     model = property(lambda self: self.root / "model.keras")
     train_json = property(lambda self: self.root / "train.json")
     log_csv = property(lambda self: self.root / "log.csv")
+    val_bin_csv = property(lambda self: self.root / "val_bin.csv")
     split_json = property(lambda self: self.root / "split.json")
     checkpoints = property(lambda self: self.root / "checkpoints")
     last = property(lambda self: self.root / "checkpoints" / "last.keras")
@@ -110,16 +113,18 @@ def save_keras_atomic(model: keras.Model, path: Path, weights_only: bool = False
 
 
 def monitor_mode(monitor: str) -> str:
-    """'min' for losses, 'max' for accuracies and the like."""
-    return "min" if "loss" in monitor else "max"
+    """'min' for losses, 'max' for accuracies and the like (``bin:NAME`` is an accuracy, whatever NAME says)."""
+    return "min" if "loss" in monitor and not monitor.startswith("bin:") else "max"
 
 
 class _RunCallback(keras.callbacks.Callback):
     """Progress events, epoch timing, checkpoints, early stopping and the CSV log, in one place."""
 
     def __init__(self, run: RunFiles, epochs: int, steps: int, images_per_epoch: int, monitor: str,
-                 patience: int, save_best: bool, state: dict, progress: Optional[ProgressFn], write: bool):
+                 patience: int, save_best: bool, state: dict, progress: Optional[ProgressFn], write: bool,
+                 others: Sequence[keras.callbacks.Callback] = ()):
         super().__init__()
+        self.others = others  # callbacks whose `epoch_seconds` (e.g. a .bin validation) is not training time
         self.run, self.epochs, self.steps, self.images_per_epoch = run, epochs, steps, images_per_epoch
         self.monitor, self.mode, self.patience, self.save_best = monitor, monitor_mode(monitor), patience, save_best
         self.state, self.progress, self.write = state, progress, write
@@ -155,7 +160,9 @@ class _RunCallback(keras.callbacks.Callback):
         if self.diverged:
             return  # the last checkpoint stays the last good epoch's
         logs = _floats(logs)
-        train_s = max(1e-9, self._t_train - self._t0)
+        # A validation between steps is no training: img/s counts the steps and the input pipeline only.
+        busy = sum(float(getattr(c, "epoch_seconds", 0.0)) for c in self.others)
+        train_s = max(1e-9, self._t_train - self._t0 - busy)
         row = {"epoch": epoch + 1, **logs, "lr": _current_lr(self.model),
                "seconds": round(time.perf_counter() - self._t0, 3),
                "images_per_second": round(self.images_per_epoch / train_s, 2)}
@@ -250,7 +257,8 @@ def restore_checkpoint(model: keras.Model, run: RunFiles) -> None:
 
 
 def fit(model: keras.Model, train_seq, val_seq, run: RunFiles, *, epochs: int, monitor: str, patience: int,
-        state: dict, progress: Optional[ProgressFn] = None, write: bool = True) -> FitOutcome:
+        state: dict, progress: Optional[ProgressFn] = None, write: bool = True,
+        callbacks: Sequence[keras.callbacks.Callback] = ()) -> FitOutcome:
     """Run ``model.fit`` from ``state['epoch']`` to ``epochs`` with the run's callbacks.
 
     ``state`` is :func:`new_state` or the one read back for a resume (the model
@@ -258,20 +266,27 @@ def fit(model: keras.Model, train_seq, val_seq, run: RunFiles, *, epochs: int, m
     ``patience`` > 0 training stops after that many epochs without improvement of
     ``monitor``; when it stops so and ``monitor`` is a validation metric, the
     best epoch's weights are restored (Keras' ``restore_best_weights``).  ``write`` False (non-chief workers of a
-    multi-worker run) skips every file write.
+    multi-worker run) skips every file write.  ``callbacks`` run before the run's own at each event, so what they
+    add to an epoch's logs (``bin:NAME``, :mod:`edgeface.train.binval`) enters its history row and may be the
+    ``monitor``.
     """
     start = int(state["epoch"])
-    save_best = monitor.startswith("val_")
+    save_best = monitor.startswith(("val_", "bin:"))
     cb = _RunCallback(run, epochs, len(train_seq), getattr(train_seq, "images_per_epoch", 0), monitor,
-                      patience, save_best, state, progress, write)
+                      patience, save_best, state, progress, write, callbacks)
     t0 = time.perf_counter()
     if start < epochs:
         # A streamed input (edgeface.train.stream.StreamInput) hands over its tf.data pipeline, which runs on
         # across epochs: Keras is told the steps of one.
         data = getattr(train_seq, "dataset", train_seq)
         streamed = data is not train_seq
-        model.fit(data, validation_data=val_seq, epochs=epochs, initial_epoch=start, verbose=0, callbacks=[cb],
-                  **({"steps_per_epoch": len(train_seq), "shuffle": False} if streamed else {}))
+        model.fit(data, validation_data=val_seq, epochs=epochs, initial_epoch=start, verbose=0,
+                  callbacks=[*callbacks, cb],
+                  # No shuffle by Keras: the sequences order their own batches from (seed, epoch).  Keras' shuffle
+                  # draws from Python's global random, which a resume restarts and a tf.distribute strategy draws
+                  # from once more (it reads the first epoch's batches once before training): a mirrored run,
+                  # even on one replica, then saw other batches than a plain one.
+                  shuffle=False, **({"steps_per_epoch": len(train_seq)} if streamed else {}))
     seconds = time.perf_counter() - t0
     if cb.diverged:
         epoch, batch, loss = cb.diverged

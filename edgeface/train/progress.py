@@ -5,7 +5,7 @@ ETA, plus one persistent line per finished epoch.  No Keras here: it consumes
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -17,8 +17,25 @@ _SHOWN = (("loss", "loss"), ("accuracy", "acc"), ("val_loss", "val_loss"), ("val
 
 
 def format_logs(logs: dict) -> str:
-    """``loss 1.234  acc 0.567 ...`` for the metrics present."""
-    return "  ".join(f"{short} {logs[k]:.4g}" for k, short in _SHOWN if k in logs)
+    """``loss 1.234  acc 0.567 ...`` for the metrics present (and the .bin figures, see :func:`format_bins`)."""
+    return "  ".join([*(f"{short} {logs[k]:.4g}" for k, short in _SHOWN if k in logs), format_bins(logs)]).strip()
+
+
+def format_bins(logs: dict) -> str:
+    """``lfw 71.50 ± 4.20 % (threshold 0.312)`` for each .bin set in the logs (``bin:NAME`` keys,
+    :mod:`edgeface.train.binval`)."""
+    parts = []
+    for key, value in logs.items():
+        # an accuracy key is the one with a threshold beside it (a set may itself be called x_std)
+        if key.startswith("bin:") and f"{key}_threshold" in logs:
+            parts.append(f"{key[4:]} {bin_figure(value, logs.get(key + '_std'), logs[key + '_threshold'])}")
+    return "  ".join(parts)
+
+
+def bin_figure(accuracy: float, std: Optional[float], threshold: float) -> str:
+    """``71.50 ± 4.20 % (threshold 0.312)``: a .bin set's 10-fold accuracy, its spread and threshold."""
+    spread = f" ± {100 * std:.2f}" if std is not None else ""
+    return f"{100 * accuracy:.2f}{spread} % (threshold {threshold:.3f})"
 
 
 @contextlib.contextmanager
@@ -38,6 +55,10 @@ def training_progress(disable: bool = False) -> Iterator[Callable]:
         total = event.epochs * event.steps
         done = (event.epoch - 1) * event.steps + event.step
         desc = f"epoch {event.epoch}/{event.epochs}"
+        if event.phase == "validation":  # --val-bin: one line per validation, the bar carries on
+            console.print(f"step {event.logs.get('step', 0):.0f} ({desc}, step {event.step}/{event.steps})  "
+                          f"{format_bins(event.logs)}  {event.logs.get('seconds', 0):.1f}s")
+            return
         if event.phase == "epoch":
             row = event.logs
             console.print(f"{desc}  {format_logs(row)}  {row.get('images_per_second', 0):.1f} img/s  "

@@ -31,8 +31,8 @@ from edgeface.choices import choice
 from edgeface.data.dataset import CropSet, count_excluded, load_crops, read_people_file, resolved_people_spec
 from edgeface.data.records import RecordCrops, is_record_source, open_records
 from edgeface.errors import SettingError, UserError
+from edgeface.train import binval, loop
 from edgeface.train import data as tdata
-from edgeface.train import loop
 from edgeface.train.augment import apply_augmentation
 from edgeface.train.batchnorm import recalibrate_batchnorm
 from edgeface.train.config import OPTIMIZERS, FitConfig
@@ -56,8 +56,9 @@ class TrainConfig(FitConfig):
     optimizer "auto" is Adam for softmax and SGD with momentum for margin heads.
     monitor "auto" is val_accuracy with validation data, else loss.
     distribute: "mirrored" (tf.distribute.MirroredStrategy over this machine's
-    GPUs) or "multi-worker" (MultiWorkerMirroredStrategy, cluster from
-    TF_CONFIG).  The other fields are :class:`edgeface.train.config.FitConfig`'s.
+    GPUs, else its logical CPU devices; under JAX keras.distribution.DataParallel over jax.devices()) or
+    "multi-worker" (MultiWorkerMirroredStrategy, cluster from TF_CONFIG; TensorFlow only).
+    The other fields are :class:`edgeface.train.config.FitConfig`'s.
     """
 
     optimizer_choices: ClassVar[tuple[str, ...]] = ("auto", *OPTIMIZERS)
@@ -103,9 +104,13 @@ class TrainConfig(FitConfig):
                             "prepare`)")
         if self.val is not None and not self.val.is_dir():
             raise UserError(f"validation folder not found: {self.val}")
-        if self.distribute != "none" and keras.backend.backend() != "tensorflow":
-            raise SettingError("distribute", f"{self.distribute} needs the TensorFlow backend, "
-                            f"KERAS_BACKEND is {keras.backend.backend()!r}")
+        backend = keras.backend.backend()
+        if self.distribute == "multi-worker" and backend != "tensorflow":
+            raise SettingError("distribute", f"multi-worker (a TF_CONFIG cluster) needs the TensorFlow backend, "
+                               f"KERAS_BACKEND is {backend!r}: unset TF_CONFIG to train on this machine's devices")
+        if self.distribute == "mirrored" and backend not in ("tensorflow", "jax"):
+            raise SettingError("distribute", f"mirrored needs the TensorFlow or JAX backend, KERAS_BACKEND is "
+                               f"{backend!r}")
         resolve_margins(get_head_spec(self.head), self.scale, self.margin, self.margins)
 
     @property
@@ -118,8 +123,8 @@ class TrainConfig(FitConfig):
         for flag, given in (("--val-split", bool(self.val_split)), ("--val", self.val is not None)):
             if given:
                 raise UserError(f"{flag} needs a folder of crops; {self.data} is a RecordIO pack: hold people out "
-                                "when packing (`edgeface data pack CROPS --exclude-people FILE`) and check the model "
-                                "with `edgeface evaluate MODEL --bin lfw.bin`")
+                                "when packing (`edgeface data pack CROPS --exclude-people FILE`) and validate on "
+                                "verification sets: --val-bin lfw.bin")
         for flag, given in (("--exclude-people", bool(self.exclude_people)), ("--min-images", self.min_images > 1)):
             if given:
                 raise UserError(f"{flag} chooses people from a folder; {self.data} is a RecordIO pack: give it to "
@@ -137,6 +142,7 @@ class TrainConfig(FitConfig):
             d[k] = str(d[k]) if d[k] is not None else None
         d["margins"] = list(self.margins) if self.margins is not None else None
         d["optimizer_resolved"] = self.optimizer_name
+        d["val_bin"] = [str(b) for b in self.val_bin]
         return d
 
 
@@ -156,6 +162,7 @@ class TrainResult:
     seconds: float
     images_per_second: float
     metrics: dict[str, float]
+    bin_validation: list[dict] = field(default_factory=list)  # --val-bin: one record per set and validation
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -252,13 +259,37 @@ def _fingerprint(cfg: TrainConfig, class_names: list[str]) -> dict:
 
 
 def _strategy(mode: str):
+    """The distribution of a mode: None, a tf.distribute strategy, or under JAX a keras.distribution.DataParallel."""
     if mode == "none":
         return None
+    if keras.backend.backend() == "jax":
+        import jax
+
+        # One jitted step over the global batch, sharded along it: BatchNorm and the loss see the whole batch.
+        return keras.distribution.DataParallel(devices=jax.devices())
     import tensorflow as tf
 
     if mode == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        if tf.config.list_logical_devices("GPU"):
+            return tf.distribute.MirroredStrategy()
+        # No GPU: every logical CPU device is a replica (one on a normal machine; MirroredStrategy() alone takes
+        # /cpu:0 only), so a process that split its CPU runs the GPUs' code path on several replicas.
+        return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
     return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def replicas(strategy) -> int:
+    """How many replicas (devices) one training step runs on: 1 without a strategy."""
+    if strategy is None:
+        return 1
+    if hasattr(strategy, "num_replicas_in_sync"):
+        return int(strategy.num_replicas_in_sync)
+    return int(strategy.device_mesh.devices.size)
+
+
+def _scope(strategy):
+    """The strategy's (or JAX distribution's) scope; a no-op without one."""
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
 def _is_chief(strategy) -> bool:
@@ -356,6 +387,7 @@ def train(config: TrainConfig, progress: Optional[loop.ProgressFn] = None) -> Tr
     run = loop.RunFiles(cfg.out)
     saved_state = run.check(cfg.resume)
     t_start = time.perf_counter()
+    val_sets = binval.load_sets(cfg.val_bin)  # read and decoded now: a damaged .bin fails before anything else
     if cfg.precision == "mixed_float16" and not _has_gpu():
         warnings.warn("mixed_float16 on a CPU is slower than float32: use it on a GPU, or mixed_bfloat16 on a "
                       "CPU with AVX512-BF16/AMX", stacklevel=2)
@@ -389,8 +421,10 @@ def train(config: TrainConfig, progress: Optional[loop.ProgressFn] = None) -> Tr
     val_seq = (tdata.ArraySequence(d.val.images, d.val.labels, cfg.batch_size)
                if d.val is not None and len(d.val) else None)
 
-    with _dtype_policy(cfg.precision), (strategy.scope() if strategy else contextlib.nullcontext()):
-        backbone = get_model(cfg.arch, embedding_dim=cfg.embedding_dim, input_size=cfg.input_size, width=cfg.width)
+    with _dtype_policy(cfg.precision), _scope(strategy):
+        # tf.distribute normalises each replica's slice unless told to sync; JAX's sharded step sees the whole batch.
+        backbone = get_model(cfg.arch, embedding_dim=cfg.embedding_dim, input_size=cfg.input_size, width=cfg.width,
+                             sync_bn=replicas(strategy) > 1 and keras.backend.backend() == "tensorflow")
         model = build_training_model(backbone, d.train.num_classes, cfg)
         model.compile(optimizer=build_optimizer(cfg, len(train_seq)), loss=build_loss(spec, margins),
                       metrics=["accuracy"],
@@ -399,13 +433,18 @@ def train(config: TrainConfig, progress: Optional[loop.ProgressFn] = None) -> Tr
         if saved_state is not None:
             loop.restore_checkpoint(model, run)
 
+    bin_callbacks = binval.callbacks(val_sets, backbone, cfg.val_every, len(train_seq), cfg.epochs, monitor, state,
+                                     progress, run.val_bin_csv if chief else None, max(cfg.batch_size, 32))
     if chief:
         run.root.mkdir(parents=True, exist_ok=True)
         if d.split is not None:
             loop.atomic_write_json(run.split_json, d.split)
     try:
-        outcome = loop.fit(model, train_seq, val_seq, run, epochs=cfg.epochs, monitor=monitor,
-                           patience=cfg.patience, state=state, progress=progress, write=chief)
+        # Keras' JAX trainer reads the distribution while it runs (to shard each batch), not from the model.
+        with _scope(strategy):
+            outcome = loop.fit(model, train_seq, val_seq, run, epochs=cfg.epochs, monitor=monitor,
+                               patience=cfg.patience, state=state, progress=progress, write=chief,
+                               callbacks=bin_callbacks)
     except Exception as exc:
         # A damaged record met while streaming surfaces as a TensorFlow error: say it as the one line it is.
         failure = getattr(train_seq, "failure", None)
@@ -427,6 +466,7 @@ def train(config: TrainConfig, progress: Optional[loop.ProgressFn] = None) -> Tr
         best_row = outcome.history[outcome.best_epoch - 1]
         metrics.update({k: best_row[k] for k in ("loss", "accuracy", "val_loss") if k in best_row})
     metrics.update(evaluate_run(embedder, spec, head_weights, d, max(cfg.batch_size, 32)))
+    metrics.update(binval.final_metrics(embedder, val_sets, max(cfg.batch_size, 32)))  # the saved network's
     seconds = time.perf_counter() - t_start
 
     result = TrainResult(
@@ -434,6 +474,7 @@ def train(config: TrainConfig, progress: Optional[loop.ProgressFn] = None) -> Tr
         train_images=len(d.train), val_images=len(d.val) if d.val is not None else 0,
         epochs_run=outcome.epochs_run, stopped_early=outcome.stopped_early, best_epoch=outcome.best_epoch,
         seconds=round(seconds, 2), images_per_second=round(outcome.images_per_second, 2), metrics=metrics,
+        bin_validation=list(state.get(binval.RECORDS_KEY, [])),
     )
     if chief:
         loop.save_keras_atomic(embedder, run.model)
@@ -486,8 +527,9 @@ def _train_json(cfg: TrainConfig, d: _Data, outcome: loop.FitOutcome, result: Tr
         "images_per_second": result.images_per_second,
         "seconds": result.seconds,
         "history": outcome.history,
+        "bin_validation": result.bin_validation,
         "environment": {"keras_backend": keras.backend.backend(), "keras_version": keras.__version__,
                         "precision": cfg.precision, "distribute": cfg.distribute,
-                        "replicas": int(strategy.num_replicas_in_sync) if strategy else 1,
+                        "replicas": replicas(strategy),
                         "python": platform.python_version(), "machine": platform.machine()},
     }
