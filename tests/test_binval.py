@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from child_code import BLOCK_TENSORFLOW
 from lfw_bins import write_lfw_bins
 from typer.testing import CliRunner
 
@@ -184,12 +185,7 @@ def test_val_bin_under_the_jax_backend(att_crops, lfw_bin, people10, tmp_path):
     # TensorFlow is unimportable in the child, as on a JAX-only GPU box.  Mid-epoch the JAX trainer keeps the
     # weights outside the layers: a validation that did not sync them would fail or score stale weights.
     code = (
-        "import importlib.abc, json, sys\n"
-        "class NoTF(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path, target=None):\n"
-        "        if name.split('.')[0] == 'tensorflow':\n"
-        "            raise ImportError('TensorFlow is blocked in this test')\n"
-        "sys.meta_path.insert(0, NoTF())\n"
+        BLOCK_TENSORFLOW +
         "from edgeface.train.augment import AugmentConfig\n"
         "from edgeface.train.trainer import TrainConfig, train\n"
         f"r = train(TrainConfig(data={str(att_crops)!r}, out={str(tmp_path / 'run')!r}, arch='seed-cnn',\n"

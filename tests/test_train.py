@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from child_code import BLOCK_TENSORFLOW
 from typer.testing import CliRunner
 
 from edgeface.cli import app
@@ -337,12 +338,7 @@ def test_trains_under_the_jax_backend_without_tensorflow(att_crops, tmp_path):
     # TensorFlow is made unimportable in the child: a JAX-only GPU box has none.  seed-cnn keeps XLA's CPU
     # compile short; MobileFaceNet's BatchNorm path (eager updates under JAX) is checked on a small copy.
     code = (
-        "import importlib.abc, json, sys\n"
-        "class NoTF(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path, target=None):\n"
-        "        if name.split('.')[0] == 'tensorflow':\n"
-        "            raise ImportError('TensorFlow is blocked in this test')\n"
-        "sys.meta_path.insert(0, NoTF())\n"
+        BLOCK_TENSORFLOW +
         "import keras, numpy as np\n"
         "assert keras.backend.backend() == 'jax'\n"
         "from edgeface.train.batchnorm import recalibrate_batchnorm\n"
