@@ -106,7 +106,3 @@ class FaceTracker:
                 named_here.add(name)
                 self.named += 1
 
-    def reset(self) -> None:
-        """Forget every track (the next frame is not a continuation of the last)."""
-        self.tracks.clear()
-
