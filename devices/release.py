@@ -145,6 +145,9 @@ def resolve_profile(board: Board, cfg_profile: Optional[str], identity: dict) ->
 # None when not set, as every edgeface version wrote them: `devices status` and rollback read that), the ones set in
 # edgeface.toml's [run] table (what run.sh runs with).
 RUN_KEYS = ("model", "format", "source", "threads", "backend", "delegate", "gallery", "key_file")
+# Written only when flash was told them (--detector, --detector-precision): a release flashed without them keeps
+# run's defaults, and its files read as before.
+DETECTION_KEYS = ("detector", "detector_precision")
 
 
 @dataclass(frozen=True)
@@ -155,22 +158,30 @@ class ReleaseSettings:
     profile: str
     run: RunSettings
 
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The run settings this release records: :data:`RUN_KEYS`, and the detection ones flash was given."""
+        default = RunSettings()
+        return RUN_KEYS + tuple(k for k in DETECTION_KEYS if getattr(self.run, k) != getattr(default, k))
+
     def to_dict(self) -> dict:
         """release.json's ``settings``: plain JSON, every key present (None: not set)."""
-        return {"profile": self.profile, **{key: getattr(self.run, key) for key in RUN_KEYS}}
+        return {"profile": self.profile, **{key: getattr(self.run, key) for key in self.keys}}
 
     def to_toml(self, release_id: str) -> str:
         """``edgeface.toml`` of a release: the [run] table run.sh starts ``edgeface run --config`` with, and the
         profile in a [board] table (for people; the runtime does not read it)."""
         return self.run.to_toml(
             header=f"Written by `edgeface flash` for release {release_id}; run.sh runs edgeface with these settings.",
-            keys=RUN_KEYS, extra=f"[board]\nprofile = {json.dumps(self.profile)}\n")
+            keys=self.keys, extra=f"[board]\nprofile = {json.dumps(self.profile)}\n")
 
 
 def release_settings(profile: BoardProfile, board: Board, local: LocalRelease, fmt: Optional[str] = None,
                      source: Optional[str] = None, threads: Optional[int] = None,
-                     key_file: Optional[str] = None) -> ReleaseSettings:
+                     key_file: Optional[str] = None, detector: Optional[str] = None,
+                     detector_precision: Optional[str] = None) -> ReleaseSettings:
     """The settings ``edgeface run`` gets on this board: flags beat the inventory, which beats the profile."""
+    detection = {k: v for k, v in (("detector", detector), ("detector_precision", detector_precision)) if v}
     if fmt is None:
         fmt = profile.model_format if profile.model_format in local.formats else None
         if fmt is None and profile.delegate == "edgetpu":
@@ -186,6 +197,7 @@ def release_settings(profile: BoardProfile, board: Board, local: LocalRelease, f
         delegate=profile.delegate,
         gallery=GALLERY_NAME if local.gallery else None,
         key_file=key_file if local.gallery else None,  # a path on the board; the key never enters settings
+        **detection,
     ))
 
 
@@ -204,6 +216,9 @@ def run_args(settings: dict, self_test: bool = False) -> list[str]:
         args += ["--backend", settings["backend"]]
     if settings.get("delegate"):
         args += ["--delegate", settings["delegate"]]
+    for key in DETECTION_KEYS:  # present only in releases flashed with them, whose runtime knows the flags
+        if settings.get(key):
+            args += ["--" + key.replace("_", "-"), settings[key]]
     if self_test:
         return args + ["--self-test"]
     args += ["--source", settings["source"]]

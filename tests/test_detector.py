@@ -193,7 +193,7 @@ def test_no_face_in_a_blank_image(kind):
 def test_haar_fallback_when_no_blazeface_file(monkeypatch, media_dir, caplog):
     import edgeface.runtime.detector as detector
 
-    monkeypatch.setattr(detector, "find_blazeface_file", lambda kind, dirs=(): None)
+    monkeypatch.setattr(detector, "find_blazeface_file", lambda kind, dirs=(), fmt="float": None)
     det = detector.create_detector("short")
     assert isinstance(det, HaarDetector)
     assert "falling back to OpenCV's Haar cascade" in caplog.text
@@ -374,7 +374,7 @@ def test_truncated_detector_file_is_refused_in_one_line(tmp_path):
 @pytest.mark.parametrize("kind, foreign", [("short", "full"), ("full", "short"), ("short", "embedder")])
 def test_foreign_detector_file_is_refused_in_one_line(tmp_path, kind, foreign):
     if foreign == "embedder":
-        path = next((Path(__file__).parents[1] / "edgeface" / "models" / "default").glob("*int8*.tflite"))
+        path = Path(__file__).parents[1] / "edgeface" / "models" / "default" / "dlib_int8.tflite"
     else:
         path = find_blazeface_file(foreign)
     with pytest.raises(UserError, match=rf"is not a '{kind}' BlazeFace detector: its outputs are .*expected") as err:

@@ -429,3 +429,30 @@ def read_png(path: Path) -> np.ndarray:
     from edgeface.runtime.images import read_image
 
     return read_image(path)
+
+
+def test_flash_settings_carry_the_detector_choice_into_the_boards_toml(tmp_path):
+    from edgeface.devices.inventory import Board
+    from edgeface.devices.profiles import get_profile
+    from edgeface.devices.release import LocalRelease, release_settings
+    from edgeface.runtime.settings import RunSettings
+
+    local = LocalRelease(wheel=tmp_path / "w.whl", bundle_root=tmp_path, bundle_files=[],
+                         manifest={"files": [{"format": "int8"}]}, gallery=None, content_id="x",
+                         edgeface_version="0", workdir=tmp_path)
+    board = Board(name="pi", host="10.0.0.2")
+    chosen = release_settings(get_profile("rpi5"), board, local, detector="short", detector_precision="int8")
+    path = tmp_path / "edgeface.toml"
+    path.write_text(chosen.to_toml("r1"))
+    run = RunSettings.from_toml(path)
+    assert (run.detector, run.detector_precision, run.format) == ("short", "int8", "int8")
+    # not given: run's defaults, as before
+    plain = release_settings(get_profile("rpi5"), board, local).run
+    assert (plain.detector, plain.detector_precision) == ("auto", "float")
+
+
+def test_flash_refuses_an_unknown_detector_precision_in_one_line(tmp_path):
+    result = runner.invoke(app, ["flash", "pi@10.0.0.2", "-b", str(tmp_path), "--detector-precision", "int4"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: --detector-precision 'int4' is not valid (did you mean 'int8'?): "
+                                     "choose one of float, int8")

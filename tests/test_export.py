@@ -590,9 +590,12 @@ def test_manifest_describes_and_verifies_every_file(full_export, trained_model):
     assert b.entry("dynamic")["weight_quantization"] == "per-channel" and "weight_quantization" not in b.entry("fp32")
     for fmt in b.formats:
         assert b.model_path(fmt).is_file()  # checks the SHA-256
-    kinds = {d["kind"]: d for d in m["detectors"]}
-    assert set(kinds) == {"short", "full"} and "Apache" in kinds["short"]["license"]
+    kinds = {(d["kind"], d.get("format")): d for d in m["detectors"]}
+    assert set(kinds) == {(k, f) for k in ("short", "full") for f in ("float", "int8", "edgetpu")}
+    assert "Apache" in kinds[("short", "float")]["license"]
     assert b.detector_path("short").is_file()
+    for kind in ("short", "full"):  # the shipped int8 detectors come along, with the check they passed
+        assert b.detector_path(kind, fmt="int8").is_file() and kinds[(kind, "int8")]["verification"]["passed"]
     assert not [p for p in out.parent.iterdir() if ".tmp-" in p.name]  # temp folder renamed away
 
 
@@ -850,6 +853,25 @@ def _tiny_export(model, crops, out, *args):
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     assert "Traceback" not in result.output
     return result, {r["format"]: r for r in json.loads(result.stdout)["formats"]}
+
+
+def test_edgetpu_compiler_also_compiles_the_detectors(tiny_model_and_crops, tmp_path, monkeypatch):
+    from edgeface.converters import edgetpu as tpu
+    from edgeface.runtime.bundle import Bundle
+
+    monkeypatch.setattr(tpu, "find_compiler", lambda: str(_fake_compiler(tmp_path, write_log=True)))
+    out = tmp_path / "bundle"
+    result, rows = _tiny_export(*tiny_model_and_crops, out, "--formats", "fp32,edgetpu")
+    # (the stand-in's compiled file is one byte, which the model's row reads as a graph and fails: not checked here)
+    assert rows["edgetpu"]["status"] != "failed"
+    b = Bundle.load(out)
+    for kind in ("short", "full"):
+        path = b.detector_path(kind, fmt="edgetpu_compiled")  # listed, its SHA-256 checked
+        assert path.name == f"face_detection_{kind}_range_full_integer_quant_edgetpu.tflite"
+        entry = next(d for d in b.manifest["detectors"] if d["kind"] == kind and d["format"] == "edgetpu_compiled")
+        assert entry["edgetpu"] == {"tpu_ops": 66, "cpu_ops": 2, "compiler_version": "16.0.384591198"}
+    notes = json.loads(result.stdout)["notes"]
+    assert "short detector: 2 op(s) left on the CPU by edgetpu_compiler" in notes
 
 
 def test_auto_mixed_crash_is_a_failed_row_and_the_bundle_is_kept(tiny_model_and_crops, tmp_path, monkeypatch,

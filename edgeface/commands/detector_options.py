@@ -17,6 +17,16 @@ DETECTOR_MODES_HELP = ("auto (default: faces from 32 px wide up to filling the f
 DETECTOR_HELP = "Face detector: " + DETECTOR_MODES_HELP
 
 
+DETECTOR_PRECISION_HELP = ("BlazeFace files to run on the CPU: float (the wheel's) or int8 (rebuilt and quantized "
+                           "from them, shipped in the default bundle: faster, same faces). With --delegate "
+                           "edgetpu the bundle's Edge TPU-compiled detector files run on the accelerator.")
+
+
 def detector_option(help: str = DETECTOR_HELP) -> str:
     """A ``--detector`` typer option defaulting to :data:`DEFAULT_DETECTOR`."""
     return typer.Option(DEFAULT_DETECTOR, "--detector", help=help)
+
+
+def detector_precision_option() -> str:
+    """A ``--detector-precision`` typer option (float by default)."""
+    return typer.Option("float", "--detector-precision", help=DETECTOR_PRECISION_HELP)

@@ -116,6 +116,10 @@ def flash_cmd(
     source: Optional[str] = typer.Option(None, "--source", help="Camera source for the service (default: the "
                                          "profile's, e.g. picamera2 on a Pi)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Interpreter threads (default: profile's)."),
+    detector: Optional[str] = typer.Option(None, "--detector", help="Face detector the service runs (default: "
+                                           "run's, auto): " + DETECTOR_MODES_HELP),
+    detector_precision: Optional[str] = typer.Option(None, "--detector-precision", help="float (default) or int8 "
+                                                     "BlazeFace files on the board's CPU."),
     offline: bool = typer.Option(False, "--offline", help="Download the dependencies' wheels here for the board's "
                                  "platform and Python, and install them there without an index."),
     wheelhouse: Optional[Path] = typer.Option(None, "--wheelhouse", help="Cache folder for --offline wheels "
@@ -148,11 +152,16 @@ def flash_cmd(
         raise UserError(f"--service-name {service_name!r}: use letters, digits, '-', '_', '.' and '@'")
     if profile is not None:
         get_profile(profile)
+    from edgeface.runtime.settings import DETECTOR_CHOICES, DETECTOR_PRECISION_CHOICES, check_choice
+
+    check_choice("detector", detector, DETECTOR_CHOICES)
+    check_choice("detector_precision", detector_precision, DETECTOR_PRECISION_CHOICES)
     options = ssh.options()
     boards = ssh.boards(target, inventory, all_boards, remote_dir, python)
     key = resolve_key(key_file) if board_key_file is None else None
     cfg = FlashConfig(bundle=bundle, gallery=gallery, gallery_key=key, board_key_file=board_key_file,
-                      profile=profile, format=fmt, source=source, threads=threads,
+                      profile=profile, format=fmt, source=source, threads=threads, detector=detector,
+                      detector_precision=detector_precision,
                       offline=offline, wheelhouse=wheelhouse, wheel=wheel, keep=keep, service=service,
                       service_name=service_name, min_free_mb=min_free_mb, clean_install=clean_install,
                       break_lock=break_lock)

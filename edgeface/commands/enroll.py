@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from edgeface.commands.detector_options import detector_option
+from edgeface.commands.detector_options import detector_option, detector_precision_option
 from edgeface.commands.errors import user_errors
 from edgeface.commands.gallery import DEFAULT_GALLERY, key_file_option, resolve_key
 from edgeface.commands.model_options import BACKEND_HELP, FORMAT_HELP, MODEL_HELP
@@ -35,6 +35,7 @@ def enroll_cmd(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
     detector: str = detector_option(),
+    detector_precision: str = detector_precision_option(),
     pick: Optional[str] = typer.Option(None, help="With several faces in a photo: 'largest' enrolls the largest "
                                        "(default: skip the photo)."),
     replace: bool = typer.Option(False, "--replace", help="Replace this person's existing embeddings instead of "
@@ -56,8 +57,9 @@ def enroll_cmd(
                         "(`edgeface enroll --people FOLDER`)")
     if name is not None:
         check_name(name)
-    settings = RunSettings(model=_text(model), format=fmt, detector=detector, threads=threads, backend=backend)
-    settings.check("detector")
+    settings = RunSettings(model=_text(model), format=fmt, detector=detector, detector_precision=detector_precision,
+                           threads=threads, backend=backend)
+    settings.check("detector", "detector_precision")
     check_choice("pick", pick, PICK_CHOICES)
     settings.check("backend", "format", "threads")
     work = people_folder(people) if people is not None else [(name, expand_photos(images))]

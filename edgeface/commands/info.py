@@ -103,9 +103,12 @@ def _print_report(m: dict, report: dict) -> None:
                      _num(f.get("cosine_min"), ".4f"), _num(acc, ".2f", 100)])
     print_table("files", ["Format", "File", "MB", "SHA-256", "Verified", "In", "Out", "Cosine min", "Acc %"], rows)
     if report["detectors"]:
-        print_table("detectors", ["Kind", "File", "MB", "SHA-256", "License"],
-                    [[d["kind"], d["path"], f"{d['size_on_disk'] / 1e6:.2f}", d["checksum"], d.get("license", "")]
-                     for d in report["detectors"]])
+        print_table("detectors", ["Kind", "Format", "File", "MB", "SHA-256", "Checked against float"],
+                    [[d["kind"], d.get("format", "float"), d["path"], f"{d['size_on_disk'] / 1e6:.2f}", d["checksum"],
+                      _detector_check(d.get("verification"))] for d in report["detectors"]])
+        licenses = sorted({d.get("license", "") for d in report["detectors"]} - {""})
+        for text in licenses:
+            stdout.print(f"detector license: {text}")
     th = m.get("threshold", {})
     far = f", FAR {_num(th['far'], 'g')}" if th.get("far") else ""
     stdout.print(f"match threshold: cosine {th.get('cosine')} ({th.get('source')}{far})")
@@ -116,3 +119,13 @@ def _print_report(m: dict, report: dict) -> None:
 
 def register(app: typer.Typer) -> None:
     app.command("info", help="Show a model bundle: path, files, sizes, checksums and manifest.")(info_cmd)
+
+
+def _detector_check(check: Optional[dict]) -> str:
+    """A quantized detector's verification in a few words (a float file has none: it is the reference)."""
+    if not check:
+        return ""
+    kp = check.get("kp_err_mean")
+    return (f"{'ok' if check.get('passed') else 'NOT PASSED'}: {100 * check.get('recall_clear', 0):.1f} % of clear "
+            f"faces, keypoints {kp if kp is not None else '?'} px @112, {check.get('images', '?')} images")
+

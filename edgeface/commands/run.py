@@ -19,7 +19,7 @@ from typing import Any, Optional, TextIO
 
 import typer
 
-from edgeface.commands.detector_options import detector_option
+from edgeface.commands.detector_options import detector_option, detector_precision_option
 from edgeface.commands.errors import user_errors
 from edgeface.commands.gallery import DEFAULT_GALLERY, key_file_option, resolve_key
 from edgeface.commands.model_options import BACKEND_HELP, FORMAT_HELP, MODEL_HELP
@@ -30,7 +30,7 @@ from edgeface.runtime.settings import RunSettings
 
 GALLERY_HELP = f"Gallery file (.npz); default: ./{DEFAULT_GALLERY}."
 # The settings the self-test reads (the model and how it runs), checked before it; the rest after --source.
-MODEL_SETTINGS = ("detector", "backend", "delegate", "format", "threads")
+MODEL_SETTINGS = ("detector", "detector_precision", "backend", "delegate", "format", "threads")
 
 
 class _Stopper:
@@ -75,6 +75,7 @@ def run_cmd(
                                            "is 'unknown'."),
     key_file: Optional[Path] = key_file_option(),
     detector: str = detector_option(),
+    detector_precision: str = detector_precision_option(),
     threshold: Optional[float] = typer.Option(None, help="Cosine similarity needed to name a face (default: the "
                                               "bundle's threshold)."),
     fmt: Optional[str] = typer.Option(None, "--format", help=FORMAT_HELP),
@@ -111,7 +112,8 @@ def run_cmd(
 ) -> None:
     """Recognise faces live: detect, align, embed and match every frame of a camera, stream, video or folder."""
     settings = _run_settings(ctx, config, source=source, model=model, gallery=gallery, key_file=key_file,
-                             detector=detector, threshold=threshold, format=fmt, threads=threads, backend=backend,
+                             detector=detector, detector_precision=detector_precision, threshold=threshold,
+                             format=fmt, threads=threads, backend=backend,
                              delegate=delegate, events=events, max_frames=max_frames, fps_limit=fps_limit,
                              preview=preview, preview_token_file=preview_token_file, save_unknown=save_unknown,
                              unknown_max_files=unknown_max_files, unknown_max_mb=unknown_max_mb,

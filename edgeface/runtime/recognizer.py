@@ -116,7 +116,8 @@ def load_recognizer(settings: Optional[RunSettings] = None, require_gallery: boo
         gallery_obj, gallery_path = _load_gallery(s.gallery, model_id, require_gallery, gallery_key)
     else:
         gallery_obj, gallery_path = Gallery(model=model_id), None
-    det = bundle_detector(bundle, s.detector, threads=threads, backend=backend)
+    det = bundle_detector(bundle, s.detector, threads=threads, backend=backend, precision=s.detector_precision,
+                          delegate=delegate)
     thr = bundle.threshold if s.threshold is None else float(s.threshold)
     check_threshold(thr)
     matcher = Matcher.from_gallery(gallery_obj, thr)

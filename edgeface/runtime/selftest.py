@@ -79,7 +79,8 @@ def _run_checks(result: dict, settings: RunSettings, repeats: int) -> None:
     # The detector and alignment: find the face again in the crop with a margin around it.
     import cv2
 
-    det = bundle_detector(bundle, detector, threads=threads, backend=backend)
+    det = bundle_detector(bundle, detector, threads=threads, backend=backend,
+                          precision=settings.detector_precision, delegate=delegate)
     padded = cv2.copyMakeBorder(shipped, 32, 32, 32, 32, cv2.BORDER_REPLICATE)
     t = time.perf_counter()
     found = det.detect(padded)

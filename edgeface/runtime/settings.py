@@ -31,6 +31,7 @@ from edgeface.runtime.bundle import EDGETPU_FORMATS, FORMAT_PREFERENCE  # light:
 # OpenCV and numpy: too heavy for checking a flag or `edgeface --help`.  A test keeps the copies equal.
 DETECTOR_CHOICES = ("auto", "short", "full", "haar")
 DEFAULT_DETECTOR = "auto"
+DETECTOR_PRECISION_CHOICES = ("float", "int8")  # detector.DETECTOR_PRECISIONS
 BACKEND_CHOICES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 DELEGATE_CHOICES = ("edgetpu",)
 FORMAT_CHOICES = (*FORMAT_PREFERENCE, *EDGETPU_FORMATS)
@@ -107,6 +108,7 @@ class RunSettings:
     model: Optional[str] = None  # bundle folder or shipped model name
     format: Optional[str] = None
     detector: str = DEFAULT_DETECTOR
+    detector_precision: str = "float"  # the BlazeFace files run on the CPU: the wheel's float ones or their int8
     threads: Optional[int] = None
     backend: Optional[str] = None
     delegate: Optional[str] = None
@@ -221,6 +223,8 @@ def _check_limit(key: str) -> Callable[[RunSettings], None]:
 # What RunSettings.check() checks, in the order it checks everything.
 _CHECKS: dict[str, Callable[[RunSettings], None]] = {
     "detector": lambda s: check_choice("detector", s.detector, DETECTOR_CHOICES),
+    "detector_precision": lambda s: check_choice("detector_precision", s.detector_precision,
+                                                 DETECTOR_PRECISION_CHOICES),
     "backend": lambda s: check_choice("backend", s.backend, BACKEND_CHOICES),
     "delegate": lambda s: check_choice("delegate", s.delegate, DELEGATE_CHOICES),
     "format": lambda s: check_choice("format", s.format, FORMAT_CHOICES),

@@ -345,7 +345,8 @@ def build_detector(mode: str, threads: Optional[int] = None):
         return AutoDetector(find_blazeface_file("short"), find_blazeface_file("full"), threads=threads, **kwargs)
     if mode == "full-tiles":
         return FullTiles(threads)
-    return create_detector(mode, threads=threads)
+    base, _, precision = mode.partition("+")  # short+int8: the int8 files (edgeface import blazeface)
+    return create_detector(base, threads=threads, precision=precision or "float")
 
 
 class FullTiles:
@@ -575,7 +576,8 @@ def build_sets(quick: bool, seed: int, log: Callable[[str], None] = print) -> di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modes", nargs="+", default=["short", "full", "auto"],
-                    help="edgeface modes and variants (auto@T: auto at score threshold T; full-tiles)")
+                    help="edgeface modes and variants (auto@T: auto at score threshold T; full-tiles; MODE+int8: "
+                         "the mode with the int8 detector files)")
     ap.add_argument("--quick", action="store_true", help="a subset: 40 faces per band, every 5th clip frame")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="interpreter threads (default: the interpreter's)")

@@ -40,32 +40,6 @@ def clip_frames() -> list[np.ndarray]:
         frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
 
 
-def agreement(reference, candidate, images) -> dict:
-    """Recall of ``candidate`` against ``reference``'s detections, extras, keypoint error at 112 px faces."""
-    from edgeface.runtime.detector import iou
-
-    matched = missed = extra = 0
-    errors = []
-    for image in images:
-        ref, cand = reference.detect(image), candidate.detect(image)
-        used = set()
-        for d in ref:
-            scores = [(float(iou(d.box, e.box[None])[0]), j) for j, e in enumerate(cand) if j not in used]
-            best = max(scores, default=(0.0, -1))
-            if best[0] >= 0.5:
-                used.add(best[1])
-                matched += 1
-                width = float(d.box[2] - d.box[0])
-                diff = np.abs(np.asarray(d.keypoints)[:6] - np.asarray(cand[best[1]].keypoints)[:6])
-                errors.append(float(diff.mean()) * 112.0 / width)
-            else:
-                missed += 1
-        extra += len(cand) - len(used)
-    return {"reference_faces": matched + missed, "recall": matched / max(1, matched + missed), "missed": missed,
-            "extra": extra, "kp_err_mean": float(np.mean(errors)) if errors else None,
-            "kp_err_p95": float(np.percentile(errors, 95)) if errors else None}
-
-
 def latency_ms(path: Path, size: int, runs: int = 50) -> float:
     from edgeface.runtime.interpreter import TFLiteModel
 
@@ -87,6 +61,7 @@ def main() -> int:
     ap.add_argument("--calib-count", type=int, default=300, help="LFW photos to calibrate with (+ clip frames)")
     ap.add_argument("--test-count", type=int, default=400, help="other LFW photos to compare on (+ clip frames)")
     ap.add_argument("--out", type=Path, help="keep the int8 files here (default: a temp folder)")
+    ap.add_argument("--no-equalize", action="store_true", help="quantize without cross-layer equalization (before)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -94,6 +69,7 @@ def main() -> int:
     from edgeface.converters.edgetpu import check_compatibility
     from edgeface.converters.formats import get_format
     from edgeface.importers.blazeface import quantizable_blazeface, rebuild_tflite_model
+    from edgeface.importers.blazeface_int8 import agreement
     from edgeface.runtime.detector import DETECTORS, BlazeFaceDetector, find_blazeface_file, letterbox, to_tensor
     from edgeface.runtime.images import read_image
     from edgeface.runtime.interpreter import TFLiteModel
@@ -120,9 +96,9 @@ def main() -> int:
             ref = sorted(shipped.run(x), key=lambda a: a.shape[-1])
             got = sorted((np.asarray(o) for o in rebuilt(x)), key=lambda a: a.shape[-1])
             worst = max(worst, max(float(np.abs(a - b).max()) for a, b in zip(ref, got)))
-        model = quantizable_blazeface(source, f"blazeface_{kind}")
         calib = np.stack([to_tensor(letterbox(read_image(p), size)[0]) for p in calib_photos]
                          + [to_tensor(letterbox(f, size)[0]) for f in frames[::5]])
+        model = quantizable_blazeface(source, f"blazeface_{kind}", calibration=None if args.no_equalize else calib)
         reference = BlazeFaceDetector(source, kind)
         float_ms = latency_ms(source, size)
         for fmt_name in ("int8", "edgetpu"):

@@ -44,8 +44,12 @@ def edgeface(*args: str) -> list[str]:
 
 def run_once(clip: Path, model: str, detector: str, fmt: str | None, threads: int | None,
              gallery: Path | None = None) -> dict:
-    """One `edgeface run` over the whole clip; cold start timed from outside too."""
-    cmd = edgeface("run", "-s", clip, "-m", model, "--detector", detector, "-q")
+    """One `edgeface run` over the whole clip; cold start timed from outside too.  ``detector`` MODE+int8 runs
+    MODE with the int8 detector files (--detector-precision int8)."""
+    mode, _, precision = detector.partition("+")
+    cmd = edgeface("run", "-s", clip, "-m", model, "--detector", mode, "-q")
+    if precision:
+        cmd += ["--detector-precision", precision]
     if fmt:
         cmd += ["--format", fmt]
     if threads:
@@ -123,9 +127,11 @@ def bench_recognition(args, model: str) -> dict:
     enrolled = {**PEOPLE, **(DISTRACTORS if args.distractors else {})}
     with tempfile.TemporaryDirectory() as tmp:
         gallery = Path(tmp) / "g.npz"
+        mode, _, precision = args.recognition_detector.partition("+")
         for name, photo in enrolled.items():
             proc = subprocess.run(edgeface("enroll", name, DATA / "media" / photo, "-g", gallery, "-m", model,
-                                           "--detector", args.recognition_detector, "--json"),
+                                           "--detector", mode, "--detector-precision", precision or "float",
+                                           "--json"),
                                   capture_output=True, text=True)
             if proc.returncode != 0:
                 raise SystemExit(f"enroll {name} failed: {proc.stderr.strip()}")
@@ -209,7 +215,8 @@ def main() -> None:
     ap.add_argument("--model", required=True, nargs="+", help="model bundle folders or shipped model names "
                     "(several: each measured in the same run)")
     ap.add_argument("--clip", type=Path, default=DATA / "media" / "short_hamilton_clip.mp4")
-    ap.add_argument("--detectors", nargs="+", default=["short", "full"])
+    ap.add_argument("--detectors", nargs="+", default=["short", "full"],
+                    help="detection modes; MODE+int8 runs MODE with the int8 detector files")
     ap.add_argument("--formats", nargs="+", default=["int8", "fp32"])
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3)
