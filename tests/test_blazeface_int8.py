@@ -94,8 +94,9 @@ def test_import_blazeface_writes_checked_files_into_a_bundle(lfw_dir, media_dir,
     import json
     import shutil
 
+    from run_cli import invoke
+
     from edgeface.runtime.bundle import Bundle, default_bundle_dir
-    from tests.run_cli import invoke
 
     bundle = tmp_path / "bundle"
     shutil.copytree(default_bundle_dir(), bundle)
@@ -129,7 +130,7 @@ def test_import_blazeface_writes_checked_files_into_a_bundle(lfw_dir, media_dir,
     (["--calib", "{readme}"], "is neither a folder, a photo nor a video"),
 ])
 def test_import_blazeface_bad_input_is_one_line(args, message, media_dir, tmp_path):
-    from tests.run_cli import invoke
+    from run_cli import invoke
 
     args = [a.replace("{media}", str(media_dir)).replace("{readme}", str(REPO / "README.md")) for a in args]
     result = invoke("import", "blazeface", "--out", tmp_path / "out", *args)

@@ -172,7 +172,7 @@ def test_detector_file_names_per_format():
 
 
 def test_run_and_enroll_take_the_int8_detector_from_flags_and_config(media_dir, tmp_path):
-    from tests.run_cli import events_of, invoke
+    from run_cli import events_of, invoke
 
     result = invoke("run", "-s", media_dir / "two_people.jpg", "--detector", "short", "--detector-precision", "int8",
                     "-q")
