@@ -534,3 +534,28 @@ def test_centred_targets_give_a_constant_student_nothing(media_dir, tmp_path):
     # who is who survives: Obama's two photos stay closer to each other than to Biden's
     o1, o2, b = centred[0], centred[1], centred[2]
     assert o1 @ o2 > o1 @ b
+
+
+def test_distill_resumes_inside_an_epoch_with_the_weights_of_an_unbroken_run(trained_model, att_dir, tmp_path):
+    """--checkpoint-every reaches distill too: stopped after step 3 (of 2 epochs of 2 steps), resumed, the final
+    checkpoint holds bit for bit the arrays of a run never stopped (same process, same CPU threads)."""
+    from test_resume import _checkpoint_arrays, _Stop, _stop_after
+
+    from edgeface.distill.distill import DistillConfig, distill
+
+    people = tmp_path / "people.txt"
+    people.write_text("".join(f"s{i}\n" for i in range(7, 41)))  # 6 people, 60 photos
+
+    def config(name, **kw):
+        return DistillConfig(data=att_dir, out=tmp_path / name, teacher=f"keras:{trained_model}",
+                             cache=tmp_path / "cache.sqlite", arch="seed-cnn", width=0.5, input_size=64,
+                             batch_size=24, epochs=2, exclude_people=str(people), seed=3, **kw)
+
+    whole = distill(config("whole"))
+    with pytest.raises(_Stop):
+        distill(config("cut", checkpoint_every=1), progress=_stop_after(3))
+    state = json.loads((tmp_path / "cut" / "checkpoints" / "state.json").read_text())
+    assert (state["epoch"], state["step"]) == (1, 1)
+    resumed = distill(config("cut", checkpoint_every=1, resume=True))
+    a, b = _checkpoint_arrays(whole.run_dir), _checkpoint_arrays(resumed.run_dir)
+    assert a.keys() == b.keys() and not [k for k in a if not np.array_equal(a[k], b[k])]

@@ -136,6 +136,159 @@ def test_jax_data_parallel_two_cpu_devices_train_as_one(att_crops, tmp_path):
     assert report["mirrored"]["batchnorm"] == ["BatchNormalization"]
 
 
+RANDOM_CHILD = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import cv2, keras
+from edgeface.train.augment import AugmentConfig, augmentation_layers, per_replica_random
+image = cv2.cvtColor(cv2.imread(sys.argv[1]), cv2.COLOR_BGR2RGB).astype(np.float32)
+batch = np.repeat(image[None], 4, axis=0)  # one face 4 times: any difference between outputs is a random draw
+
+def build(per_replica):
+    keras.utils.set_random_seed(0)
+    x = inp = keras.Input(image.shape)
+    for layer in augmentation_layers(AugmentConfig(), seed=0):
+        x = layer(x)
+    y = keras.layers.Dropout(0.5, seed=9)(keras.layers.Flatten()(inp))
+    model = keras.Model(inp, [x, y])
+    changed = per_replica_random(model) if per_replica else 0
+    return model, changed
+
+def replica_slices(devices, per_replica):
+    strategy = tf.distribute.MirroredStrategy(devices)
+    with strategy.scope():
+        model, changed = build(per_replica)
+    n = strategy.num_replicas_in_sync
+    values = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(batch[ctx.replica_id_in_sync_group * (4 // n):][:4 // n]))
+    step = tf.function(lambda x: model(x, training=True))
+    outs = []
+    for _ in range(2):  # two steps: the generators move on
+        result = strategy.run(step, args=(values,))
+        outs.append([np.concatenate([np.asarray(t) for t in strategy.experimental_local_results(r)]) for r in result])
+    return outs, changed
+
+def plain(per_replica):
+    model, changed = build(per_replica)
+    return [[np.asarray(t) for t in model(batch, training=True)] for _ in range(2)], changed
+
+report = {}
+for flag in (False, True):
+    two, changed = replica_slices(["/cpu:0", "/cpu:1"], flag)
+    # per output (augmented image, Dropout mask) and step: max |replica 0's slice - replica 1's slice|
+    report[f"two_replicas_{flag}"] = [[float(np.max(np.abs(o[:2] - o[2:]))) for o in step] for step in two]
+    report[f"within_replica_{flag}"] = [float(np.max(np.abs(step[0][0] - step[0][1]))) for step in two]
+    report[f"changed_{flag}"] = changed
+    one, _ = replica_slices(["/cpu:0"], flag)
+    alone, _ = plain(flag)
+    report[f"one_replica_{flag}"] = [[np.asarray(o).tolist() == np.asarray(p).tolist() for o, p in zip(s1, s2)]
+                                    for s1, s2 in zip(one, alone)]
+    report[f"plain_{flag}"] = [[np.asarray(o).ravel()[:64].tolist() for o in s] for s in alone]
+print("REPORT " + json.dumps(report))
+"""
+
+
+def test_random_layers_draw_per_replica_and_one_replica_is_unchanged(att_crops, tmp_path):
+    """Two TensorFlow replicas, one face four times: the augmented images and Dropout masks of replica 0's slice and
+    replica 1's differed nowhere before (every replica read the same generator state); now they differ.  One
+    replica (MirroredStrategy on one device, or no strategy) draws exactly what it drew before."""
+    pytest.importorskip("tensorflow")
+    face = sorted((att_crops / "s1").iterdir())[0]
+    proc = subprocess.run([sys.executable, "-c", RANDOM_CHILD, str(face)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT "))[len("REPORT "):])
+    assert report["changed_True"] == 8  # 7 augmentation layers and the Dropout
+    # before: the two replicas' slices identical, in both steps, for augmentation and Dropout alike
+    assert report["two_replicas_False"] == [[0.0, 0.0], [0.0, 0.0]], report["two_replicas_False"]
+    # now: they differ (pixels 0..255; a Dropout mask of 0.5 on a face differs by whole pixel values)
+    assert all(d > 1.0 for step in report["two_replicas_True"] for d in step), report["two_replicas_True"]
+    assert all(d > 1.0 for d in report["within_replica_True"] + report["within_replica_False"])
+    # one replica: the same draws with and without the change, with and without a one-device strategy
+    assert report["one_replica_False"] == report["one_replica_True"] == [[True, True], [True, True]]
+    assert report["plain_False"] == report["plain_True"]
+
+
+def test_a_single_device_run_trains_as_before_the_per_replica_seeds(att_crops, tmp_path, monkeypatch):
+    """A short training run (seed-cnn with its Dropout, every augmentation on) with the per-replica generators and
+    with Keras' own (as before the change) ends with the same weights, bit for bit."""
+    from edgeface.nn.loading import load_embedding_model
+    from edgeface.train import trainer
+    from edgeface.train.augment import AugmentConfig
+
+    people = tmp_path / "people.txt"
+    people.write_text("".join(f"s{i}\n" for i in range(5, 41)))
+
+    def run(name):
+        cfg = trainer.TrainConfig(data=att_crops, out=tmp_path / name, arch="seed-cnn", head="arcface", epochs=1,
+                                  batch_size=8, input_size=56, exclude_people=str(people), patience=0,
+                                  augment=AugmentConfig())
+        model = load_embedding_model(trainer.train(cfg).model_path)
+        return [np.asarray(w) for w in model.get_weights()]
+
+    now = run("now")
+    monkeypatch.setattr(trainer, "per_replica_random", lambda model: 0)
+    before = run("before")
+    assert len(now) == len(before) and all(np.array_equal(a, b) for a, b in zip(now, before))
+
+
+PARTIAL_FC_CHILD = r"""
+import json, sys
+from pathlib import Path
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+keras.config.set_max_steps_per_epoch(1)
+from edgeface.train import loop, trainer
+from edgeface.train.augment import AugmentConfig
+args = json.loads(sys.argv[1])
+report, weights = {}, {}
+real_fit = loop.fit
+def fit(model, *a, **k):
+    before = np.asarray(model.get_layer("head").kernel)
+    out = real_fit(model, *a, **k)
+    weights["head"] = np.asarray(model.get_layer("head").kernel) - before
+    return out
+loop.fit = fit
+for mode in ("none", "mirrored"):
+    losses = []
+    trainer.train(trainer.TrainConfig(
+        data=Path(args["data"]), out=Path(args["out"]) / mode, arch="mobilefacenet", width=0.5, input_size=32,
+        head="cosface", sample_rate=0.5, optimizer="sgd", lr=0.01, epochs=1, batch_size=16,
+        exclude_people=args["people"], augment=AugmentConfig.off(), patience=0, seed=0, distribute=mode),
+        progress=lambda p: losses.append(p.logs["loss"]) if p.phase == "batch" else None)
+    update = weights["head"]
+    report[mode] = {"loss": losses[0], "rows": np.flatnonzero(np.any(update != 0, axis=1)).tolist()}
+    np.save(Path(args["out"]) / f"{mode}.npy", update)
+print("REPORT " + json.dumps(report))
+"""
+
+
+def test_partial_fc_samples_the_same_classes_on_two_replicas(att_crops, tmp_path):
+    """Partial FC (CosFace, R = 0.5, 24 people, batch 16: 12 classes a step) for one step on 1 and on 2 TensorFlow
+    CPU replicas: each replica samples from the all-gathered labels with the same random numbers, so the same class
+    rows move, by the same update.  Measured (seeds 0-2): step-1 loss to 1.1e-6, head update to 1.5e-5-3.2e-5
+    (a different sample would differ by ~1); asserted 1e-5 and 1e-4."""
+    pytest.importorskip("tensorflow")
+    people = tmp_path / "people.txt"
+    people.write_text("".join(f"s{i}\n" for i in range(25, 41)))
+    args = json.dumps({"data": str(att_crops), "out": str(tmp_path), "people": str(people)})
+    proc = subprocess.run([sys.executable, "-c", PARTIAL_FC_CHILD, args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT "))[len("REPORT "):])
+    one, two = report["none"], report["mirrored"]
+    assert abs(two["loss"] - one["loss"]) <= 1e-5 * abs(one["loss"]), report
+    assert one["rows"] == two["rows"] and 12 <= len(one["rows"]) < 24, report
+    a, b = np.load(tmp_path / "none.npy"), np.load(tmp_path / "mirrored.npy")
+    assert np.linalg.norm(a - b) <= 1e-4 * np.linalg.norm(a)
+
+
 def test_sync_batchnorm_is_plain_batchnorm_without_replicas():
     import keras
 

@@ -12,7 +12,7 @@ from edgeface.commands.detector_options import detector_option
 from edgeface.commands.errors import user_errors
 from edgeface.console import console, print_table, progress_bar
 
-data_app = typer.Typer(help="Prepare face datasets: detect, align and crop; pack crops as RecordIO.",
+data_app = typer.Typer(help="Prepare face datasets: detect, align and crop; pack crops as RecordIO or TFRecord.",
                        no_args_is_help=True)
 
 
@@ -51,22 +51,27 @@ def prepare_cmd(
 @user_errors
 def pack_cmd(
     src: Path = typer.Argument(..., help="Aligned crops, SRC/<person>/<image> (from `edgeface data prepare`)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder: train.rec, train.idx, property, identities.txt."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: train.rec, train.idx, property, identities.txt "
+                             "(or the TFRecord shards and identities.txt)."),
+    fmt: str = typer.Option("recordio", "--format", help="recordio (InsightFace's .rec/.idx) or tfrecord "
+                            "(train-00000-of-0000N.tfrecord: tf.train.Example with image/encoded and "
+                            "image/class/label, each file with a .index sidecar for random reads)."),
     encoding: str = typer.Option("jpeg", help="Image encoding in the records: jpeg (InsightFace's; JPEG crops keep "
                                  "their bytes) or png (lossless; PNG crops keep their bytes)."),
     quality: int = typer.Option(95, help="JPEG quality for crops that are encoded (InsightFace packs use 95)."),
-    shards: int = typer.Option(1, help="Number of .rec/.idx files (train_000.rec ...), whole people in each, one "
-                               "label space; 1 writes InsightFace's train.rec."),
+    shards: int = typer.Option(1, help="Number of files (train_000.rec ... or train-0000K-of-0000N.tfrecord), whole "
+                               "people in each, one label space; 1 writes InsightFace's train.rec."),
     exclude_people: Optional[str] = typer.Option(
         None, help="People file whose people are left out (people.txt, people.txt:10 for one LFW fold, a list)."),
     min_images: int = typer.Option(1, help="Leave out people with fewer images."),
     workers: int = typer.Option(0, help="Threads reading and encoding crops (0: one per CPU core)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Write a folder of aligned crops as an InsightFace RecordIO pack (.rec/.idx), for streaming training."""
+    """Write a folder of aligned crops as an InsightFace RecordIO pack (.rec/.idx) or TFRecord shards, for streaming
+    training."""
     from edgeface.data.pack import PackConfig, pack
 
-    cfg = PackConfig(src=src, out=out, encoding=encoding, quality=quality, shards=shards,
+    cfg = PackConfig(src=src, out=out, encoding=encoding, format=fmt.strip().lower(), quality=quality, shards=shards,
                      exclude_people=exclude_people, min_images=min_images, workers=workers)
     with progress_bar("packing crops", disable=as_json) as advance:
         summary = pack(cfg, progress=advance)
@@ -87,4 +92,5 @@ def pack_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(data_app, name="data", help="Prepare face datasets: detect, align and crop; pack crops as RecordIO.")
+    app.add_typer(data_app, name="data", help="Prepare face datasets: detect, align and crop; pack crops as RecordIO "
+                  "or TFRecord.")

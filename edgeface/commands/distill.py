@@ -58,7 +58,9 @@ def _data_bar(disable: bool) -> tuple[Callable[[int, int], None], Callable[[], N
 
 @user_errors
 def distill_cmd(
-    data: Path = typer.Argument(..., help="Photographs (not aligned crops): DATA/*.jpg or DATA/<person>/*.jpg."),
+    data: Path = typer.Argument(..., help="Photographs (not aligned crops): DATA/*.jpg or DATA/<person>/*.jpg; or a "
+                                "pack of aligned crops (RecordIO .rec or TFRecord, `edgeface data pack`), streamed, "
+                                "for a teacher aligned like them (edgeface's/ArcFace's template)."),
     teacher: str = typer.Option(..., "--teacher", "-t", help=_TEACHER_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: model.keras, train.json, log.csv, checkpoints/."),
     teacher_config: Optional[Path] = typer.Option(None, help="TOML file of teacher input options (see "
@@ -99,6 +101,7 @@ def distill_cmd(
                                 "else loss), val_loss, teacher_cosine, loss, val_accuracy, accuracy, or bin:NAME (the "
                                 "accuracy on --val-bin NAME.bin)."),
     resume: bool = fo.RESUME,
+    checkpoint_every: int = fo.CHECKPOINT_EVERY,
     augment: bool = fo.AUGMENT,
     rotation: float = fo.ROTATION,
     shift: float = fo.SHIFT,
@@ -120,8 +123,9 @@ def distill_cmd(
     # Cheap checks before TensorFlow loads: a typo should cost no import time.
     parse_teacher_spec(teacher)
     options = parse_option_pairs(teacher_option or [])
-    if not data.is_dir():
-        raise UserError(f"dataset folder not found: {data} (expected photographs: DATA/*.jpg or DATA/<person>/*.jpg)")
+    if not data.is_dir() and not data.is_file():
+        raise UserError(f"dataset folder not found: {data} (expected photographs: DATA/*.jpg or DATA/<person>/*.jpg, "
+                        "or a RecordIO/TFRecord pack)")
     from edgeface.distill.distill import DistillConfig, distill
     from edgeface.train.progress import training_progress
 
@@ -134,6 +138,7 @@ def distill_cmd(
         scale=scale, margin=margin, margins=fo.parse_margins(margins), optimizer=optimizer, lr=lr, momentum=momentum,
         weight_decay=weight_decay, lr_schedule=lr_schedule, epochs=epochs, batch_size=batch_size,
         val_split=val_split, exclude_people=exclude_people, patience=patience, monitor=monitor, resume=resume,
+        checkpoint_every=checkpoint_every,
         augment=aug, precision=precision, seed=seed, input_size=input_size, teacher_only=teacher_only,
         workers=workers, threads=threads, val_bin=tuple(val_bin or ()), val_every=val_every,
     )

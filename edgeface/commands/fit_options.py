@@ -31,6 +31,9 @@ EXCLUDE_PEOPLE = typer.Option(None, help="People file to leave out (FILE or FILE
                               "pairs.txt).")
 PATIENCE = typer.Option(10, help="Early stopping: epochs without improvement (0 = off).")
 RESUME = typer.Option(False, help="Continue the run in --out from its last checkpoint.")
+CHECKPOINT_EVERY = typer.Option(0, help="Also checkpoint every N optimizer steps (0 = at epoch ends only); --resume "
+                                "continues at that step with the batches and augmentation an uninterrupted run "
+                                "would have had.")
 AUGMENT = typer.Option(True, help="Augmentation on/off (each kind can also be set to 0 below).")
 ROTATION = typer.Option(10.0, help="Augment: max rotation, degrees.")
 SHIFT = typer.Option(0.08, help="Augment: max width/height shift, fraction.")

@@ -38,8 +38,9 @@ def resolve_distribute(flag: str, environ: Mapping[str, str]) -> str:
 @user_errors
 def train_cmd(
     data: Path = typer.Argument(..., help="Aligned crops, DATA/<person>/<image> (from `edgeface data prepare`), or a "
-                                "RecordIO pack, streamed: a .rec file or a folder of .rec shards (`edgeface data "
-                                "pack`, InsightFace's train.rec/.idx)."),
+                                "pack, streamed: RecordIO (a .rec file or a folder of .rec shards: `edgeface data "
+                                "pack`, InsightFace's train.rec/.idx) or TFRecord (a .tfrecord file or a folder of "
+                                "them: `edgeface data pack --format tfrecord`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: model.keras, train.json, log.csv, checkpoints/."),
     arch: str = fo.ARCH,
     width: float = fo.WIDTH,
@@ -48,6 +49,10 @@ def train_cmd(
     scale: Optional[float] = fo.SCALE,
     margin: Optional[float] = fo.MARGIN,
     margins: Optional[str] = fo.MARGINS,
+    sample_rate: float = typer.Option(1.0, help="Margin heads: partial FC. Each step trains the batch's classes plus "
+                                      "random others up to this fraction of all classes (logits, loss and updates "
+                                      "only over them); 1 = the full head. InsightFace uses 0.1-0.3 for 1 M+ "
+                                      "identities."),
     optimizer: str = typer.Option("auto", help="auto (adam for softmax, sgd for margin heads), adam or sgd."),
     lr: Optional[float] = fo.LR,
     momentum: float = fo.MOMENTUM,
@@ -67,6 +72,7 @@ def train_cmd(
     monitor: str = typer.Option("auto", help="Metric for early stopping: auto (val_accuracy with validation, else "
                                 "loss), val_loss, loss, accuracy, or bin:NAME (the accuracy on --val-bin NAME.bin)."),
     resume: bool = fo.RESUME,
+    checkpoint_every: int = fo.CHECKPOINT_EVERY,
     augment: bool = fo.AUGMENT,
     rotation: float = fo.ROTATION,
     shift: float = fo.SHIFT,
@@ -77,9 +83,12 @@ def train_cmd(
     contrast: float = fo.CONTRAST,
     precision: str = fo.PRECISION,
     distribute: str = typer.Option("none", help=_DISTRIBUTE_HELP),
-    shuffle_buffer: int = typer.Option(0, help="RecordIO packs: 0 shuffles each epoch as a full permutation "
-                                       "(random reads: SSD, page cache); N reads runs of records and mixes them in a "
-                                       "buffer of N (slow-seeking disks)."),
+    shuffle_buffer: int = typer.Option(0, help="Packs and streamed folders: 0 shuffles each epoch as a full "
+                                       "permutation (random reads: SSD, page cache); N reads runs of records and "
+                                       "mixes them in a buffer of N (slow-seeking disks)."),
+    stream: Optional[bool] = typer.Option(None, "--stream/--no-stream", help="A folder of crops: stream it from disk "
+                                          "instead of loading it (default: only when its decoded crops exceed 40% "
+                                          "of the available memory; a line says so). Packs always stream."),
     seed: int = fo.SEED,
     as_json: bool = fo.AS_JSON,
 ) -> None:
@@ -94,8 +103,10 @@ def train_cmd(
         margins=fo.parse_margins(margins), optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
         lr_schedule=lr_schedule, epochs=epochs, batch_size=batch_size, val=val, val_split=val_split,
         exclude_people=exclude_people, min_images=min_images, patience=patience, monitor=monitor, resume=resume,
+        checkpoint_every=checkpoint_every,
         augment=aug, precision=precision, distribute=resolve_distribute(distribute, os.environ), seed=seed,
-        shuffle_buffer=shuffle_buffer, val_bin=tuple(val_bin or ()), val_every=val_every,
+        shuffle_buffer=shuffle_buffer, stream=stream, sample_rate=sample_rate, val_bin=tuple(val_bin or ()),
+        val_every=val_every,
     )
     with training_progress(disable=as_json) as progress:
         result = train(cfg, progress=progress)

@@ -6,6 +6,11 @@ The layout is InsightFace's own (``RecBuilder``): every image of identity 0, the
 the same file.  ``identities.txt`` beside it names the labels (line k: the person folder of label k), which an
 InsightFace pack does not carry.
 
+``--format tfrecord`` writes TFRecord shards instead (``train-00000-of-0000N.tfrecord``, TensorFlow's naming), each
+record a ``tf.train.Example`` with the fields TensorFlow's image datasets use (``image/encoded``,
+``image/class/label``, ``image/format``, ``image/height``, ``image/width``), each file with its index sidecar
+(:mod:`edgeface.data.tfrecord`) and ``identities.txt``; no ``property`` file (that is InsightFace's).
+
 Labels are numbered exactly as ``edgeface train`` numbers a folder (sorted person folders after
 ``--exclude-people`` and ``--min-images``), so a model trained from the pack and one trained from the folder
 have the same classes.  Crops are stored as they are: JPEG files keep their bytes, and PNG files too with
@@ -24,7 +29,10 @@ import numpy as np
 
 from edgeface.cpus import usable_cpus
 from edgeface.data.dataset import MANIFEST, count_excluded, read_people_file, scan_identity_folder
+from edgeface.data.example import face_example
 from edgeface.data.recordio import IRHeader, RecordWriter, pack_payload
+from edgeface.data.tfrecord import INDEX_SUFFIX, TFRecordWriter
+from edgeface.data.tfrecords import is_tfrecord_file
 from edgeface.errors import SettingError, UserError
 from edgeface.fileio import atomic_write_text
 
@@ -33,6 +41,11 @@ ENCODINGS: dict[str, tuple[bytes, str, str]] = {
     "jpeg": (b"\xff\xd8", ".jpg", "JPEG at --quality (InsightFace's packs: quality 95); JPEG crops keep their bytes"),
     "png": (b"\x89PNG\r\n\x1a\n", ".png", "lossless PNG; PNG crops (edgeface data prepare's) keep their bytes"),
 }
+# format -> what it writes
+FORMATS: dict[str, str] = {
+    "recordio": "InsightFace's train.rec/.idx (+ property), or train_000.rec ... with --shards",
+    "tfrecord": "TFRecord shards train-00000-of-0000N.tfrecord of tf.train.Example, each with an index sidecar",
+}
 IDENTITIES = "identities.txt"
 PROPERTY = "property"
 CHUNK = 256  # images read and encoded per step: bounded memory, steady progress
@@ -40,11 +53,12 @@ CHUNK = 256  # images read and encoded per step: bounded memory, steady progress
 
 @dataclass
 class PackConfig:
-    """What ``edgeface data pack`` does: SRC (crops) into OUT as ``shards`` RecordIO files."""
+    """What ``edgeface data pack`` does: SRC (crops) into OUT as ``shards`` RecordIO or TFRecord files."""
 
     src: Path
     out: Path
     encoding: str = "jpeg"
+    format: str = "recordio"
     quality: int = 95
     shards: int = 1
     exclude_people: Optional[str] = None
@@ -56,6 +70,7 @@ class PackConfig:
         from edgeface.choices import choice
 
         choice("encoding", self.encoding, ENCODINGS)
+        choice("format", self.format, FORMATS)
         if not 1 <= self.quality <= 100:
             raise SettingError("quality", f"must be 1 to 100 (JPEG quality), got {self.quality}")
         if self.shards < 1:
@@ -72,9 +87,10 @@ class PackConfig:
         if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
             raise SettingError("out", f"{out} is inside {src}: it would become a person folder of the crops; "
                             "choose a folder outside")
-        if out.is_dir() and any(out.glob("*.rec")):
-            raise SettingError("out", f"{out} already holds a pack ({next(out.glob('*.rec')).name}): choose another "
-                            "folder or delete it")
+        held = sorted(p for p in out.iterdir() if p.suffix == ".rec" or is_tfrecord_file(p)) if out.is_dir() else []
+        if held:
+            raise SettingError("out", f"{out} already holds a pack ({held[0].name}): choose another folder or "
+                               "delete it")
 
 
 @dataclass
@@ -174,36 +190,59 @@ def pack(cfg: PackConfig, progress: Optional[Callable[[int, int], None]] = None)
         return buf.tobytes(), image.shape[:2], False
 
     out.mkdir(parents=True, exist_ok=True)
+    tfrecord = cfg.format == "tfrecord"
+
+    def images_of(labels: range):
+        """(label, image bytes, kept) of every readable crop of ``labels``, in order; progress as chunks end."""
+        nonlocal done, want
+        for label in labels:
+            paths = by_label[label]
+            for i in range(0, len(paths), CHUNK):
+                chunk = paths[i:i + CHUNK]
+                for path, (data, shape, kept) in zip(chunk, pool.map(load, chunk)):
+                    if data is None:
+                        summary.unreadable += 1
+                        summary.skipped_files.append(str(path.relative_to(src)))
+                        continue
+                    want = want or shape
+                    if shape != want or (not prepared and shape[0] != shape[1]):
+                        need = f"{want[1]}x{want[0]}" if shape[0] == shape[1] else "square"
+                        raise UserError(
+                            f"{src} holds photos, not aligned face crops ({path.relative_to(src)} is "
+                            f"{shape[1]}x{shape[0]}, a pack holds {need} crops aligned as the runtime "
+                            f"aligns camera faces): run `edgeface data prepare {src} --out CROPS` and pack "
+                            "CROPS")
+                    summary.kept_bytes += kept
+                    summary.encoded += not kept
+                    yield label, data
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for name, labels in zip(shard_names(cfg.shards), groups):
+        names_out = tfrecord_names(cfg.shards) if tfrecord else shard_names(cfg.shards)
+        for name, labels in zip(names_out, groups):
+            if tfrecord:
+                with TFRecordWriter(out / name) as tw:
+                    batch: list[tuple[int, bytes]] = []
+                    for label, data in images_of(labels):
+                        batch.append((label, data))
+                        if len(batch) == CHUNK:
+                            _write_examples(tw, batch, cfg.encoding, want)
+                    _write_examples(tw, batch, cfg.encoding, want)
+                    summary.images += len(tw.labels)
+                    summary.identities += len(set(tw.labels))
+                summary.bytes += tw.bytes
+                summary.files += [name, name + INDEX_SUFFIX]
+                continue
             with RecordWriter(out / name) as w:
                 key = 1
                 ranges = []
-                for label in labels:
-                    paths = by_label[label]
+                for label in labels:  # one identity record per label, as RecBuilder writes (empty ones too)
                     first = key
-                    for i in range(0, len(paths), CHUNK):
-                        chunk = paths[i:i + CHUNK]
-                        for path, (data, shape, kept) in zip(chunk, pool.map(load, chunk)):
-                            if data is None:
-                                summary.unreadable += 1
-                                summary.skipped_files.append(str(path.relative_to(src)))
-                                continue
-                            want = want or shape
-                            if shape != want or (not prepared and shape[0] != shape[1]):
-                                need = f"{want[1]}x{want[0]}" if shape[0] == shape[1] else "square"
-                                raise UserError(
-                                    f"{src} holds photos, not aligned face crops ({path.relative_to(src)} is "
-                                    f"{shape[1]}x{shape[0]}, a pack holds {need} crops aligned as the runtime "
-                                    f"aligns camera faces): run `edgeface data prepare {src} --out CROPS` and pack "
-                                    "CROPS")
-                            w.write(key, pack_payload(IRHeader(0, float(label), key, 0), data))
-                            key += 1
-                            summary.kept_bytes += kept
-                            summary.encoded += not kept
-                        done += len(chunk)
-                        if progress:
-                            progress(done, total)
+                    for _, data in images_of(range(label, label + 1)):
+                        w.write(key, pack_payload(IRHeader(0, float(label), key, 0), data))
+                        key += 1
                     ranges.append((first, key))
                     summary.identities += key > first
                 # InsightFace's layout: identity records (their image key ranges), then the header at key 0
@@ -220,11 +259,28 @@ def pack(cfg: PackConfig, progress: Optional[Callable[[int, int], None]] = None)
             (out / name).unlink(missing_ok=True)
         raise UserError(f"no readable images in {src}")
     summary.size = (int(want[0]), int(want[1]))
-    atomic_write_text(out / PROPERTY, f"{len(names)},{want[0]},{want[1]}\n")
+    if not tfrecord:  # InsightFace's property file (classes,height,width) belongs to its RecordIO packs
+        atomic_write_text(out / PROPERTY, f"{len(names)},{want[0]},{want[1]}\n")
+        summary.files.append(PROPERTY)
     atomic_write_text(out / IDENTITIES, "".join(f"{n}\n" for n in names))
-    summary.files += [PROPERTY, IDENTITIES]
+    summary.files.append(IDENTITIES)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def tfrecord_names(shards: int) -> list[str]:
+    """``train-00000-of-00004.tfrecord`` ...: the shard names of TensorFlow's datasets."""
+    return [f"train-{k:05d}-of-{shards:05d}.tfrecord" for k in range(shards)]
+
+
+def _write_examples(writer: TFRecordWriter, batch: list[tuple[int, bytes]], encoding: str,
+                    size: Optional[tuple[int, int]]) -> None:
+    """Write ``batch`` (label, image bytes) as face Examples and empty it."""
+    if batch:
+        height, width = size or (0, 0)
+        writer.write([face_example(data, label, encoding, height, width) for label, data in batch],
+                     [label for label, _ in batch])
+        batch.clear()
 
 
 def _plain_colour(data: bytes, encoding: str) -> bool:

@@ -25,6 +25,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from edgeface.data.recordio import IR_SIZE, MAGIC, MAX_RECORD_BYTES, RecordFile, pack_layout, read_property
+from edgeface.data.streamed import EncodedImages, StreamedCrops
 from edgeface.errors import UserError
 
 IDENTITIES = "identities.txt"  # written by `edgeface data pack` (edgeface.data.pack.IDENTITIES)
@@ -47,34 +48,11 @@ def is_record_source(path: str | os.PathLike) -> bool:
     return bool(record_shards(path))
 
 
-class RecordImages:
-    """The decoded crops of a :class:`RecordCrops`, read from disk when indexed: ``images[idx]`` is an
-    (len(idx), H, W, 3) uint8 RGB array, decoded with OpenCV exactly as a folder's crops are."""
-
-    def __init__(self, crops: RecordCrops, size: Optional[int]) -> None:
-        self.crops = crops
-        self.size = size
-
-    def __len__(self) -> int:
-        return len(self.crops)
-
-    def __getitem__(self, index) -> np.ndarray:
-        import cv2
-
-        positions = np.atleast_1d(np.arange(len(self))[index])
-        out = []
-        for pos, data in zip(positions, self.crops.encoded(positions)):
-            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            if image is None:
-                raise UserError(f"{self.crops.where(int(pos))}: the image is not decodable (a damaged record)")
-            if self.size and image.shape[:2] != (self.size, self.size):
-                image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA)
-            out.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        return np.stack(out)
+RecordImages = EncodedImages  # the decoder shared by every streamed source (kept under its old name)
 
 
 @dataclass
-class RecordCrops:
+class RecordCrops(StreamedCrops):
     """The image records of one or more ``.rec`` shards: per image its shard, byte offset and label.
 
     ``images`` decodes on demand (:class:`RecordImages`); ``encoded(positions)`` gives the image bytes as stored.
@@ -89,18 +67,17 @@ class RecordCrops:
     image_size: Optional[tuple[int, int]]  # (height, width) from `property`, None when unknown
     index_sha256: str
     seconds_to_index: float = 0.0
-    images: RecordImages = field(init=False, repr=False)
+    images: EncodedImages = field(init=False, repr=False)
     paths: list = field(default_factory=list, repr=False)  # a folder's CropSet has file paths; records have none
+    format: str = field(default="recordio", init=False)
+    hash_covers: str = field(default="the .idx files and .rec sizes", init=False)
 
     def __post_init__(self) -> None:
-        self.images = RecordImages(self, None)
+        self.images = EncodedImages(self, None)
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
+    def shard_names(self) -> list[str]:
+        """The ``.rec`` files read."""
+        return [r.path.name for r in self.shards]
 
     def where(self, position: int) -> str:
         """``FILE: record at byte N`` for messages."""
@@ -115,11 +92,6 @@ class RecordCrops:
             flag = int.from_bytes(payload[:4], "little")
             out.append(payload[IR_SIZE + 4 * flag:])
         return out
-
-    def with_input_size(self, size: Optional[int]) -> RecordCrops:
-        """The same records, ``images`` resized to ``size`` x ``size`` where they differ (as a folder's are)."""
-        self.images = RecordImages(self, size)
-        return self
 
     def close(self) -> None:
         """Release the shards' file descriptors."""

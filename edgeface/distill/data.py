@@ -85,6 +85,7 @@ class DistillData:
     teacher_computed: int = 0
     teacher_seconds: float = 0.0
     seconds: float = 0.0
+    pack: Optional[object] = None  # the StreamedCrops of a pack (crops are then its lazily decoded images)
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -94,6 +94,13 @@ class DistillConfig(FitConfig):
         self.cache = Path(self.cache) if self.cache is not None else None
 
     @property
+    def is_pack(self) -> bool:
+        """True when DATA is a RecordIO or TFRecord pack of aligned crops (:mod:`edgeface.distill.packs`)."""
+        from edgeface.data.sources import pack_format
+
+        return pack_format(self.data) is not None
+
+    @property
     def cache_path(self) -> Path:
         return self.cache if self.cache is not None else self.out / CACHE_NAME
 
@@ -120,9 +127,15 @@ class DistillConfig(FitConfig):
                                 f"WEIGHT or drop {'/'.join(given)}")
         if self.threads is not None and self.threads < 1:
             raise SettingError("threads", f"must be at least 1, got {self.threads}")
-        if not self.data.is_dir():
+        if self.is_pack:
+            for flag, given in (("--val-split", bool(self.val_split)), ("--exclude-people", bool(self.exclude_people))):
+                if given:
+                    raise UserError(f"{flag} needs a folder of photographs; {self.data} is a pack: hold people out "
+                                    "when packing (`edgeface data pack CROPS --exclude-people FILE`) and validate on "
+                                    "verification sets: --val-bin lfw.bin")
+        elif not self.data.is_dir():
             raise UserError(f"dataset folder not found: {self.data} (expected photographs: DATA/*.jpg or "
-                            "DATA/<person>/*.jpg)")
+                            "DATA/<person>/*.jpg, or a RecordIO/TFRecord pack of aligned crops)")
         if self.teacher_config is not None and not self.teacher_config.is_file():
             raise UserError(f"teacher config not found: {self.teacher_config}")
         parse_teacher_spec(self.teacher)
@@ -176,6 +189,8 @@ def load_distill_data(cfg: DistillConfig, teacher: Teacher,
 
     Returns (data, cache stats, number of people excluded).
     """
+    if cfg.is_pack:
+        return _load_pack(cfg, teacher, progress)
     from edgeface.runtime.detector import create_detector
 
     exclude = read_people_file(cfg.exclude_people) if cfg.exclude_people else set()
@@ -197,8 +212,26 @@ def load_distill_data(cfg: DistillConfig, teacher: Teacher,
     return d, stats, excluded
 
 
+def _load_pack(cfg: DistillConfig, teacher: Teacher,
+               progress: Optional[Callable[[int, int], None]]) -> tuple[ddata.DistillData, dict, int]:
+    """A pack's records: the teacher's embeddings (through the cache), the crops left on disk for streaming."""
+    from edgeface.data.sources import open_pack
+    from edgeface.distill.packs import collect_pack, pack_identity
+
+    teacher.check_crops(str(cfg.data))
+    crops = open_pack(cfg.data).with_input_size(cfg.input_size)
+    with EmbeddingCache(cfg.cache_path, pack_identity(teacher, crops), teacher.dim) as cache:
+        d = collect_pack(crops, teacher, cache, progress)
+        stats = cache.stats()
+    d.pack = crops
+    return d, stats, 0
+
+
 def dataset_hash(d: ddata.DistillData, root: Path) -> str:
-    """SHA-256 over the faces' relative paths, identities and image hashes (same photos, same hash)."""
+    """SHA-256 over the faces' relative paths, identities and image hashes (same photos, same hash); a pack's
+    index hash for a pack."""
+    if d.pack is not None:
+        return d.pack.index_sha256
     h = hashlib.sha256()
     for p, label, sha in sorted(zip((os.path.relpath(p, root) for p in d.paths), d.labels.tolist(),
                                     d.image_hashes)):
@@ -395,10 +428,17 @@ def distill(config: DistillConfig, progress: Optional[loop.ProgressFn] = None,
 
     keras.utils.set_random_seed(cfg.seed)
     y = targets(teacher_unit, d.labels)
-    train_seq = tdata.ArraySequence(d.crops[train_idx], y[train_idx], cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                    epoch=int(state["epoch"]))
-    val_seq = tdata.ArraySequence(d.crops[val_idx], y[val_idx], cfg.batch_size) if has_val else None
-    train_crops = train_seq.x  # the sequence's copy; 12k LFW crops are 0.45 GB, no need for a second one
+    if d.pack is not None:  # streamed from the pack (no --val-split there): the records' bytes, read per batch
+        from edgeface.train.stream import StreamInput
+
+        train_seq = StreamInput(d.pack, cfg.batch_size, input_size=cfg.input_size, seed=cfg.seed,
+                                epoch=int(state["epoch"]), epochs=cfg.epochs, targets=y)
+        val_seq, train_crops = None, d.crops  # crops decoded on demand (BatchNorm statistics, figures)
+    else:
+        train_seq = tdata.ArraySequence(d.crops[train_idx], y[train_idx], cfg.batch_size, shuffle=True,
+                                        seed=cfg.seed, epoch=int(state["epoch"]))
+        val_seq = tdata.ArraySequence(d.crops[val_idx], y[val_idx], cfg.batch_size) if has_val else None
+        train_crops = train_seq.x  # the sequence's copy; 12k LFW crops are 0.45 GB, no need for a second one
 
     with _DtypePolicy(cfg.precision):
         backbone = get_model(cfg.arch, embedding_dim=cfg.embedding_dim, input_size=cfg.input_size, width=cfg.width)
@@ -430,7 +470,7 @@ def distill(config: DistillConfig, progress: Optional[loop.ProgressFn] = None,
         loop.atomic_write_json(run.split_json, {"seed": cfg.seed, "fraction": cfg.val_split,
                                                 "val": [os.path.relpath(d.paths[i], cfg.data) for i in val_idx]})
     outcome = loop.fit(model, train_seq, val_seq, run, epochs=cfg.epochs, monitor=monitor, patience=cfg.patience,
-                       state=state, progress=progress, callbacks=bin_callbacks)
+                       state=state, progress=progress, callbacks=bin_callbacks, checkpoint_every=cfg.checkpoint_every)
 
     embedder = float32_copy(backbone, cfg)
     recalibrate_batchnorm(embedder, train_crops, batch_size=eval_bs, seed=cfg.seed)
@@ -485,6 +525,7 @@ def _train_json(cfg: DistillConfig, d: ddata.DistillData, teacher: Teacher, outc
                  "head": {"name": cfg.head, **dataclasses.asdict(margins)} if margins else None,
                  "projection": cfg.embedding_dim != teacher.dim},
         "dataset": {"root": str(cfg.data), "path": str(cfg.data.resolve()),
+                    "format": d.pack.format if d.pack is not None else "photos",
                     "exclude_people_path": resolved_people_spec(cfg.exclude_people),
                     "sha256": dataset_hash(d, cfg.data), "num_classes": len(d.class_names),
                     "images": result.data["images"], "faces": len(d), "train_images": result.train_images,

@@ -184,6 +184,33 @@ class Teacher:
         """The teacher's raw embedding (D,) of one detected face of an RGB uint8 photograph."""
         return self.run([self.prepare(image, detection)])[0]
 
+    def check_crops(self, where: str) -> None:
+        """A :class:`UserError` unless this teacher can embed already aligned crops (a pack's records): only a
+        teacher aligned like them -- edgeface's template, which is ArcFace's, at any size -- can; the others
+        align from the photograph in a way a crop cannot give back."""
+        from edgeface.runtime.facemodel import FaceModelSpec
+
+        if self.spec is None:
+            raise UserError(f"{where} holds aligned crops; the {self.kind} teacher aligns faces its own way from the "
+                            "photograph (its landmarks, a larger chip): distil it from the photographs (e.g. "
+                            "lfw-deepfunneled)")
+        if not self.spec.same_alignment(FaceModelSpec.edgeface()):
+            raise UserError(f"{where} holds crops aligned to edgeface's (ArcFace's) template; the teacher "
+                            f"{self.name} takes {self.spec.size[0]}x{self.spec.size[1]} faces aligned another way "
+                            f"({self.spec.alignment}): distil it from the photographs, or give its options "
+                            "alignment=template template=arcface if that is how it was trained")
+
+    def prepare_crop(self, crop: np.ndarray) -> np.ndarray:
+        """The teacher's input from one aligned RGB uint8 crop (after :meth:`check_crops`): the crop resized to
+        the teacher's input size, as ``prepare`` would have cut it from the photograph."""
+        import cv2
+
+        w, h = self.spec.size
+        if crop.shape[:2] != (h, w):
+            interpolation = cv2.INTER_AREA if crop.shape[0] > h else cv2.INTER_LINEAR
+            crop = cv2.resize(crop, (w, h), interpolation=interpolation)
+        return crop
+
 
 class FaceModelTeacher(Teacher):
     """A teacher that is a :class:`~edgeface.runtime.facemodel.FaceModel` (the runtime's TFLite embedder,
@@ -272,6 +299,9 @@ class OnnxTeacher(Teacher):
 
     def prepare(self, image: np.ndarray, detection) -> np.ndarray:
         return self.spec.to_input(self.spec.align_detection(image, detection))
+
+    def prepare_crop(self, crop: np.ndarray) -> np.ndarray:
+        return self.spec.to_input(super().prepare_crop(crop))
 
     def run(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
         inputs = list(inputs)

@@ -96,6 +96,53 @@ def apply_augmentation(x, cfg: AugmentConfig, seed: int | None = None):
     return x
 
 
+# Added to a seed's first word per replica (mod 2**31 - 2, as Keras' TensorFlow backend reduces seeds): far from
+# the small offsets between the layers' own seeds (seed + 1 ... seed + 7), so no replica replays another layer.
+_REPLICA_STRIDE = 0x9E3779B
+
+
+class _PerReplicaSeedGenerator(keras.random.SeedGenerator):
+    """A SeedGenerator whose draws differ per tf.distribute replica: the replica's index is folded into the seed.
+
+    Set as the class of a layer's existing generator (:func:`per_replica_random`), so its state variable, and with
+    it checkpoints and the draws of a single device, stay what they were."""
+
+    def next(self, ordered=True):
+        seed = super().next(ordered)
+        if keras.backend.backend() != "tensorflow":
+            return seed  # JAX's sharded step draws over the whole global batch already
+        import tensorflow as tf
+
+        ctx = tf.distribute.get_replica_context()  # None in a cross-replica context; the default one has 1 replica
+        if ctx is None or ctx.num_replicas_in_sync == 1:
+            return seed
+        replica = tf.cast(ctx.replica_id_in_sync_group, seed.dtype)
+        return seed + tf.stack([replica * _REPLICA_STRIDE, tf.zeros_like(replica)])
+
+
+def per_replica_random(model: keras.Model) -> int:
+    """Make the random layers of ``model`` (augmentation, Dropout; nested models included) draw per replica.
+
+    Under tf.distribute every replica reads the same generator state, so each replica's slice of the batch got the
+    first one's flips, rotations and Dropout masks.  With one replica (or JAX, or no strategy) nothing changes, draw
+    for draw.  Only the generators Keras' layers keep as ``generator`` (image layers) or ``seed_generator``
+    (Dropout, noise layers) are changed: a layer whose draws must agree across replicas (partial FC's class sampler)
+    names its own otherwise.  Returns how many generators were changed."""
+    changed = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            changed += per_replica_random(layer)
+            continue
+        for name in ("generator", "seed_generator"):
+            gen = getattr(layer, name, None)
+            if type(gen) is keras.random.SeedGenerator:
+                # The class, not the object, is replaced: Keras built the generator in the layer's constructor and
+                # tracks its state variable there.
+                gen.__class__ = _PerReplicaSeedGenerator
+                changed += 1
+    return changed
+
+
 def is_augmentation_layer(layer: keras.layers.Layer) -> bool:
     """True for Keras' random image preprocessing layers (used to check a saved model has none)."""
     cls = type(layer)

@@ -51,7 +51,8 @@ class FitConfig:
     val_split: fraction of each identity's images held out for validation.
     exclude_people: a people file (``people.txt``, ``people.txt:10``, a plain
     list) whose people are left out.  patience: epochs without improvement of
-    ``monitor`` before stopping (0 = never); ``monitor`` may also be ``bin:NAME``, the accuracy on the
+    ``monitor`` before stopping (0 = never); checkpoint_every: also checkpoint every N optimizer steps (0: at epoch
+    ends only), a resume continuing at that step; ``monitor`` may also be ``bin:NAME``, the accuracy on the
     ``val_bin`` file NAME.bin.  val_bin: InsightFace ``.bin`` verification sets scored during training, every
     ``val_every`` optimizer steps (None: once per epoch); see :mod:`edgeface.train.binval`.
     precision: a Keras dtype policy.
@@ -83,6 +84,7 @@ class FitConfig:
     patience: int = 10
     monitor: str = "auto"
     resume: bool = False
+    checkpoint_every: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     precision: str = "float32"
     seed: int = 0
@@ -113,6 +115,9 @@ class FitConfig:
             if int(v) < lo:
                 raise UserError(f"{name} must be at least {lo}, got {v}")
         check_width(self.width, "--width")
+        if int(self.checkpoint_every) < 0:
+            raise UserError(f"--checkpoint-every must be a number of optimizer steps >= 0 (0 = at epoch ends only), "
+                            f"got {self.checkpoint_every}")
         if self.patience < 0:
             raise UserError(f"patience must be >= 0 (0 = no early stopping), got {self.patience}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):

@@ -29,9 +29,7 @@ from keras import ops
 
 from edgeface.choices import unknown_choice
 from edgeface.errors import UserError
-
-# Angles are clipped this far away from 0 and pi: arccos has an infinite slope at +-1.
-_COS_EPS = 1e-6
+from edgeface.train.margin import margin_target
 
 
 @dataclass(frozen=True)
@@ -144,27 +142,6 @@ class CosineHead(keras.layers.Layer):
         return {**super().get_config(), "num_classes": self.num_classes}
 
 
-def margin_target(cos_t, m1: float, m2: float, m3: float):
-    """cos(m1 * theta + m2) - m3 for cos_t = cos(theta), kept monotonic in theta.
-
-    Past theta_max = (pi - m2) / m1 the curve would rise again (a wrong sample
-    would earn a smaller loss the more wrong it is), so there it continues as
-    cos(theta) - cos(theta_max) - 1 - m3: continuous at theta_max and
-    decreasing, the role ArcFace's ``th``/``mm`` constants play.
-    """
-    cos_t = ops.clip(cos_t, -1.0 + _COS_EPS, 1.0 - _COS_EPS)
-    if m1 == 1.0:
-        # cos(theta + m2) by the angle-sum identity: no arccos, smooth gradients.
-        sin_t = ops.sqrt(ops.maximum(1.0 - cos_t * cos_t, 0.0))
-        target = cos_t * math.cos(m2) - sin_t * math.sin(m2)
-    else:
-        target = ops.cos(m1 * ops.arccos(cos_t) + m2)
-    if m1 == 1.0 and m2 == 0.0:
-        return target - m3
-    cos_max = math.cos((math.pi - m2) / m1)
-    return ops.where(cos_t > cos_max, target, cos_t - cos_max - 1.0) - m3
-
-
 @keras.saving.register_keras_serializable(package="edgeface")
 class CombinedMarginLoss(keras.losses.Loss):
     """Cross-entropy on s * [cos(theta_j), target logit cos(m1 theta_y + m2) - m3] (sparse integer labels)."""
@@ -186,19 +163,56 @@ class CombinedMarginLoss(keras.losses.Loss):
         return {**super().get_config(), "scale": self.scale, "m1": self.m1, "m2": self.m2, "m3": self.m3}
 
 
-def build_head(spec: HeadSpec, num_classes: int, name: str = "head") -> keras.layers.Layer:
-    """The layer that maps the pre-normalisation embedding to per-class logits (float32)."""
+def check_sample_rate(spec: HeadSpec, sample_rate: float) -> None:
+    """Partial FC's class-sample rate: in (0, 1], below 1 only for a margin head (one line otherwise)."""
+    rate = float(sample_rate)
+    if not (math.isfinite(rate) and 0.0 < rate <= 1.0):
+        raise UserError(f"--sample-rate must be in (0, 1] (1 = every class, the full head), got {sample_rate}")
+    if rate < 1.0 and not spec.margin:
+        raise UserError(f"--sample-rate {rate:g} samples the classes of a margin head (partial FC); --head "
+                        f"{spec.name} has none: choose arcface, cosface or combined, or drop --sample-rate")
+
+
+def is_sampled(spec: HeadSpec, sample_rate: float) -> bool:
+    """True when the head is partial FC (:mod:`edgeface.train.partial_fc`): the training model then takes labels."""
+    return spec.margin and float(sample_rate) < 1.0
+
+
+def build_head(spec: HeadSpec, num_classes: int, name: str = "head", sample_rate: float = 1.0,
+               batch_size: int = 64, seed: Optional[int] = None) -> keras.layers.Layer:
+    """The layer that maps the pre-normalisation embedding to per-class logits (float32).
+
+    ``sample_rate`` < 1 (margin heads): :class:`edgeface.train.partial_fc.PartialMarginHead`, which also takes the
+    labels and samples the classes of each step (``batch_size``: the global batch, ``seed``: the sampler's)."""
+    if is_sampled(spec, sample_rate):
+        from edgeface.train.partial_fc import PartialMarginHead  # it imports this module
+
+        return PartialMarginHead(num_classes, sample_rate, batch_size=batch_size, seed=seed, name=name)
     if spec.margin:
         return CosineHead(num_classes, name=name)
     return keras.layers.Dense(num_classes, dtype="float32", name=name)
 
 
-def build_loss(spec: HeadSpec, margins: Optional[Margins]) -> keras.losses.Loss:
-    """The loss that goes with a head: plain cross-entropy or the combined-margin loss."""
+def build_loss(spec: HeadSpec, margins: Optional[Margins], sampled: bool = False) -> keras.losses.Loss:
+    """The loss that goes with a head: plain cross-entropy or the combined-margin loss (``sampled``: on a
+    partial FC head's output)."""
     if not spec.margin:
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     margins = margins or resolve_margins(spec)
+    if sampled:
+        from edgeface.train.partial_fc import PartialMarginLoss
+
+        return PartialMarginLoss(margins.scale, margins.m1, margins.m2, margins.m3)
     return CombinedMarginLoss(margins.scale, margins.m1, margins.m2, margins.m3)
+
+
+def build_metrics(sampled: bool = False) -> list:
+    """The metrics compiled with a head: ``accuracy`` (for partial FC, own class first among its columns)."""
+    if sampled:
+        from edgeface.train.partial_fc import accuracy_metric
+
+        return [accuracy_metric()]
+    return ["accuracy"]
 
 
 def head_logits_numpy(spec: HeadSpec, weights: list[np.ndarray], features: np.ndarray) -> np.ndarray:

@@ -122,8 +122,10 @@ class _RunCallback(keras.callbacks.Callback):
 
     def __init__(self, run: RunFiles, epochs: int, steps: int, images_per_epoch: int, monitor: str,
                  patience: int, save_best: bool, state: dict, progress: Optional[ProgressFn], write: bool,
-                 others: Sequence[keras.callbacks.Callback] = ()):
+                 others: Sequence[keras.callbacks.Callback] = (), checkpoint_every: int = 0, skipped: int = 0):
         super().__init__()
+        self.checkpoint_every = int(checkpoint_every)  # 0: checkpoints at epoch ends only
+        self.skipped = int(skipped)  # batches of the current epoch trained before a resume (not timed now)
         self.others = others  # callbacks whose `epoch_seconds` (e.g. a .bin validation) is not training time
         self.run, self.epochs, self.steps, self.images_per_epoch = run, epochs, steps, images_per_epoch
         self.monitor, self.mode, self.patience, self.save_best = monitor, monitor_mode(monitor), patience, save_best
@@ -153,8 +155,20 @@ class _RunCallback(keras.callbacks.Callback):
             self.diverged = (self._epoch + 1, batch + 1, loss)
             self.model.stop_training = True
             return
+        every = self.checkpoint_every
+        if every and (self._epoch * self.steps + batch + 1) % every == 0 and batch + 1 < self.steps:
+            # Mid-epoch checkpoint: the epoch's end writes its own (with the epoch's figures).
+            self.state["step"] = batch + 1
+            self._save()
         if self.progress:
             self.progress(TrainProgress("batch", self._epoch + 1, self.epochs, batch + 1, self.steps, floats))
+
+    def _save(self) -> None:
+        """``last.keras`` and ``state.json`` (with the random layers' states): what --resume continues from."""
+        self.state["rng"] = rng_states(self.model)
+        if self.write:
+            save_keras_atomic(self.model, self.run.last)
+            atomic_write_json(self.run.state, self.state)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.diverged:
@@ -165,9 +179,13 @@ class _RunCallback(keras.callbacks.Callback):
         train_s = max(1e-9, self._t_train - self._t0 - busy)
         row = {"epoch": epoch + 1, **logs, "lr": _current_lr(self.model),
                "seconds": round(time.perf_counter() - self._t0, 3),
-               "images_per_second": round(self.images_per_epoch / train_s, 2)}
+               "images_per_second": round(self.images_per_epoch * (1 - self.skipped / self.steps) / train_s, 2)}
         st = self.state
         st["epoch"] = epoch + 1
+        st["step"] = 0
+        if self.skipped:
+            row["resumed_at_step"] = self.skipped  # loss/accuracy average the steps after the resume only
+            self.skipped = 0
         st["history"].append(row)
         value = logs.get(self.monitor)
         if value is not None and math.isfinite(value):
@@ -180,9 +198,8 @@ class _RunCallback(keras.callbacks.Callback):
         if self.patience and st.get("wait", 0) >= self.patience:
             self.model.stop_training = True
             self.stopped_early = True
+        self._save()
         if self.write:
-            save_keras_atomic(self.model, self.run.last)
-            atomic_write_json(self.run.state, st)
             atomic_write_text(self.run.log_csv, history_csv(st["history"]))
         if self.progress:
             self.progress(TrainProgress("epoch", epoch + 1, self.epochs, self.steps, self.steps, row))
@@ -233,12 +250,13 @@ def new_state(fingerprint: dict, monitor: str) -> dict:
 
 
 # Fingerprint entries added after runs were first written, with the value such a run had: its checkpoints resume.
-FINGERPRINT_DEFAULTS = {"width": 1.0}
+FINGERPRINT_DEFAULTS = {"width": 1.0, "sampled_head": False}
 
 
 def check_resume_state(state: dict, fingerprint: dict, run: RunFiles) -> None:
     """A checkpoint only resumes the same kind of run (same model, head, classes, optimizer)."""
     saved = {**FINGERPRINT_DEFAULTS, **state.get("fingerprint", {})}
+    fingerprint = {**FINGERPRINT_DEFAULTS, **fingerprint}  # a caller that knows nothing of an entry has its default
     diff = [k for k in sorted(set(saved) | set(fingerprint)) if saved.get(k) != fingerprint.get(k)]
     if diff:
         k = diff[0]
@@ -246,19 +264,55 @@ def check_resume_state(state: dict, fingerprint: dict, run: RunFiles) -> None:
                         "(use the same options and data, or start a new run)")
 
 
+def _rng_variables(model: keras.Model) -> list:
+    # keras.random.SeedGenerator keeps its state in a variable of this name; Keras' saving skips it.
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def rng_states(model: keras.Model) -> list[list[int]]:
+    """The state of every ``keras.random.SeedGenerator`` of the model (augmentation layers, Dropout, partial FC's
+    class sampler), in model order: what a checkpoint needs besides the weights for the next step to draw what an
+    uninterrupted run would.  ``model.save`` does not store them."""
+    return [np.asarray(keras.ops.convert_to_numpy(v)).tolist() for v in _rng_variables(model)]
+
+
+def set_rng_states(model: keras.Model, states: Optional[list]) -> None:
+    """Put back :func:`rng_states` (a checkpoint from before they were recorded has none: nothing changes)."""
+    variables = _rng_variables(model)
+    if not states:
+        return
+    if len(states) != len(variables):
+        raise UserError(f"cannot resume: the checkpoint has {len(states)} random-number states, the model "
+                        f"{len(variables)} (use the same options, or start a new run)")
+    for v, s in zip(variables, states):
+        v.assign(np.asarray(s, dtype=v.dtype))
+
+
 def restore_checkpoint(model: keras.Model, run: RunFiles) -> None:
-    """Load weights and optimizer state of ``checkpoints/last.keras`` into a freshly compiled model."""
+    """Load weights and optimizer state of ``checkpoints/last.keras`` into a freshly compiled model, and the random
+    layers' states recorded in ``state.json``."""
     # The optimizer's slots exist only once it is built; otherwise Keras skips them with a warning.
     model.optimizer.build(model.trainable_variables)
     try:
         model.load_weights(run.last)
     except Exception as exc:
         raise UserError(f"cannot resume from {run.last}: {str(exc).splitlines()[0][:200]}") from None
+    set_rng_states(model, json.loads(run.state.read_text()).get("rng"))
+
+
+class _Steps:
+    """A tf.data pipeline standing in for a streamed input: ``dataset`` and ``len()`` (steps of one epoch)."""
+
+    def __init__(self, dataset, steps: int):
+        self.dataset, self.steps = dataset, int(steps)
+
+    def __len__(self) -> int:
+        return self.steps
 
 
 def fit(model: keras.Model, train_seq, val_seq, run: RunFiles, *, epochs: int, monitor: str, patience: int,
         state: dict, progress: Optional[ProgressFn] = None, write: bool = True,
-        callbacks: Sequence[keras.callbacks.Callback] = ()) -> FitOutcome:
+        callbacks: Sequence[keras.callbacks.Callback] = (), checkpoint_every: int = 0) -> FitOutcome:
     """Run ``model.fit`` from ``state['epoch']`` to ``epochs`` with the run's callbacks.
 
     ``state`` is :func:`new_state` or the one read back for a resume (the model
@@ -268,30 +322,48 @@ def fit(model: keras.Model, train_seq, val_seq, run: RunFiles, *, epochs: int, m
     best epoch's weights are restored (Keras' ``restore_best_weights``).  ``write`` False (non-chief workers of a
     multi-worker run) skips every file write.  ``callbacks`` run before the run's own at each event, so what they
     add to an epoch's logs (``bin:NAME``, :mod:`edgeface.train.binval`) enters its history row and may be the
-    ``monitor``.
+    ``monitor``.  ``checkpoint_every`` N > 0 also checkpoints after every N-th optimizer step; a state saved so
+    (``state['step']`` > 0: steps done in epoch ``state['epoch'] + 1``) resumes at that step, with the batches an
+    uninterrupted run trains on (:mod:`edgeface.train.resume`).
     """
-    start = int(state["epoch"])
+    from edgeface.train import resume
+
+    start, skip = int(state["epoch"]), int(state.get("step", 0))
     save_best = monitor.startswith(("val_", "bin:"))
     cb = _RunCallback(run, epochs, len(train_seq), getattr(train_seq, "images_per_epoch", 0), monitor,
-                      patience, save_best, state, progress, write, callbacks)
+                      patience, save_best, state, progress, write, callbacks, checkpoint_every, skipped=skip)
     t0 = time.perf_counter()
-    if start < epochs:
-        # A streamed input (edgeface.train.stream.StreamInput) hands over its tf.data pipeline, which runs on
-        # across epochs: Keras is told the steps of one.
-        data = getattr(train_seq, "dataset", train_seq)
-        streamed = data is not train_seq
-        model.fit(data, validation_data=val_seq, epochs=epochs, initial_epoch=start, verbose=0,
-                  callbacks=[*callbacks, cb],
+
+    def run_fit(data, first: int, last: int, steps: int, offset: int = 0) -> None:
+        streamed = resume.is_stream(data)
+        hooks = [*callbacks, cb]
+        model.fit(data.dataset if streamed else data, validation_data=val_seq, epochs=last, initial_epoch=first,
+                  verbose=0, callbacks=[resume.BatchOffset(c, offset) for c in hooks] if offset else hooks,
                   # No shuffle by Keras: the sequences order their own batches from (seed, epoch).  Keras' shuffle
                   # draws from Python's global random, which a resume restarts and a tf.distribute strategy draws
                   # from once more (it reads the first epoch's batches once before training): a mirrored run,
-                  # even on one replica, then saw other batches than a plain one.
-                  shuffle=False, **({"steps_per_epoch": len(train_seq)} if streamed else {}))
+                  # even on one replica, then saw other batches than a plain one.  A streamed input's tf.data
+                  # pipeline runs on across epochs: Keras is told the steps of one.
+                  shuffle=False, **({"steps_per_epoch": steps} if streamed else {}))
+
+    if start < epochs and skip:
+        # The rest of the interrupted epoch (its first `skip` batches were trained before the checkpoint) ...
+        data, steps = resume.skip_batches(train_seq, skip)
+        if resume.is_stream(train_seq):
+            data = _Steps(data, steps)
+        run_fit(data, start, start + 1, steps, offset=skip)
+        if not model.stop_training and start + 1 < epochs:  # ... then the following epochs
+            rest = resume.at_epoch(train_seq, start + 1)
+            run_fit(rest, start + 1, epochs, len(rest))
+    elif start < epochs:
+        run_fit(train_seq, start, epochs, len(train_seq))
     seconds = time.perf_counter() - t0
     if cb.diverged:
         epoch, batch, loss = cb.diverged
-        kept = (f"the checkpoint of epoch {state['epoch']} is kept (--resume continues from it)" if state["epoch"]
-                and write else "nothing was saved")
+        done = (f"epoch {state['epoch'] + 1}, step {state['step']}" if state.get("step")
+                else f"epoch {state['epoch']}")
+        kept = (f"the checkpoint of {done} is kept (--resume continues from it)"
+                if (state["epoch"] or state.get("step")) and write else "nothing was saved")
         raise UserError(f"training diverged: the loss became {loss} at epoch {epoch}, batch {batch}; "
                         f"{kept}. Lower --lr, or --scale/--margin of a margin head, and train again")
     restored = False

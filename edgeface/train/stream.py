@@ -1,4 +1,8 @@
-"""Training input streamed from a RecordIO pack by a tf.data pipeline: nothing but the pipeline's buffers in memory.
+"""Training input streamed by a tf.data pipeline: nothing but the pipeline's buffers in memory.
+
+The source is any :class:`~edgeface.data.streamed.StreamedCrops`: a RecordIO pack, TFRecord shards (each record's
+CRC checked and its Example parsed as it is read) or a folder of crops too big to load; only how a record's bytes
+are found differs.
 
 ::
 
@@ -30,7 +34,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from edgeface.data.records import RecordCrops
+from edgeface.data.streamed import StreamedCrops
 from edgeface.errors import SettingError, UserError
 
 READ_CHUNK = 64  # records read per step of the Python generator (one tf.string tensor)
@@ -54,15 +58,30 @@ def run_order(n: int, run: int, seed: int, epoch: int) -> np.ndarray:
     return np.concatenate([np.arange(s, min(s + run, n)) for s in starts]) if n else np.zeros(0, np.int64)
 
 
+def check_folder_stream(data, val, val_split: float) -> None:
+    """A streamed folder has no --val/--val-split: the run's validation figures (rank-1 against the training set as
+    gallery) would embed every training image, which is what streaming avoids."""
+    for flag, given in (("--val-split", bool(val_split)), ("--val", val is not None)):
+        if given:
+            raise UserError(f"{flag} cannot be used when {data} is streamed (--stream, or too big to load): its "
+                            "figures embed the whole training set; hold people out with --exclude-people FILE and "
+                            "validate on verification sets: --val-bin lfw.bin")
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        raise UserError(f"streaming {data} needs TensorFlow's tf.data (pip install tensorflow-cpu)")
+
+
 class StreamInput:
-    """What :func:`edgeface.train.loop.fit` takes in place of an in-memory sequence when DATA is a RecordIO pack.
+    """What :func:`edgeface.train.loop.fit` takes in place of an in-memory sequence when DATA is streamed.
 
     ``len()`` is the steps per epoch, ``dataset`` the tf.data pipeline from epoch ``epoch`` to ``epochs``
     (built on first use), ``failure`` the :class:`UserError` a damaged record raised while streaming, if any.
     """
 
-    def __init__(self, crops: RecordCrops, batch_size: int, *, input_size: int, seed: int = 0, epoch: int = 0,
-                 epochs: int = 1, shuffle: bool = True, shuffle_buffer: int = 0, read_chunk: int = READ_CHUNK):
+    def __init__(self, crops: StreamedCrops, batch_size: int, *, input_size: int, seed: int = 0, epoch: int = 0,
+                 epochs: int = 1, shuffle: bool = True, shuffle_buffer: int = 0, read_chunk: int = READ_CHUNK,
+                 targets: Optional[np.ndarray] = None):
         if shuffle_buffer < 0:
             raise SettingError("shuffle_buffer", f"must be 0 (a full permutation per epoch) or a record count, got "
                             f"{shuffle_buffer}")
@@ -73,6 +92,10 @@ class StreamInput:
         self.shuffle = shuffle
         self.shuffle_buffer = int(shuffle_buffer)
         self.read_chunk = int(read_chunk)
+        # y of each record: its class label, or a float32 row per record (distillation's teacher targets)
+        if targets is not None and len(targets) != len(crops):
+            raise ValueError(f"{len(targets)} target rows for {len(crops)} records")
+        self.targets = np.asarray(targets, np.float32) if targets is not None else None
         self.failure: Optional[UserError] = None
         self._dataset = None
 
@@ -106,10 +129,13 @@ class StreamInput:
                 pos = positions[i:i + self.read_chunk]
                 data = np.empty(len(pos), object)
                 data[:] = self.crops.encoded(pos)
-                yield data, self.crops.labels[pos]
+                yield data, self._y(pos)
         except UserError as exc:  # a damaged record: the trainer turns the TensorFlow error back into this line
             self.failure = exc
             raise
+
+    def _y(self, pos: np.ndarray) -> np.ndarray:
+        return self.targets[pos] if self.targets is not None else self.crops.labels[pos]
 
     def _buffered(self, positions: np.ndarray, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Records read in ``positions`` order (runs of consecutive records), mixed in a buffer of
@@ -128,7 +154,7 @@ class StreamInput:
             pos = np.asarray(out_pos, np.int64)
             out_data.clear()
             out_pos.clear()
-            return data, self.crops.labels[pos]
+            return data, self._y(pos)
 
         for i in range(0, len(positions), self.read_chunk):
             pos = positions[i:i + self.read_chunk]
@@ -153,7 +179,8 @@ class StreamInput:
 
     @property
     def dataset(self):
-        """The tf.data pipeline (see the module docstring); elements are (float32 (B, S, S, 3), int32 (B,))."""
+        """The tf.data pipeline (see the module docstring); elements are (float32 (B, S, S, 3), int32 (B,)), or with
+        ``targets`` (float32 (B, S, S, 3), float32 (B, K))."""
         if self._dataset is None:
             self._dataset = self._build()
         return self._dataset
@@ -162,7 +189,9 @@ class StreamInput:
         import tensorflow as tf
 
         size = self.input_size
-        signature = (tf.TensorSpec((None,), tf.string), tf.TensorSpec((None,), tf.int32))
+        y_spec = (tf.TensorSpec((None, self.targets.shape[1]), tf.float32) if self.targets is not None
+                  else tf.TensorSpec((None,), tf.int32))
+        signature = (tf.TensorSpec((None,), tf.string), y_spec)
 
         def decode(data, label):
             image = tf.cond(tf.io.is_jpeg(data),

@@ -29,15 +29,29 @@ import numpy as np
 
 from edgeface.choices import choice
 from edgeface.data.dataset import CropSet, count_excluded, load_crops, read_people_file, resolved_people_spec
-from edgeface.data.records import RecordCrops, is_record_source, open_records
+from edgeface.data.folder_stream import stream_folder
+from edgeface.data.sources import open_pack, pack_format, say
+from edgeface.data.streamed import StreamedCrops
 from edgeface.errors import SettingError, UserError
 from edgeface.train import binval, loop
 from edgeface.train import data as tdata
-from edgeface.train.augment import apply_augmentation
+from edgeface.train.augment import apply_augmentation, per_replica_random
 from edgeface.train.batchnorm import recalibrate_batchnorm
 from edgeface.train.config import OPTIMIZERS, FitConfig
-from edgeface.train.heads import HeadSpec, build_head, build_loss, get_head_spec, head_logits_numpy, resolve_margins
+from edgeface.train.heads import (
+    HeadSpec,
+    build_head,
+    build_loss,
+    build_metrics,
+    check_sample_rate,
+    get_head_spec,
+    head_logits_numpy,
+    is_sampled,
+    resolve_margins,
+)
 from edgeface.train.models import embedding_features, get_model
+from edgeface.train.partial_fc import kernel_columns, with_label_input
+from edgeface.train.stream import check_folder_stream
 
 DISTRIBUTE = ("none", "mirrored", "multi-worker")
 MONITORS = ("auto", "val_accuracy", "val_loss", "accuracy", "loss")
@@ -47,8 +61,11 @@ MONITORS = ("auto", "val_accuracy", "val_loss", "accuracy", "loss")
 class TrainConfig(FitConfig):
     """Everything one training run depends on (the CLI flags map one to one).
 
-    data: identity folder of aligned crops (``edgeface data prepare`` output), or a RecordIO pack (a ``.rec``
-    file, or a folder of ``.rec`` shards: ``edgeface data pack``, InsightFace's ``train.rec``), streamed.
+    data: identity folder of aligned crops (``edgeface data prepare`` output), or a pack, streamed: RecordIO (a
+    ``.rec`` file, or a folder of ``.rec`` shards: ``edgeface data pack``, InsightFace's ``train.rec``) or TFRecord
+    (a ``.tfrecord`` file or a folder of them: ``edgeface data pack --format tfrecord``).
+    stream: for a folder, True streams it (:mod:`edgeface.data.folder_stream`), False loads it, None loads it
+    unless its decoded crops exceed the memory budget.
     shuffle_buffer: for a pack, 0 shuffles each epoch as a full permutation (random reads), N > 0 reads runs of
     consecutive records and mixes them in a buffer of N (see :mod:`edgeface.train.stream`).
     out: run folder.  val: a second identity folder to validate on (instead of
@@ -58,6 +75,8 @@ class TrainConfig(FitConfig):
     distribute: "mirrored" (tf.distribute.MirroredStrategy over this machine's
     GPUs, else its logical CPU devices; under JAX keras.distribution.DataParallel over jax.devices()) or
     "multi-worker" (MultiWorkerMirroredStrategy, cluster from TF_CONFIG; TensorFlow only).
+    sample_rate: below 1, a margin head trains on that fraction of the classes each step (partial FC,
+    :mod:`edgeface.train.partial_fc`); 1 is the full head.
     The other fields are :class:`edgeface.train.config.FitConfig`'s.
     """
 
@@ -70,6 +89,8 @@ class TrainConfig(FitConfig):
     min_images: int = 1
     distribute: str = "none"
     shuffle_buffer: int = 0
+    sample_rate: float = 1.0
+    stream: Optional[bool] = None
     optimizer: str = field(default="auto", kw_only=True)
 
     def __post_init__(self) -> None:
@@ -97,11 +118,13 @@ class TrainConfig(FitConfig):
                             f"{self.shuffle_buffer}")
         if self.streamed:
             self._check_stream()
-        elif self.data.suffix == ".rec":
+        elif self.data.suffix == ".rec" or ".tfrecord" in self.data.name:
             raise UserError(f"record file not found: {self.data}")
         elif not self.data.is_dir():
             raise UserError(f"training data folder not found: {self.data} (expected crops from `edgeface data "
                             "prepare`)")
+        elif self.stream:
+            check_folder_stream(self.data, self.val, self.val_split)
         if self.val is not None and not self.val.is_dir():
             raise UserError(f"validation folder not found: {self.val}")
         backend = keras.backend.backend()
@@ -112,22 +135,23 @@ class TrainConfig(FitConfig):
             raise SettingError("distribute", f"mirrored needs the TensorFlow or JAX backend, KERAS_BACKEND is "
                                f"{backend!r}")
         resolve_margins(get_head_spec(self.head), self.scale, self.margin, self.margins)
+        check_sample_rate(get_head_spec(self.head), self.sample_rate)
 
     @property
     def streamed(self) -> bool:
-        """True when DATA is a RecordIO pack (streamed by tf.data rather than loaded into memory)."""
-        return is_record_source(self.data)
+        """True when DATA is a pack, RecordIO or TFRecord (streamed by tf.data rather than loaded into memory)."""
+        return pack_format(self.data) is not None
 
     def _check_stream(self) -> None:
         """What a pack cannot do (yet): each refused with where to do it instead."""
         for flag, given in (("--val-split", bool(self.val_split)), ("--val", self.val is not None)):
             if given:
-                raise UserError(f"{flag} needs a folder of crops; {self.data} is a RecordIO pack: hold people out "
+                raise UserError(f"{flag} needs a folder of crops; {self.data} is a pack: hold people out "
                                 "when packing (`edgeface data pack CROPS --exclude-people FILE`) and validate on "
                                 "verification sets: --val-bin lfw.bin")
         for flag, given in (("--exclude-people", bool(self.exclude_people)), ("--min-images", self.min_images > 1)):
             if given:
-                raise UserError(f"{flag} chooses people from a folder; {self.data} is a RecordIO pack: give it to "
+                raise UserError(f"{flag} chooses people from a folder; {self.data} is a pack: give it to "
                                 f"`edgeface data pack CROPS {flag} ...` instead")
         import importlib.util
 
@@ -176,7 +200,7 @@ class TrainResult:
 
 @dataclass
 class _Data:
-    train: CropSet | RecordCrops  # RecordCrops: a pack, indexed; its images are read when indexed
+    train: CropSet | StreamedCrops  # StreamedCrops: a pack or a streamed folder, indexed; images read when indexed
     val: Optional[CropSet]  # labels in the training index space; None without validation
     val_unseen: Optional[CropSet]  # validation people absent from training (open-set rank-1 only)
     excluded: int
@@ -188,16 +212,24 @@ class _Data:
 def load_training_data(cfg: TrainConfig) -> _Data:
     """Crops of DATA (minus excluded people) and the validation set: a folder, a split, or none.
 
-    A RecordIO pack is indexed, not loaded (:func:`edgeface.data.records.open_records`): ``train`` is then a
-    :class:`~edgeface.data.records.RecordCrops` whose images are read when indexed.
+    A pack is indexed, not loaded (:func:`edgeface.data.sources.open_pack`), and so is a folder that is streamed
+    (:func:`edgeface.data.folder_stream.stream_folder`): ``train`` is then a
+    :class:`~edgeface.data.streamed.StreamedCrops` whose images are read when indexed.
     """
     if cfg.streamed:
-        records = open_records(cfg.data).with_input_size(cfg.input_size)
+        records = open_pack(cfg.data).with_input_size(cfg.input_size)
         if records.num_classes < 2:
             raise UserError(f"{cfg.data} has {records.num_classes} class: a classifier needs at least 2")
         return _Data(records, None, None, 0, "none", records.index_sha256)
     exclude = read_people_file(cfg.exclude_people) if cfg.exclude_people else set()
     excluded = count_excluded(cfg.data, exclude)
+    streamed = stream_folder(cfg.data, exclude, cfg.min_images, cfg.input_size, cfg.stream, notify=say)
+    if streamed is not None:  # paths and labels only; --val/--val-split refused (edgeface.train.stream)
+        check_folder_stream(cfg.data, cfg.val, cfg.val_split)
+        if streamed.num_classes < 2:
+            raise UserError(f"{cfg.data} has {streamed.num_classes} identity after exclusions and --min-images: "
+                            "a classifier needs at least 2 (better hundreds)")
+        return _Data(streamed, None, None, excluded, "none", streamed.index_sha256)
     crops = load_crops(cfg.data, exclude=exclude, size=cfg.input_size, min_images=cfg.min_images,
                        aligned_only=True)
     if crops.num_classes < 2:
@@ -233,8 +265,16 @@ def build_training_model(backbone: keras.Model, num_classes: int, cfg: TrainConf
     inputs = keras.Input(backbone.input_shape[1:], name="image")
     x = apply_augmentation(inputs, cfg.augment, seed=cfg.seed)
     features = keras.Model(backbone.input, embedding_features(backbone), name="embedding_net")(x)
-    logits = build_head(spec, num_classes)(features)
-    return keras.Model(inputs, logits, name=f"{backbone.name}_{spec.name}")
+    if is_sampled(spec, cfg.sample_rate):
+        # Partial FC samples each step's classes from the batch's labels: they enter the model as a second input.
+        label = keras.Input((), dtype="int32", name="label")
+        head = build_head(spec, num_classes, sample_rate=cfg.sample_rate, batch_size=cfg.batch_size, seed=cfg.seed)
+        model = keras.Model([inputs, label], head([features, label]), name=f"{backbone.name}_{spec.name}_partial")
+    else:
+        model = keras.Model(inputs, build_head(spec, num_classes)(features), name=f"{backbone.name}_{spec.name}")
+    # Augmentation and Dropout draw per tf.distribute replica (one device: the same draws as without this).
+    per_replica_random(model)
+    return model
 
 
 def build_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -247,6 +287,13 @@ def build_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.
         # Down to 1% of the initial rate over the planned epochs; checkpoints carry the step count.
         rate = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, cfg.epochs * steps_per_epoch),
                                                       alpha=0.01)
+    if is_sampled(get_head_spec(cfg.head), getattr(cfg, "sample_rate", 1.0)):
+        # Partial FC: only the sampled class rows (and their optimizer state) change in a step.
+        from edgeface.train.row_sparse import RowSparseAdam, RowSparseSGD
+
+        if spec.name == "sgd":
+            return RowSparseSGD(rate, momentum=cfg.momentum, weight_decay=wd or None, row_sparse=("head/kernel",))
+        return RowSparseAdam(rate, weight_decay=wd or None, row_sparse=("head/kernel",))
     if spec.name == "sgd":
         return keras.optimizers.SGD(rate, momentum=cfg.momentum, weight_decay=wd or None)
     return keras.optimizers.Adam(rate, weight_decay=wd or None)
@@ -255,7 +302,9 @@ def build_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.
 def _fingerprint(cfg: TrainConfig, class_names: list[str]) -> dict:
     return {"arch": cfg.arch, "embedding_dim": cfg.embedding_dim, "head": cfg.head, "input_size": cfg.input_size,
             "optimizer": cfg.optimizer_name, "precision": cfg.precision, "num_classes": len(class_names),
-            "classes_sha256": hashlib.sha256("\n".join(class_names).encode()).hexdigest(), "width": cfg.width}
+            "classes_sha256": hashlib.sha256("\n".join(class_names).encode()).hexdigest(), "width": cfg.width,
+            # the partial head stores its class weights as rows: its checkpoints load into no full head
+            "sampled_head": is_sampled(get_head_spec(cfg.head), cfg.sample_rate)}
 
 
 def _strategy(mode: str):
@@ -410,7 +459,7 @@ def train(config: TrainConfig, progress: Optional[loop.ProgressFn] = None) -> Tr
     keras.utils.set_random_seed(cfg.seed)
     strategy = _strategy(cfg.distribute)
     chief = strategy is None or _is_chief(strategy)
-    if isinstance(d.train, RecordCrops):
+    if isinstance(d.train, StreamedCrops):
         from edgeface.train.stream import StreamInput
 
         train_seq = StreamInput(d.train, cfg.batch_size, input_size=cfg.input_size, seed=cfg.seed,
@@ -420,14 +469,17 @@ def train(config: TrainConfig, progress: Optional[loop.ProgressFn] = None) -> Tr
                                         epoch=int(state["epoch"]))
     val_seq = (tdata.ArraySequence(d.val.images, d.val.labels, cfg.batch_size)
                if d.val is not None and len(d.val) else None)
+    if is_sampled(spec, cfg.sample_rate):  # partial FC's model takes (images, labels)
+        train_seq, val_seq = with_label_input(train_seq), with_label_input(val_seq)
 
     with _dtype_policy(cfg.precision), _scope(strategy):
         # tf.distribute normalises each replica's slice unless told to sync; JAX's sharded step sees the whole batch.
         backbone = get_model(cfg.arch, embedding_dim=cfg.embedding_dim, input_size=cfg.input_size, width=cfg.width,
                              sync_bn=replicas(strategy) > 1 and keras.backend.backend() == "tensorflow")
         model = build_training_model(backbone, d.train.num_classes, cfg)
-        model.compile(optimizer=build_optimizer(cfg, len(train_seq)), loss=build_loss(spec, margins),
-                      metrics=["accuracy"],
+        sampled = is_sampled(spec, cfg.sample_rate)
+        model.compile(optimizer=build_optimizer(cfg, len(train_seq)), loss=build_loss(spec, margins, sampled),
+                      metrics=build_metrics(sampled),
                       # XLA on CPU ran 5x slower here; JAX always compiles.
                       jit_compile="auto" if keras.backend.backend() == "jax" else False)
         if saved_state is not None:
@@ -444,13 +496,13 @@ def train(config: TrainConfig, progress: Optional[loop.ProgressFn] = None) -> Tr
         with _scope(strategy):
             outcome = loop.fit(model, train_seq, val_seq, run, epochs=cfg.epochs, monitor=monitor,
                                patience=cfg.patience, state=state, progress=progress, write=chief,
-                               callbacks=bin_callbacks)
+                               callbacks=bin_callbacks, checkpoint_every=cfg.checkpoint_every)
     except Exception as exc:
         # A damaged record met while streaming surfaces as a TensorFlow error: say it as the one line it is.
         failure = getattr(train_seq, "failure", None)
         if failure is not None:
             raise failure from None
-        if isinstance(d.train, RecordCrops) and type(exc).__name__ == "InvalidArgumentError":
+        if isinstance(d.train, StreamedCrops) and type(exc).__name__ == "InvalidArgumentError":
             reason = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)[:160]
             raise UserError(f"{cfg.data}: an image record could not be decoded ({reason}): the pack is damaged; "
                             "pack it again or copy it again") from None
@@ -459,7 +511,7 @@ def train(config: TrainConfig, progress: Optional[loop.ProgressFn] = None) -> Tr
     embedder = float32_copy(backbone, cfg)
     # The saved network's BatchNorm statistics, computed on un-augmented training crops (see batchnorm.py).
     recalibrate_batchnorm(embedder, d.train.images, batch_size=max(cfg.batch_size, 32), seed=cfg.seed)
-    head_weights = [np.asarray(w) for w in model.get_layer("head").get_weights()]
+    head_weights = kernel_columns(model.get_layer("head"))
     metrics = {k: v for k, v in outcome.history[-1].items() if k in ("loss", "accuracy", "val_loss")} \
         if outcome.history else {}
     if outcome.restored_best:
@@ -505,12 +557,12 @@ def _train_json(cfg: TrainConfig, d: _Data, outcome: loop.FitOutcome, result: Tr
         "config": cfg.to_dict(),
         "model": {"arch": cfg.arch, "width": cfg.width, "embedding_dim": cfg.embedding_dim,
                   "input_size": cfg.input_size, "file": result.model_path.name},
-        "head": {"name": cfg.head, **(dataclasses.asdict(margins) if margins else {})},
+        "head": {"name": cfg.head, **(dataclasses.asdict(margins) if margins else {}), "sample_rate": cfg.sample_rate},
         "dataset": {"root": str(cfg.data), "path": str(cfg.data.resolve()),
-                    "format": "recordio" if isinstance(d.train, RecordCrops) else "folder",
-                    **({"shards": [r.path.name for r in d.train.shards],
-                        "sha256_covers": "the .idx files and .rec sizes", "shuffle_buffer": cfg.shuffle_buffer}
-                       if isinstance(d.train, RecordCrops) else {}),
+                    "format": d.train.format if isinstance(d.train, StreamedCrops) else "folder",
+                    **({"shards": d.train.shard_names(),
+                        "sha256_covers": d.train.hash_covers, "shuffle_buffer": cfg.shuffle_buffer}
+                       if isinstance(d.train, StreamedCrops) else {}),
                     "exclude_people_path": resolved_people_spec(cfg.exclude_people),
                     "sha256": d.dataset_hash, "num_classes": d.train.num_classes,
                     "images": len(d.train) + (len(d.val) if d.val is not None and cfg.val_split else 0),

@@ -1,12 +1,15 @@
-"""Training throughput streaming from a RecordIO pack against the in-memory folder path (issue 23).
+"""Training throughput streaming from a RecordIO or TFRecord pack (or the folder itself, streamed) against the
+in-memory folder path (issue 23).
 
     python tests/benchmarks/stream_bench.py [--crops DIR] [--images 1024] [--arch mobilefacenet] [--batch-size 64]
-        [--encoding jpeg] [--rounds 20] [--block 5] [--end-to-end [--epochs 3] [--repeats 1]]
-        [--work /tmp/edgeface_stream_bench] [--json]
+        [--format recordio|tfrecord|folder] [--encoding jpeg] [--rounds 20] [--block 5]
+        [--end-to-end [--epochs 3] [--repeats 1]] [--work /tmp/edgeface_stream_bench] [--json]
 
 Without ``--crops`` the first ``--images`` LFW deep-funneled photos (people in name order) are aligned by
 ``edgeface data prepare`` into WORK/crops_N (once; reused), and packed by ``edgeface data pack`` into WORK/pack_...
-(InsightFace's JPEG at quality 95 by default).  Nothing is written inside the repository.
+(InsightFace's JPEG at quality 95 by default; ``--format tfrecord``: TFRecord shards of the same records;
+``--format folder``: no pack, the crops folder streamed as ``edgeface train CROPS --stream`` does).  Nothing is
+written inside the repository.
 
 Default (interleaved): one process, one training model built and compiled exactly as ``edgeface train`` builds it
 (same architecture, ArcFace head, SGD, augmentation on), fed alternately ``--block`` steps from the folder's
@@ -60,12 +63,13 @@ def make_crops(work: Path, count: int) -> Path:
     return crops
 
 
-def one_run(kind: str, data: str, out: str, arch: str, batch: int, epochs: int) -> dict:
+def one_run(kind: str, data: str, out: str, arch: str, batch: int, epochs: int, fmt: str = "recordio") -> dict:
     """One training run in this process: its throughput, time to the first batch and peak RSS."""
     from edgeface.train.trainer import TrainConfig, load_training_data, train
 
     cfg = TrainConfig(data=Path(data), out=Path(out), arch=arch, head="arcface", epochs=epochs, batch_size=batch,
-                      lr_schedule="constant", patience=0, seed=0)
+                      lr_schedule="constant", patience=0, seed=0,
+                      stream=True if kind == "stream" and fmt == "folder" else None)
     t0 = time.perf_counter()
     d = load_training_data(cfg)
     if kind == "stream":
@@ -85,7 +89,8 @@ def one_run(kind: str, data: str, out: str, arch: str, batch: int, epochs: int) 
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
-def interleaved(crops: Path, packed: Path, arch: str, batch: int, rounds: int, block: int) -> dict:
+def interleaved(crops: Path, packed: Path, arch: str, batch: int, rounds: int, block: int,
+                fmt: str = "recordio") -> dict:
     """Alternating blocks of training steps from the two inputs on one compiled model (see the docstring)."""
     import keras
 
@@ -98,7 +103,8 @@ def interleaved(crops: Path, packed: Path, arch: str, batch: int, rounds: int, b
     cfg = TrainConfig(data=crops, out=Path("/nonexistent"), arch=arch, head="arcface", batch_size=batch, seed=0,
                       lr_schedule="constant")
     folder = load_training_data(cfg).train
-    records = load_training_data(TrainConfig(data=packed, out=Path("/nonexistent"), seed=0)).train
+    records = load_training_data(TrainConfig(data=packed, out=Path("/nonexistent"), seed=0,
+                                             stream=True if fmt == "folder" else None)).train
     seq = ArraySequence(folder.images, folder.labels, batch, shuffle=True, seed=0)
     stream = iter(StreamInput(records, batch, input_size=112, seed=0, epochs=10**6).dataset)
     keras.utils.set_random_seed(0)
@@ -140,6 +146,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--encoding", default="jpeg", choices=["jpeg", "png"])
+    ap.add_argument("--format", default="recordio", choices=["recordio", "tfrecord", "folder"],
+                    help="what is streamed: a RecordIO pack, TFRecord shards, or the crops folder itself")
     ap.add_argument("--repeats", type=int, default=1, help="--end-to-end: folder/stream pairs of runs (alternating)")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--block", type=int, default=5, help="training steps per block in the interleaved measurement")
@@ -150,25 +158,30 @@ def main() -> None:
     args = ap.parse_args()
     if args._run:
         kind, data, out = args._run
-        print("RESULT " + json.dumps(one_run(kind, data, out, args.arch, args.batch_size, args.epochs)), flush=True)
+        print("RESULT " + json.dumps(one_run(kind, data, out, args.arch, args.batch_size, args.epochs, args.format)),
+              flush=True)
         return
 
     from edgeface.data.pack import PackConfig, pack
 
     args.work.mkdir(parents=True, exist_ok=True)
     crops = args.crops or make_crops(args.work, args.images)
-    packed = args.work / f"pack_{args.encoding}_{crops.name}"
-    if not (packed / "train.rec").is_file():
+    if args.format == "folder":
+        packed = crops
+    else:
+        kind = "" if args.format == "recordio" else "tfrecord_"
+        packed = args.work / f"pack_{kind}{args.encoding}_{crops.name}"
+    if args.format != "folder" and not (packed / "identities.txt").is_file():
         shutil.rmtree(packed, ignore_errors=True)
-        s = pack(PackConfig(src=crops, out=packed, encoding=args.encoding))
+        s = pack(PackConfig(src=crops, out=packed, encoding=args.encoding, format=args.format))
         print(f"packed {s.images} crops of {s.identities} people: {s.bytes / 1e6:.1f} MB in {s.seconds:.1f} s",
               file=sys.stderr)
     from edgeface.devices.probe import cpu_model
 
     head = {"cpu": cpu_model(), "cores": os.cpu_count(), "arch": args.arch, "batch_size": args.batch_size,
-            "encoding": args.encoding, "crops": str(crops)}
+            "encoding": args.encoding, "format": args.format, "crops": str(crops)}
     if not args.end_to_end:
-        r = interleaved(crops, packed, args.arch, args.batch_size, args.rounds, args.block)
+        r = interleaved(crops, packed, args.arch, args.batch_size, args.rounds, args.block, args.format)
         report = {**head, "mode": "interleaved", **r, "load_average": os.getloadavg()}
         if args.json:
             print(json.dumps(report, indent=2))
@@ -178,7 +191,7 @@ def main() -> None:
               f"{r['steps_each']} steps each in blocks of {args.block}")
         print(f"in-memory folder: {r['folder_img_per_s']:.2f} img/s (median block "
               f"{r['median_block_img_per_s']['folder']:.2f})")
-        print(f"streamed pack:    {r['stream_img_per_s']:.2f} img/s (median block "
+        print(f"streamed {args.format + ':':<9}{r['stream_img_per_s']:.2f} img/s (median block "
               f"{r['median_block_img_per_s']['stream']:.2f})")
         print(f"streaming / in-memory: {r['stream_vs_folder']:.3f} (goal: >= 0.90)")
         return
@@ -188,7 +201,7 @@ def main() -> None:
             out = args.work / f"run_{kind}_{r}"
             shutil.rmtree(out, ignore_errors=True)
             cmd = [sys.executable, __file__, "--arch", args.arch, "--batch-size", str(args.batch_size),
-                   "--epochs", str(args.epochs), "--_run", kind, str(data), str(out)]
+                   "--epochs", str(args.epochs), "--format", args.format, "--_run", kind, str(data), str(out)]
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
             if line is None:

@@ -2,7 +2,7 @@
 
     python tests/benchmarks/stream_memory_bench.py --crops DIR [--records 1000000] [--identities 100000]
         [--work /tmp/edgeface_stream_mem] [--steps 150] [--arch mobilefacenet] [--batch-size 64]
-        [--pipeline-records 0] [--json]
+        [--pipeline-records 0] [--sample-rate 1.0] [--json]
 
 The pack (written once to WORK, never inside the repository: ~5 KB a record) repeats the crops of DIR (e.g. the
 stream benchmark's LFW crops), each encoded once as JPEG at quality 95, under new labels: record i has label
@@ -99,7 +99,7 @@ def phase_pipeline(pack: Path, batch: int, limit: int) -> dict:
             "rss_over_epoch_min_max_mb": [min(tail), max(tail)], "rss_samples": samples, "peak_rss_mb": peak_mb()}
 
 
-def phase_train(pack: Path, out: Path, arch: str, batch: int, steps: int) -> dict:
+def phase_train(pack: Path, out: Path, arch: str, batch: int, steps: int, sample_rate: float = 1.0) -> dict:
     import keras
 
     from edgeface.train.trainer import TrainConfig, train
@@ -123,7 +123,8 @@ def phase_train(pack: Path, out: Path, arch: str, batch: int, steps: int) -> dic
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
-    cfg = TrainConfig(data=pack, out=out, arch=arch, head="arcface", epochs=1, batch_size=batch, patience=0)
+    cfg = TrainConfig(data=pack, out=out, arch=arch, head="arcface", epochs=1, batch_size=batch, patience=0,
+                      sample_rate=sample_rate)
     result = train(cfg, progress=progress)
     stop.set()
     by_step = first.get("rss_at_step", {})
@@ -147,6 +148,7 @@ def main() -> None:
     ap.add_argument("--arch", default="mobilefacenet")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--pipeline-records", type=int, default=0, help="stop the pipeline pass after N images")
+    ap.add_argument("--sample-rate", type=float, default=1.0, help="partial FC: classes sampled per step (train)")
     ap.add_argument("--phases", default="pipeline,train", help="which measurements to run (comma-separated)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--_phase", help=argparse.SUPPRESS)
@@ -159,7 +161,8 @@ def main() -> None:
         import shutil
 
         shutil.rmtree(args.work / "run", ignore_errors=True)
-        print("RESULT " + json.dumps(phase_train(pack, args.work / "run", args.arch, args.batch_size, args.steps)),
+        print("RESULT " + json.dumps(phase_train(pack, args.work / "run", args.arch, args.batch_size, args.steps,
+                                                 args.sample_rate)),
               flush=True)
         return
     if args.crops is None:
@@ -171,7 +174,7 @@ def main() -> None:
     for phase in args.phases.split(","):
         cmd = [sys.executable, __file__, "--work", str(args.work), "--records", str(args.records), "--steps",
                str(args.steps), "--arch", args.arch, "--batch-size", str(args.batch_size), "--pipeline-records",
-               str(args.pipeline_records), "--_phase", phase]
+               str(args.pipeline_records), "--sample-rate", str(args.sample_rate), "--_phase", phase]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
