@@ -536,6 +536,7 @@ def test_centred_targets_give_a_constant_student_nothing(media_dir, tmp_path):
     assert o1 @ o2 > o1 @ b
 
 
+@pytest.mark.slow  # ~1-3 min: three distillations; train's mid-epoch resume (test_resume) runs by default
 def test_distill_resumes_inside_an_epoch_with_the_weights_of_an_unbroken_run(trained_model, att_dir, tmp_path):
     """--checkpoint-every reaches distill too: stopped after step 3 (of 2 epochs of 2 steps), resumed, the final
     checkpoint holds bit for bit the arrays of a run never stopped (same process, same CPU threads)."""

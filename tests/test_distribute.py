@@ -269,6 +269,7 @@ print("REPORT " + json.dumps(report))
 """
 
 
+@pytest.mark.slow  # ~70 s on 2 cores: the suite's 20-minute budget; the full-head replica test runs by default
 def test_partial_fc_samples_the_same_classes_on_two_replicas(att_crops, tmp_path):
     """Partial FC (CosFace, R = 0.5, 24 people, batch 16: 12 classes a step) for one step on 1 and on 2 TensorFlow
     CPU replicas: each replica samples from the all-gathered labels with the same random numbers, so the same class
