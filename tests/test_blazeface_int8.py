@@ -150,3 +150,23 @@ def test_files_the_rebuild_does_not_know_are_refused_in_one_line(tmp_path):
     with pytest.raises(UserError, match="not a TFLite model"):
         rebuild_tflite_model(junk)
 
+
+
+def test_calibration_views_and_the_logit_head_the_bias_correction_adjusts(media_dir):
+    import keras
+
+    from edgeface.importers.blazeface import quantizable_blazeface
+    from edgeface.importers.blazeface_int8 import calibration_views, logit_head
+
+    image = read_image(media_dir / "obama.jpg")
+    h, w = image.shape[:2]
+    four = calibration_views(image, np.random.default_rng(0), 4)
+    assert [v.shape[:2] for v in four] == [(h, w), (int(min(h, w) * 0.55),) * 2, (3 * h, 3 * w), (6 * h, 6 * w)]
+    assert four[0] is image and (four[2] > 0).mean() == pytest.approx(1 / 9, abs=0.02)  # the photo, a ninth of it
+    three = calibration_views(image, np.random.default_rng(0), 3)  # the first views are drawn alike
+    assert all(np.array_equal(a, b) for a, b in zip(three, four))
+    assert calibration_views(image, np.random.default_rng(0), 1) == [image]
+    full = quantizable_blazeface(find_blazeface_file("full"), "full")
+    head = logit_head(full)
+    assert isinstance(head, keras.layers.Conv2D) and head.filters == 1 and head.kernel_size == (1, 1)
+    assert logit_head(quantizable_blazeface(find_blazeface_file("short"), "short")) is None  # two heads, concatenated
