@@ -1,14 +1,16 @@
 """int8 BlazeFace: rebuild each detector from its own TFLite file, quantize it, and compare it with the float file.
 
     python tests/benchmarks/detector_int8_bench.py [--kinds short full] [--calib-count 300] [--test-count 400]
-                                                   [--out DIR] [--json]
+                                                   [--out DIR] [--no-equalize] [--whole-only]
+                                                   [--no-bias-correction] [--json]
 
 For each kind: the rebuilt float model's largest output difference from the shipped file, then the full-integer
 file (int8 I/O, for CPUs) and the Edge TPU-ready one (uint8 I/O): size, the Edge TPU static check, and against the
 float file's own detections on real photos the int8 detector never saw in calibration (LFW photos and every
 5th Hamilton frame): recall (a float detection matched at IoU >= 0.5), extra detections, keypoint error (mean
 absolute px over the 6 points, scaled to a 112 px wide face) and latency (median of 50 runs, 1 thread).
-Calibration: other LFW photos and other Hamilton frames, letterboxed as the detector sees them.
+Calibration: other LFW photos and other Hamilton frames, letterboxed as the detector sees them, in the views and
+with the classifier bias correction `edgeface import blazeface` uses (each can be switched off to see what it buys).
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ def main() -> int:
     ap.add_argument("--test-count", type=int, default=400, help="other LFW photos to compare on (+ clip frames)")
     ap.add_argument("--out", type=Path, help="keep the int8 files here (default: a temp folder)")
     ap.add_argument("--no-equalize", action="store_true", help="quantize without cross-layer equalization (before)")
+    ap.add_argument("--whole-only", action="store_true", help="calibrate on whole images only (no close-up or "
+                    "shrunk views, which the importer gives full-range)")
+    ap.add_argument("--no-bias-correction", action="store_true", help="skip full-range's classifier bias correction")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -69,7 +74,13 @@ def main() -> int:
     from edgeface.converters.edgetpu import check_compatibility
     from edgeface.converters.formats import get_format
     from edgeface.importers.blazeface import quantizable_blazeface, rebuild_tflite_model
-    from edgeface.importers.blazeface_int8 import agreement
+    from edgeface.importers.blazeface_int8 import (
+        CALIBRATION_VIEWS,
+        CORRECT_LOGIT_BIAS,
+        agreement,
+        calibration_views,
+        correct_logit_bias,
+    )
     from edgeface.runtime.detector import DETECTORS, BlazeFaceDetector, find_blazeface_file, letterbox, to_tensor
     from edgeface.runtime.images import read_image
     from edgeface.runtime.interpreter import TFLiteModel
@@ -96,8 +107,11 @@ def main() -> int:
             ref = sorted(shipped.run(x), key=lambda a: a.shape[-1])
             got = sorted((np.asarray(o) for o in rebuilt(x)), key=lambda a: a.shape[-1])
             worst = max(worst, max(float(np.abs(a - b).max()) for a, b in zip(ref, got)))
-        calib = np.stack([to_tensor(letterbox(read_image(p), size)[0]) for p in calib_photos]
-                         + [to_tensor(letterbox(f, size)[0]) for f in frames[::5]])
+        # the importer's recipe (edgeface import blazeface): its views per network, its bias correction
+        views, view_rng = (1 if args.whole_only else CALIBRATION_VIEWS[kind]), np.random.default_rng(0)
+        calib = np.stack([to_tensor(letterbox(v, size)[0])
+                          for im in [read_image(p) for p in calib_photos] + frames[::5]
+                          for v in calibration_views(im, view_rng, views)])
         model = quantizable_blazeface(source, f"blazeface_{kind}", calibration=None if args.no_equalize else calib)
         reference = BlazeFaceDetector(source, kind)
         float_ms = latency_ms(source, size)
@@ -106,6 +120,10 @@ def main() -> int:
             data, graph = convert(model, get_format(fmt_name), calibration=calib)
             path = out / f"blazeface_{kind}_{fmt_name}.tflite"
             path.write_bytes(data)
+            if fmt_name == "int8" and CORRECT_LOGIT_BIAS[kind] and not args.no_bias_correction:
+                if correct_logit_bias(model, path, calib) is not None:  # then both files from the corrected network
+                    data, graph = convert(model, get_format(fmt_name), calibration=calib)
+                    path.write_bytes(data)
             tpu = check_compatibility(graph)
             mapped = f"{tpu.tpu_ops}/{tpu.tpu_ops + tpu.cpu_ops}"
             row = {"kind": kind, "format": fmt_name, "rebuild_max_abs_diff": worst, "kb": len(data) / 1024,
