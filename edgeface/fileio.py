@@ -110,3 +110,52 @@ def check_writable_file(path: str | os.PathLike, option: str) -> None:
         raise UserError(f"{option} {path}: cannot create it, {probe} is a file")
     if not os.access(probe, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UserError(f"{option} {path}: not writable (check permissions or choose another path)")
+
+
+class PreadFile:
+    """A file opened read-only and read with ``os.pread`` at byte offsets (safe to share between threads): the
+    descriptor's lifetime (``close``, ``with``, closed when collected) and whole reads, for the pack readers.
+
+    A missing file is a :class:`~edgeface.errors.UserError` saying ``WHAT not found: PATH``.
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str) -> None:
+        from edgeface.errors import UserError
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UserError(f"{what} not found: {self.path}")
+        self._fd = os.open(self.path, os.O_RDONLY)
+        self.size = os.fstat(self._fd).st_size
+
+    def close(self) -> None:
+        """Release the file descriptor."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def _pread(self, n: int, offset: int) -> bytes:
+        """``n`` bytes from ``offset`` (fewer only at the end of the file)."""
+        data = os.pread(self._fd, n, offset)
+        while len(data) < n:  # pread may return less than asked (signals, network filesystems)
+            more = os.pread(self._fd, n - len(data), offset + len(data))
+            if not more:
+                break
+            data += more
+        return data
+
+    def where(self, record: int | None, offset: int) -> str:
+        """``FILE: record N at byte B`` for messages."""
+        name = f"record {record}" if record is not None else "record"
+        return f"{self.path}: {name} at byte {offset}"
+

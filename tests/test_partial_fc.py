@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import subprocess
 import sys
@@ -12,26 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_train import _numpy_margin_loss  # the independent numpy reference of the full head's loss
 from typer.testing import CliRunner
 
 from edgeface.cli import app
 from edgeface.errors import UserError
 
 MARGINS = [(64, 1, 0.5, 0), (64, 1, 0, 0.35), (32, 1, 0.3, 0.2), (16, 1.5, 0.2, 0.1)]  # arcface, cosface, combined
-
-
-def _numpy_margin_loss(cos, labels, s, m1, m2, m3):
-    """Independent reference (as tests/test_train.py's): arccos angles, the fallback past theta_max, cross-entropy."""
-    cos = np.clip(cos.astype(np.float64), -1 + 1e-6, 1 - 1e-6)
-    theta = np.arccos(cos)
-    theta_max = (math.pi - m2) / m1
-    target = np.where(theta <= theta_max, np.cos(m1 * theta + m2) - m3, cos - math.cos(theta_max) - 1 - m3)
-    rows = np.arange(len(labels))
-    logits = s * cos
-    logits[rows, labels] = s * target[rows, labels]
-    top = logits.max(axis=1, keepdims=True)
-    lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
-    return float(np.mean(lse - logits[rows, labels]))
 
 
 def _unit(a, axis):

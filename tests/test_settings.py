@@ -39,11 +39,12 @@ def test_choice_tables_equal_the_runtime_tables_and_int8_mixed_is_a_format():
     from edgeface.commands import detector_options
     from edgeface.runtime import settings
     from edgeface.runtime.bundle import FORMAT_PREFERENCE
-    from edgeface.runtime.detector import DEFAULT_DETECTOR, DETECTOR_KINDS, DETECTORS
+    from edgeface.runtime.detector import DEFAULT_DETECTOR, DETECTOR_KINDS, DETECTOR_PRECISIONS, DETECTORS
     from edgeface.runtime.interpreter import BACKENDS
 
     # the copies kept in the settings module (the runtime modules are too heavy for --help) must not drift
     assert settings.DETECTOR_CHOICES == DETECTOR_KINDS == ("auto", *DETECTORS, "haar")
+    assert settings.DETECTOR_PRECISION_CHOICES == DETECTOR_PRECISIONS
     assert detector_options.DEFAULT_DETECTOR == settings.DEFAULT_DETECTOR == DEFAULT_DETECTOR
     assert settings.BACKEND_CHOICES == BACKENDS
     assert settings.FORMAT_CHOICES == (*FORMAT_PREFERENCE, "edgetpu", "edgetpu_compiled")

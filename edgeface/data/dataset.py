@@ -206,6 +206,21 @@ class CropSet:
         return len(self.class_names)
 
 
+def select_people(root: str | os.PathLike, exclude: Iterable[str] = (),
+                  min_images: int = 1) -> tuple[list[tuple[str, Path]], list[str], dict[str, int]]:
+    """The (person, file) items of an identity folder kept for training, the people's sorted names and each name's
+    label: people in ``exclude`` and those with fewer than ``min_images`` images left out."""
+    items = scan_identity_folder(root, exclude)
+    counts: dict[str, int] = {}
+    for person, _ in items:
+        counts[person] = counts.get(person, 0) + 1
+    items = [(p, f) for p, f in items if counts[p] >= min_images]
+    if not items:
+        raise UserError(f"no identity in {root} has at least {min_images} images")
+    names = sorted({p for p, _ in items})
+    return items, names, {n: i for i, n in enumerate(names)}
+
+
 def load_crops(root: str | os.PathLike, exclude: Iterable[str] = (), size: Optional[int] = None,
                min_images: int = 1, workers: int = 4, aligned_only: bool = False) -> CropSet:
     """Load an identity folder of aligned crops into memory (decoded once, reused every epoch).
@@ -216,15 +231,7 @@ def load_crops(root: str | os.PathLike, exclude: Iterable[str] = (), size: Optio
     ``size`` x ``size`` images (crops made elsewhere); photos of any other shape are a
     :class:`UserError`, since resizing a photo does not align the face in it.
     """
-    items = scan_identity_folder(root, exclude)
-    counts: dict[str, int] = {}
-    for person, _ in items:
-        counts[person] = counts.get(person, 0) + 1
-    items = [(p, f) for p, f in items if counts[p] >= min_images]
-    if not items:
-        raise UserError(f"no identity in {root} has at least {min_images} images")
-    names = sorted({p for p, _ in items})
-    index = {n: i for i, n in enumerate(names)}
+    items, names, index = select_people(root, exclude, min_images)
 
     def load(path: Path) -> tuple[Optional[np.ndarray], Optional[tuple[int, int]]]:
         try:

@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from edgeface.data.dataset import MANIFEST, scan_identity_folder
+from edgeface.data.dataset import MANIFEST, select_people
 from edgeface.data.streamed import EncodedImages, StreamedCrops
 from edgeface.errors import UserError
 
@@ -125,15 +125,7 @@ def scan_folder(root: str | os.PathLike, exclude: Iterable[str] = (), min_images
     """
     t0 = time.perf_counter()
     root = Path(root)
-    items = scan_identity_folder(root, exclude)
-    counts: dict[str, int] = {}
-    for person, _ in items:
-        counts[person] = counts.get(person, 0) + 1
-    items = [(p, f) for p, f in items if counts[p] >= min_images]
-    if not items:
-        raise UserError(f"no identity in {root} has at least {min_images} images")
-    names = sorted({p for p, _ in items})
-    index = {n: i for i, n in enumerate(names)}
+    items, names, index = select_people(root, exclude, min_images)
     labels = np.array([index[p] for p, _ in items], np.int32)
     paths = [f for _, f in items]
     h = hashlib.sha256()
@@ -153,11 +145,8 @@ def stream_folder(root: str | os.PathLike, exclude: Iterable[str], min_images: i
     if stream is False:
         return None
     if stream is None:
-        items = scan_identity_folder(root, exclude)  # a count first: a folder that fits is not hashed here
-        counts: dict[str, int] = {}
-        for person, _ in items:
-            counts[person] = counts.get(person, 0) + 1
-        n = sum(c for c in counts.values() if c >= min_images)
+        # a count first: a folder that fits is not hashed here (no one kept: the same error loading would give)
+        n = len(select_people(root, exclude, min_images)[0])
         need, budget = decoded_bytes(n, size), memory_budget()
         if need <= budget:
             return None

@@ -37,7 +37,7 @@ from typing import Iterator, Optional, Union
 import numpy as np
 
 from edgeface.errors import UserError
-from edgeface.fileio import atomic_output
+from edgeface.fileio import PreadFile, atomic_output
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -186,7 +186,7 @@ def _parse_block(idx: Path, text: bytes, line0: int) -> np.ndarray:
 # --------------------------------------------------------------------------- reading
 
 
-class RecordFile:
+class RecordFile(PreadFile):
     """One ``.rec`` file, read with ``os.pread`` (safe to share between threads), with its ``.idx`` when present.
 
     ``read_at(offset)`` reads the record at a byte offset, ``read(key)`` the record an ``.idx`` key names,
@@ -194,36 +194,15 @@ class RecordFile:
     """
 
     def __init__(self, rec: str | os.PathLike, idx: Optional[str | os.PathLike] = None, need_index: bool = False):
-        self.path = Path(rec)
-        if not self.path.is_file():
-            raise UserError(f"record file not found: {self.path}")
+        super().__init__(rec, "record file")
         self.idx_path = Path(idx) if idx is not None else idx_path_for(self.path)
         if need_index and not self.idx_path.is_file():
+            self.close()
             raise UserError(f"{self.path} has no index {self.idx_path.name} beside it: random access and "
                             "shuffling need the .idx MXNet writes with the .rec")
-        self._fd = os.open(self.path, os.O_RDONLY)
-        self.size = os.fstat(self._fd).st_size
         self._keys: Optional[np.ndarray] = None
         self._offsets: Optional[np.ndarray] = None
         self._sorted: Optional[tuple[np.ndarray, np.ndarray]] = None
-
-    # ---- lifetime
-
-    def close(self) -> None:
-        """Release the file descriptor."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __enter__(self) -> RecordFile:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
 
     # ---- the index
 
@@ -265,19 +244,6 @@ class RecordFile:
 
     # ---- records
 
-    def _pread(self, n: int, offset: int) -> bytes:
-        data = os.pread(self._fd, n, offset)
-        while len(data) < n:  # pread may return less than asked (signals, network filesystems)
-            more = os.pread(self._fd, n - len(data), offset + len(data))
-            if not more:
-                break
-            data += more
-        return data
-
-    def _where(self, key: Optional[int], offset: int) -> str:
-        name = f"record {key}" if key is not None else "record"
-        return f"{self.path}: {name} at byte {offset}"
-
     def read_at(self, offset: int, key: Optional[int] = None) -> bytes:
         """The payload of the record starting at byte ``offset`` (parts glued back together).
 
@@ -292,27 +258,27 @@ class RecordFile:
         while True:
             head = self._pread(_FRAME.size, pos)
             if len(head) < _FRAME.size:
-                raise UserError(f"{self._where(key, offset)} is cut short: the file ends at byte {self.size} inside "
+                raise UserError(f"{self.where(key, offset)} is cut short: the file ends at byte {self.size} inside "
                                 "its 8-byte frame header (the .rec is truncated: copy or download it again)")
             magic, lrec = _FRAME.unpack(head)
             if magic != MAGIC:
-                raise UserError(f"{self._where(key, offset)}: bad magic number 0x{magic:08x} at byte {pos} "
+                raise UserError(f"{self.where(key, offset)}: bad magic number 0x{magic:08x} at byte {pos} "
                                 f"(RecordIO records start with 0x{MAGIC:08x}): the file is damaged, not a .rec, "
                                 "or its .idx belongs to another file")
             cflag, length = lrec >> _LENGTH_BITS, lrec & MAX_RECORD_BYTES
             start = pos + _FRAME.size
             if start + length > self.size:
-                raise UserError(f"{self._where(key, offset)} is cut short: it needs {length} bytes from byte {start}, "
+                raise UserError(f"{self.where(key, offset)} is cut short: it needs {length} bytes from byte {start}, "
                                 f"the file ends at byte {self.size} (the .rec is truncated: copy or download it again)")
             parts.append(self._pread(length, start))
             pos = start + length + (-length % 4)
             if cflag in (0, 3):
                 break
             if cflag > 3:
-                raise UserError(f"{self._where(key, offset)}: continuation flag {cflag} at byte {pos} is not one "
+                raise UserError(f"{self.where(key, offset)}: continuation flag {cflag} at byte {pos} is not one "
                                 "RecordIO uses (0-3): the file is damaged")
             if pos >= self.size:
-                raise UserError(f"{self._where(key, offset)} is cut short: a part with continuation flag {cflag} is "
+                raise UserError(f"{self.where(key, offset)} is cut short: a part with continuation flag {cflag} is "
                                 f"the last thing in the file (the .rec is truncated)")
         return (parts[0] if len(parts) == 1 else _MAGIC_BYTES.join(parts)), pos
 
@@ -334,9 +300,9 @@ class RecordFile:
                     and offset + _FRAME.size + length <= self.size):
                 flag = _IR.unpack_from(head, _FRAME.size)[0]
                 if flag == 0:
-                    return unpack_payload(head[_FRAME.size:], self._where(key, offset))[0]
+                    return unpack_payload(head[_FRAME.size:], self.where(key, offset))[0]
         # Several labels, a split record or damage: the full read says exactly what is wrong.
-        return unpack_payload(self._read_at(offset, key)[0], self._where(key, offset))[0]
+        return unpack_payload(self._read_at(offset, key)[0], self.where(key, offset))[0]
 
 
 # --------------------------------------------------------------------------- InsightFace packs

@@ -140,7 +140,7 @@ def open_records(path: str | os.PathLike, progress: Optional[Callable[[int, int]
                             f"{files[int(np.concatenate(shard_of)[worst])]}: the property file belongs to another pack")
         classes = prop[0]
     return RecordCrops(root=root, shards=shards, shard_of=np.concatenate(shard_of), offsets=offsets_all,
-                       labels=labels_all, class_names=_class_names(root, classes),
+                       labels=labels_all, class_names=class_names(root, classes),
                        image_size=(prop[1], prop[2]) if prop else None, index_sha256=digest.hexdigest(),
                        seconds_to_index=time.perf_counter() - t0)
 
@@ -174,12 +174,16 @@ def _labels(rec: RecordFile, offsets: np.ndarray, keys: np.ndarray, progress) ->
     return out
 
 
-def _class_names(root: Path, classes: int) -> list[str]:
+def class_names(root: Path, classes: int, exact: bool = True) -> list[str]:
+    """Names of the labels from ``identities.txt`` beside a pack, else numbers.  ``exact``: the file must name
+    ``classes`` people (a RecordIO pack's ``property`` says how many); otherwise it may name more (the classes
+    are counted from the labels seen, and one shard of several may hold some of the people only)."""
     path = root / IDENTITIES
-    if path.is_file():
-        names = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        if len(names) != classes:
-            raise UserError(f"{path} names {len(names)} people but the pack has {classes} classes: it belongs to "
-                            "another pack (delete it to number the classes)")
-        return names
-    return [str(i) for i in range(classes)]
+    if not path.is_file():
+        return [str(i) for i in range(classes)]
+    names = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    if len(names) != classes if exact else len(names) < classes:
+        what = f"the pack has {classes} classes" if exact else f"the records hold label {classes - 1}"
+        raise UserError(f"{path} names {len(names)} people but {what}: it belongs to another pack (delete it to "
+                        "number the classes)")
+    return names

@@ -32,7 +32,7 @@ import numpy as np
 
 from edgeface.data.crc32c import masked_crc32c_many
 from edgeface.errors import UserError
-from edgeface.fileio import atomic_output
+from edgeface.fileio import PreadFile, atomic_output
 
 INDEX_SUFFIX = ".index"
 _INDEX_MAGIC = b"EFTFIDX1"
@@ -101,45 +101,11 @@ def read_index(path: str | os.PathLike, file_size: int) -> Optional[tuple[np.nda
 # --------------------------------------------------------------------------- reading
 
 
-class TFRecordFile:
+class TFRecordFile(PreadFile):
     """One TFRecord file read with ``os.pread`` (safe to share between threads)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise UserError(f"TFRecord file not found: {self.path}")
-        self._fd = os.open(self.path, os.O_RDONLY)
-        self.size = os.fstat(self._fd).st_size
-
-    def close(self) -> None:
-        """Release the file descriptor."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __enter__(self) -> TFRecordFile:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
-
-    def _pread(self, n: int, offset: int) -> bytes:
-        data = os.pread(self._fd, n, offset)
-        while len(data) < n:  # pread may return less than asked
-            more = os.pread(self._fd, n - len(data), offset + len(data))
-            if not more:
-                break
-            data += more
-        return data
-
-    def where(self, record: Optional[int], offset: int) -> str:
-        """``FILE: record N at byte B`` for messages."""
-        name = f"record {record}" if record is not None else "record"
-        return f"{self.path}: {name} at byte {offset}"
+        super().__init__(path, "TFRecord file")
 
     def lengths_at(self, offsets: np.ndarray, first: int = 0) -> np.ndarray:
         """The data length of the record at each offset, every length CRC checked and each frame checked to end

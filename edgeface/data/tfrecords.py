@@ -26,7 +26,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from edgeface.data.example import IMAGE_KEY, LABEL_KEY, ExampleError, face_fields
-from edgeface.data.records import IDENTITIES
+from edgeface.data.records import class_names
 from edgeface.data.streamed import EncodedImages, StreamedCrops
 from edgeface.data.tfrecord import INDEX_SUFFIX, TFRecordFile, read_index, write_index
 from edgeface.errors import UserError
@@ -150,18 +150,6 @@ def _class_number(f: TFRecordFile, n: int, off: int, label: int) -> int:
     return int(label)
 
 
-def _class_names(root: Path, classes: int) -> list[str]:
-    """Names of the labels from ``identities.txt`` (it may name more: one shard of several holds some people)."""
-    path = root / IDENTITIES
-    if not path.is_file():
-        return [str(i) for i in range(classes)]
-    names = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    if len(names) < classes:
-        raise UserError(f"{path} names {len(names)} people but the records hold label {classes - 1}: it belongs to "
-                        "another pack (delete it to number the classes)")
-    return names
-
-
 def open_tfrecords(path: str | os.PathLike, notify: Optional[Notify] = None) -> TFRecordCrops:
     """Index a TFRecord source (see the module docstring); ``notify`` gets a line for each file scanned.
 
@@ -204,5 +192,5 @@ def open_tfrecords(path: str | os.PathLike, notify: Optional[Notify] = None) -> 
     return TFRecordCrops(root=root, shards=shards, shard_of=np.concatenate(shard_of),
                          offsets=np.concatenate(offsets), lengths=np.concatenate(lengths),
                          starts=np.asarray(starts[:-1], np.int64), labels=labels_all,
-                         class_names=_class_names(root, classes), index_sha256=digest.hexdigest(),
+                         class_names=class_names(root, classes, exact=False), index_sha256=digest.hexdigest(),
                          seconds_to_index=time.perf_counter() - t0, scanned=scanned)

@@ -115,7 +115,6 @@ def gather_images(sources: Sequence[Path], per_source: int, seed: int,
                   video_step: int = 5) -> list[list[np.ndarray]]:
     """Up to ``per_source`` RGB images from each source, in a seeded random order: a folder's photos (searched
     recursively), single photos, or every ``video_step``-th frame of a video."""
-    import cv2
 
     from edgeface.runtime.images import is_image_file, read_image
 
@@ -136,16 +135,7 @@ def gather_images(sources: Sequence[Path], per_source: int, seed: int,
         elif is_image_file(src):
             images = [read_image(src)]
         elif src.suffix.lower() in VIDEO_SUFFIXES:
-            cap = cv2.VideoCapture(str(src))
-            frames, i = [], 0
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                if i % video_step == 0:
-                    frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-                i += 1
-            cap.release()
+            frames = video_frames(src, video_step)
             if not frames:
                 raise UserError(f"--calib {src}: no frame could be read (not a video OpenCV can decode?)")
             rng.shuffle(frames)
@@ -172,6 +162,23 @@ VIEW_NAMES = ("whole", "close-up", "shrunk to a third", "shrunk to a sixth")
 CORRECT_LOGIT_BIAS = {"short": False, "full": True}
 BIAS_WINDOW = 2.0
 BIAS_SAMPLES = 300
+
+
+def video_frames(path: Path, step: int = 1) -> list[np.ndarray]:
+    """Every ``step``-th frame of a video file as RGB (none when OpenCV cannot read it)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    frames, i = [], 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if i % step == 0:
+            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        i += 1
+    cap.release()
+    return frames
 
 
 def calibration_views(image: np.ndarray, rng: np.random.Generator, count: int = 4) -> list[np.ndarray]:

@@ -31,7 +31,7 @@ from edgeface.runtime.bundle import EDGETPU_FORMATS, FORMAT_PREFERENCE  # light:
 # OpenCV and numpy: too heavy for checking a flag or `edgeface --help`.  A test keeps the copies equal.
 DETECTOR_CHOICES = ("auto", "short", "full", "haar")
 DEFAULT_DETECTOR = "auto"
-DETECTOR_PRECISION_CHOICES = ("float", "int8")  # detector.DETECTOR_PRECISIONS
+DETECTOR_PRECISION_CHOICES = ("float", "int8")  # detector.DETECTOR_PRECISIONS (a test keeps them equal)
 BACKEND_CHOICES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 DELEGATE_CHOICES = ("edgetpu",)
 FORMAT_CHOICES = (*FORMAT_PREFERENCE, *EDGETPU_FORMATS)

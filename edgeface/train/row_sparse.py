@@ -22,11 +22,24 @@ from keras import ops
 
 
 class _RowSparseMixin:
-    """What the two optimizers share: which variables are row-sparse, their rows, weight decay on those rows."""
+    """What the two optimizers share: which variables are row-sparse, their rows, weight decay on those rows.
 
-    def _init_row_sparse(self, row_sparse) -> None:
+    Listed before the Keras optimizer in each class, so its ``__init__``, ``build`` and ``get_config`` wrap the
+    optimizer's own."""
+
+    def __init__(self, *args, row_sparse=(), **kwargs):
+        super().__init__(*args, **kwargs)
         self.row_sparse = tuple(row_sparse or ())
         self._row_sparse_keys: set = set()
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self._find_row_sparse(variables)
+
+    def get_config(self):
+        return {**super().get_config(), "row_sparse": list(self.row_sparse)}
 
     def _find_row_sparse(self, variables) -> None:
         self._row_sparse_keys = {self._var_key(v) for v in variables if v.path in self.row_sparse}
@@ -89,16 +102,6 @@ class RowSparseSGD(_RowSparseMixin, keras.optimizers.SGD):
     """:class:`keras.optimizers.SGD` (momentum, decoupled weight decay) with row-sparse updates of the variables
     whose paths are in ``row_sparse`` (e.g. ``("head/kernel",)``)."""
 
-    def __init__(self, *args, row_sparse=(), **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_row_sparse(row_sparse)
-
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
-        self._find_row_sparse(variables)
-
     def _slots(self, variable) -> list:
         return [self.momentums[self._get_variable_index(variable)]] if self.momentum != 0 else []
 
@@ -117,24 +120,11 @@ class RowSparseSGD(_RowSparseMixin, keras.optimizers.SGD):
 
         self._row_update(variable, learning_rate, gradient, rule)
 
-    def get_config(self):
-        return {**super().get_config(), "row_sparse": list(self.row_sparse)}
-
 
 @keras.saving.register_keras_serializable(package="edgeface")
 class RowSparseAdam(_RowSparseMixin, keras.optimizers.Adam):
     """:class:`keras.optimizers.Adam` with lazy row-sparse updates of the variables in ``row_sparse``: a row's
     moments decay only on steps that update it; the bias correction is the global step's (as TF's LazyAdam)."""
-
-    def __init__(self, *args, row_sparse=(), **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_row_sparse(row_sparse)
-
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
-        self._find_row_sparse(variables)
 
     def _slots(self, variable) -> list:
         i = self._get_variable_index(variable)
@@ -155,6 +145,3 @@ class RowSparseAdam(_RowSparseMixin, keras.optimizers.Adam):
             return w - m * alpha / (ops.sqrt(v) + self.epsilon), [m, v]
 
         self._row_update(variable, lr, gradient, rule)
-
-    def get_config(self):
-        return {**super().get_config(), "row_sparse": list(self.row_sparse)}

@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,13 +32,9 @@ DATA = Path(os.environ.get("EDGEFACE_DATA", REPO.parent / "shared" / "data"))
 
 
 def clip_frames() -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(DATA / "media" / "short_hamilton_clip.mp4"))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            return frames
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    from edgeface.importers.blazeface_int8 import video_frames
+
+    return video_frames(DATA / "media" / "short_hamilton_clip.mp4")
 
 
 def latency_ms(path: Path, size: int, runs: int = 50) -> float:
