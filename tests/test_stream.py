@@ -94,6 +94,32 @@ def test_shuffle_buffer_mode_is_deterministic_and_resumable(packs):
     assert not np.array_equal(epochs[0], read_labels)
 
 
+@pytest.mark.parametrize("shuffle_buffer", [0, 32])
+def test_a_stream_resumed_mid_epoch_gives_the_rest_and_skips_reading_it(packs, shuffle_buffer):
+    from edgeface.train.stream import StreamInput
+
+    kw = dict(seed=4, shuffle_buffer=shuffle_buffer, input_size=56, epoch=1, epochs=3)
+    whole = _stream_batches(packs / "png", **kw)  # epochs 1 and 2, 5 batches each
+    records = open_records(packs / "png")
+    read: list[int] = []
+    encoded = records.encoded
+    records.encoded = lambda pos: (read.extend(int(p) for p in pos), encoded(pos))[1]
+    stream = StreamInput(records, 16, input_size=56, seed=4, shuffle_buffer=shuffle_buffer, epoch=1, epochs=3)
+    resumed = list(stream.at_epoch(1, start_step=3).dataset.as_numpy_iterator())
+    assert len(resumed) == 2 + 5  # the epoch's last two batches, then the next epoch
+    for (x, y), (ex, ey) in zip(resumed, whole[3:]):
+        np.testing.assert_array_equal(y, ey)
+        np.testing.assert_array_equal(x, ex)
+    if shuffle_buffer == 0:
+        # the three skipped batches were never read: records of epoch 1 read = the two batches trained on
+        assert len(read) == 2 * 16 + 5 * 16
+        assert sorted(read[:32]) == sorted(np.concatenate(stream.epoch_positions(1).reshape(5, 16)[3:]).tolist())
+    else:  # the buffer's mixing needs every record before: read, but only the batches trained on are decoded
+        assert len(read) == 2 * 80
+    with pytest.raises(ValueError, match="start_step 6 is outside"):
+        stream.at_epoch(1, start_step=6)
+
+
 def test_training_one_epoch_from_a_pack_and_resuming(packs, crops8, tmp_path):
     from edgeface.train.augment import AugmentConfig
     from edgeface.train.trainer import TrainConfig, train

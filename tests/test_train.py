@@ -309,6 +309,30 @@ def test_checkpoints_from_before_width_existed_resume_as_width_1(tmp_path):
         check_resume_state(old, {"arch": "mobilefacenet", "embedding_dim": 128, "width": 1.5}, RunFiles(tmp_path))
 
 
+def test_batchnorm_recalibration_is_the_mean_of_the_batch_statistics(att_crops):
+    import cv2
+    import keras
+
+    from edgeface.train.batchnorm import recalibrate_batchnorm
+
+    paths = sorted(att_crops.rglob("*.png"))[:20]
+    images = np.stack([cv2.resize(cv2.imread(str(p)), (24, 24)) for p in paths]).astype(np.float32)
+    inp = keras.Input((24, 24, 3))
+    conv = keras.layers.Conv2D(4, 3, name="conv")(inp)
+    bn = keras.layers.BatchNormalization(name="bn")
+    model = keras.Model(inp, keras.layers.ReLU()(bn(conv)))
+    features = keras.Model(inp, conv).predict(images, verbose=0).astype(np.float64)
+    # 20 images in batches of 8: 8 + 8 + a tail of 4 (kept: at least half a batch), in the seeded order.
+    order = np.random.default_rng(3).permutation(20)
+    batches = [features[np.sort(order[a:b])] for a, b in ((0, 8), (8, 16), (16, 20))]
+    assert recalibrate_batchnorm(model, images, batch_size=8, seed=3) == 3
+    np.testing.assert_allclose(np.asarray(bn.moving_mean), np.mean([f.mean((0, 1, 2)) for f in batches], 0),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(bn.moving_variance), np.mean([f.var((0, 1, 2)) for f in batches], 0),
+                               rtol=1e-3, atol=1e-3)
+    assert bn.momentum == 0.99  # the layer's own momentum is back for further training
+
+
 def test_mirrored_strategy_with_one_cpu_device_and_bf16(att_crops, tmp_path):
     pytest.importorskip("tensorflow")
     import keras

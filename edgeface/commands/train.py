@@ -89,6 +89,9 @@ def train_cmd(
     stream: Optional[bool] = typer.Option(None, "--stream/--no-stream", help="A folder of crops: stream it from disk "
                                           "instead of loading it (default: only when its decoded crops exceed 40% "
                                           "of the available memory; a line says so). Packs always stream."),
+    remat: bool = typer.Option(False, "--remat/--no-remat", help="Recompute the network's activations in the "
+                               "backward pass instead of keeping them: the same gradients in less memory (MobileFaceNet"
+                               " at batch 64 on a CPU: 2.40 -> 1.39 GB) for ~35% more time a step. TensorFlow only."),
     seed: int = fo.SEED,
     as_json: bool = fo.AS_JSON,
 ) -> None:
@@ -106,7 +109,7 @@ def train_cmd(
         checkpoint_every=checkpoint_every,
         augment=aug, precision=precision, distribute=resolve_distribute(distribute, os.environ), seed=seed,
         shuffle_buffer=shuffle_buffer, stream=stream, sample_rate=sample_rate, val_bin=tuple(val_bin or ()),
-        val_every=val_every,
+        val_every=val_every, remat=remat,
     )
     with training_progress(disable=as_json) as progress:
         result = train(cfg, progress=progress)

@@ -79,14 +79,34 @@ def recalibrate_batchnorm(model: keras.Model, images: np.ndarray, batch_size: in
     if len(starts) > 1 and len(order) - starts[-1] < max(2, batch_size // 2):
         starts.pop()
     bounds = [(s, starts[i + 1] if i + 1 < len(starts) else len(order)) for i, s in enumerate(starts)]
+    # Momentum 0 makes each forward pass leave its batch's statistics in the moving ones; they are summed here.
+    # One momentum for every batch means one traced graph under TensorFlow: called eagerly, batch 64 MobileFaceNet
+    # grew the training process by 0.65 GB (a 1 M-record pack's run: 3.19 -> 3.84 GB), traced it grew by nothing.
+    forward = _training_forward(model)
     saved = [bn.momentum for bn in bns]
+    sums = [[np.zeros(bn.moving_mean.shape, np.float64), np.zeros(bn.moving_variance.shape, np.float64)]
+            for bn in bns]
     try:
-        for k, (a, b) in enumerate(bounds):
-            # moving = moving * k/(k+1) + batch / (k+1): the running mean of the k+1 batch statistics.
-            for bn in bns:
-                bn.momentum = k / (k + 1.0)
-            model(images[np.sort(order[a:b])].astype(np.float32), training=True)
+        for bn in bns:
+            bn.momentum = 0.0
+        for a, b in bounds:
+            forward(images[np.sort(order[a:b])].astype(np.float32))
+            for (mean, var), bn in zip(sums, bns):
+                mean += keras.ops.convert_to_numpy(bn.moving_mean)
+                var += keras.ops.convert_to_numpy(bn.moving_variance)
     finally:
         for bn, m in zip(bns, saved):
             bn.momentum = m
+    for (mean, var), bn in zip(sums, bns):
+        bn.moving_mean.assign((mean / len(bounds)).astype(bn.moving_mean.dtype))
+        bn.moving_variance.assign((var / len(bounds)).astype(bn.moving_variance.dtype))
     return len(bounds)
+
+
+def _training_forward(model: keras.Model):
+    """``model(x, training=True)``; a traced function under TensorFlow (see recalibrate_batchnorm), eager elsewhere."""
+    if keras.backend.backend() != "tensorflow":
+        return lambda x: model(x, training=True)
+    import tensorflow as tf
+
+    return tf.function(lambda x: model(x, training=True), reduce_retracing=True)

@@ -250,7 +250,7 @@ def new_state(fingerprint: dict, monitor: str) -> dict:
 
 
 # Fingerprint entries added after runs were first written, with the value such a run had: its checkpoints resume.
-FINGERPRINT_DEFAULTS = {"width": 1.0, "sampled_head": False}
+FINGERPRINT_DEFAULTS = {"width": 1.0, "sampled_head": False, "remat": False}
 
 
 def check_resume_state(state: dict, fingerprint: dict, run: RunFiles) -> None:
@@ -348,7 +348,7 @@ def fit(model: keras.Model, train_seq, val_seq, run: RunFiles, *, epochs: int, m
 
     if start < epochs and skip:
         # The rest of the interrupted epoch (its first `skip` batches were trained before the checkpoint) ...
-        data, steps = resume.skip_batches(train_seq, skip)
+        data, steps = resume.skip_batches(train_seq, skip, start)
         if resume.is_stream(train_seq):
             data = _Steps(data, steps)
         run_fit(data, start, start + 1, steps, offset=skip)

@@ -208,11 +208,9 @@ class _LabelInputStream:
             self._dataset = self.inner.dataset.map(lambda x, y: ((x, y), y))
         return self._dataset
 
-    def at_epoch(self, epoch: int) -> _LabelInputStream:
-        """The same stream from ``epoch`` on (a resume inside an epoch, :mod:`edgeface.train.resume`)."""
-        from edgeface.train.resume import at_epoch
-
-        return _LabelInputStream(at_epoch(self.inner, epoch))
+    def at_epoch(self, epoch: int, start_step: int = 0) -> _LabelInputStream:
+        """The same stream from step ``start_step`` of ``epoch`` on (a resume, :mod:`edgeface.train.resume`)."""
+        return _LabelInputStream(self.inner.at_epoch(epoch, start_step=start_step))
 
 
 def with_label_input(seq):

@@ -10,8 +10,6 @@ order their batches from (seed, epoch) alone (:class:`edgeface.train.data.ArrayS
 
 from __future__ import annotations
 
-import copy
-
 import keras
 
 
@@ -43,30 +41,25 @@ def at_epoch(seq, epoch: int):
     Handed to a second ``fit`` after a partial epoch it then gives what an uninterrupted ``fit`` gives from that
     epoch on, whatever Keras calls on it first (``fit`` ends an epoch of a sequence before its first one, and under
     tf.distribute also begins one to read ahead, so counting those calls is no way to tell).  An input with an
-    ``at_epoch`` method makes the copy itself."""
+    ``at_epoch`` method (every streamed one) makes the copy itself."""
     from edgeface.train.data import ArraySequence
 
     if hasattr(seq, "at_epoch"):
         return seq.at_epoch(epoch)
     if isinstance(seq, ArraySequence):
         return ArraySequence(seq.x, seq.y, seq.batch_size, shuffle=seq.shuffle, seed=seq.seed, epoch=epoch)
-    if is_stream(seq):
-        # StreamInput builds its pipeline from its fields on first use: a copy at another epoch, not built yet.
-        clone = copy.copy(seq)
-        clone.epoch = int(epoch)
-        clone._dataset = None
-        return clone
     raise TypeError(f"cannot resume {type(seq).__name__} inside an epoch: it has no at_epoch(epoch)")
 
 
-def skip_batches(seq, skip: int):
-    """(data for ``fit``, steps of that epoch) of ``seq``'s current epoch from batch ``skip`` on.
+def skip_batches(seq, skip: int, epoch: int):
+    """(data for ``fit``, steps of that epoch) of ``seq``'s epoch ``epoch`` (the one it was built for) from batch
+    ``skip`` on.
 
-    A streamed input skips inside its pipeline: the skipped batches are read and decoded, then dropped (up to an
-    epoch's reading; a ``start_step`` in the stream itself would skip before reading)."""
+    A streamed input is rebuilt to start there (``at_epoch(epoch, start_step=skip)``): its skipped batches are
+    not read (nor decoded), so a resume late in a long epoch of a big pack starts at once."""
     steps = len(seq) - int(skip)
     if is_stream(seq):
-        return seq.dataset.skip(int(skip)).take(steps), steps
+        return seq.at_epoch(int(epoch), start_step=int(skip)).dataset.take(steps), steps
     return _SkipSequence(seq, skip), steps
 
 

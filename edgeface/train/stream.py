@@ -81,7 +81,7 @@ class StreamInput:
 
     def __init__(self, crops: StreamedCrops, batch_size: int, *, input_size: int, seed: int = 0, epoch: int = 0,
                  epochs: int = 1, shuffle: bool = True, shuffle_buffer: int = 0, read_chunk: int = READ_CHUNK,
-                 targets: Optional[np.ndarray] = None):
+                 targets: Optional[np.ndarray] = None, start_step: int = 0):
         if shuffle_buffer < 0:
             raise SettingError("shuffle_buffer", f"must be 0 (a full permutation per epoch) or a record count, got "
                             f"{shuffle_buffer}")
@@ -89,6 +89,9 @@ class StreamInput:
         self.batch_size = int(batch_size)
         self.input_size = int(input_size)
         self.seed, self.epoch, self.epochs = int(seed), int(epoch), int(epochs)
+        if not 0 <= start_step <= max(0, len(crops) // max(1, batch_size)):
+            raise ValueError(f"start_step {start_step} is outside an epoch of {len(crops)} records")
+        self.start_step = int(start_step)  # batches of epoch `epoch` skipped before they are read (a resume)
         self.shuffle = shuffle
         self.shuffle_buffer = int(shuffle_buffer)
         self.read_chunk = int(read_chunk)
@@ -96,8 +99,22 @@ class StreamInput:
         if targets is not None and len(targets) != len(crops):
             raise ValueError(f"{len(targets)} target rows for {len(crops)} records")
         self.targets = np.asarray(targets, np.float32) if targets is not None else None
-        self.failure: Optional[UserError] = None
+        self._failures: list[UserError] = []  # shared with the copies at_epoch makes: the trainer asks this one
         self._dataset = None
+
+    @property
+    def failure(self) -> Optional[UserError]:
+        """The first damaged record met while streaming (by this input or a copy of it), if any."""
+        return self._failures[0] if self._failures else None
+
+    def at_epoch(self, epoch: int, start_step: int = 0) -> StreamInput:
+        """The same stream as built for a run resumed at step ``start_step`` of epoch ``epoch`` (not built yet):
+        the first ``start_step`` batches of that epoch are neither read nor decoded."""
+        clone = StreamInput(self.crops, self.batch_size, input_size=self.input_size, seed=self.seed, epoch=epoch,
+                            epochs=self.epochs, shuffle=self.shuffle, shuffle_buffer=self.shuffle_buffer,
+                            read_chunk=self.read_chunk, targets=self.targets, start_step=start_step)
+        clone._failures = self._failures
+        return clone
 
     def __len__(self) -> int:
         n = len(self.crops)
@@ -118,20 +135,27 @@ class StreamInput:
         batches = batch_orders(len(self.crops), self.batch_size, self.shuffle, self.seed, epoch)
         return np.concatenate(batches) if batches else np.zeros(0, np.int64)
 
-    def _generate(self, epoch) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        epoch = int(epoch)
+    def _generate(self, epoch, skip) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Encoded records of ``epoch`` and their y, a chunk at a time, without the first ``skip`` records."""
+        epoch, skip = int(epoch), int(skip)
         positions = self.epoch_positions(epoch)
         try:
             if self.shuffle and self.shuffle_buffer:
-                yield from self._buffered(positions, epoch)
+                # The buffer's mixing depends on every record before: the skipped ones are read (not decoded).
+                for data, y in self._buffered(positions, epoch):
+                    drop = min(skip, len(data))
+                    skip -= drop
+                    if drop < len(data):
+                        yield data[drop:], y[drop:]
                 return
+            positions = positions[skip:]  # batches are consecutive runs of this order: skipped unread
             for i in range(0, len(positions), self.read_chunk):
                 pos = positions[i:i + self.read_chunk]
                 data = np.empty(len(pos), object)
                 data[:] = self.crops.encoded(pos)
                 yield data, self._y(pos)
         except UserError as exc:  # a damaged record: the trainer turns the TensorFlow error back into this line
-            self.failure = exc
+            self._failures.append(exc)
             raise
 
     def _y(self, pos: np.ndarray) -> np.ndarray:
@@ -204,10 +228,14 @@ class StreamInput:
             return tf.ensure_shape(image, (size, size, 3)), label
 
         def one_epoch(epoch):
-            ds = tf.data.Dataset.from_generator(self._generate, args=(epoch,), output_signature=signature).unbatch()
-            ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            first = tf.equal(epoch, self.epoch)  # a resumed run's first epoch starts at batch start_step
+            skip = tf.where(first, tf.constant(self.start_step * self.batch_size, tf.int64), tf.constant(0, tf.int64))
+            steps = tf.where(first, tf.constant(len(self) - self.start_step, tf.int64),
+                             tf.constant(len(self), tf.int64))
+            ds = tf.data.Dataset.from_generator(self._generate, args=(epoch, skip), output_signature=signature)
+            ds = ds.unbatch().map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             ds = ds.batch(self.batch_size, drop_remainder=self.shuffle and len(self.crops) >= self.batch_size)
-            return ds.take(len(self))
+            return ds.take(steps)
 
         epochs = tf.data.Dataset.range(self.epoch, max(self.epoch + 1, self.epochs))
         return epochs.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)

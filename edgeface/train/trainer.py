@@ -77,6 +77,8 @@ class TrainConfig(FitConfig):
     "multi-worker" (MultiWorkerMirroredStrategy, cluster from TF_CONFIG; TensorFlow only).
     sample_rate: below 1, a margin head trains on that fraction of the classes each step (partial FC,
     :mod:`edgeface.train.partial_fc`); 1 is the full head.
+    remat: recompute the embedding network's activations in the backward pass instead of keeping them
+    (:mod:`edgeface.train.remat`): the same gradients with less memory per image, for more time; TensorFlow only.
     The other fields are :class:`edgeface.train.config.FitConfig`'s.
     """
 
@@ -91,6 +93,7 @@ class TrainConfig(FitConfig):
     shuffle_buffer: int = 0
     sample_rate: float = 1.0
     stream: Optional[bool] = None
+    remat: bool = False
     optimizer: str = field(default="auto", kw_only=True)
 
     def __post_init__(self) -> None:
@@ -134,6 +137,9 @@ class TrainConfig(FitConfig):
         if self.distribute == "mirrored" and backend not in ("tensorflow", "jax"):
             raise SettingError("distribute", f"mirrored needs the TensorFlow or JAX backend, KERAS_BACKEND is "
                                f"{backend!r}")
+        if self.remat and backend != "tensorflow":
+            raise SettingError("remat", f"recomputing activations needs the TensorFlow backend, KERAS_BACKEND is "
+                               f"{backend!r}: train without --remat (or with a smaller --batch-size)")
         resolve_margins(get_head_spec(self.head), self.scale, self.margin, self.margins)
         check_sample_rate(get_head_spec(self.head), self.sample_rate)
 
@@ -264,7 +270,13 @@ def build_training_model(backbone: keras.Model, num_classes: int, cfg: TrainConf
     spec = get_head_spec(cfg.head)
     inputs = keras.Input(backbone.input_shape[1:], name="image")
     x = apply_augmentation(inputs, cfg.augment, seed=cfg.seed)
-    features = keras.Model(backbone.input, embedding_features(backbone), name="embedding_net")(x)
+    net = keras.Model(backbone.input, embedding_features(backbone), name="embedding_net")
+    if getattr(cfg, "remat", False):
+        from edgeface.train.remat import Recomputed
+
+        per_replica_random(net)  # its layers sit inside the wrapper, where the call below does not look
+        net = Recomputed(net, name="embedding_net_recomputed")
+    features = net(x)
     if is_sampled(spec, cfg.sample_rate):
         # Partial FC samples each step's classes from the batch's labels: they enter the model as a second input.
         label = keras.Input((), dtype="int32", name="label")
@@ -304,7 +316,9 @@ def _fingerprint(cfg: TrainConfig, class_names: list[str]) -> dict:
             "optimizer": cfg.optimizer_name, "precision": cfg.precision, "num_classes": len(class_names),
             "classes_sha256": hashlib.sha256("\n".join(class_names).encode()).hexdigest(), "width": cfg.width,
             # the partial head stores its class weights as rows: its checkpoints load into no full head
-            "sampled_head": is_sampled(get_head_spec(cfg.head), cfg.sample_rate)}
+            "sampled_head": is_sampled(get_head_spec(cfg.head), cfg.sample_rate),
+            # the recomputing wrapper nests the network one level deeper in the checkpoint's weight paths
+            "remat": bool(getattr(cfg, "remat", False))}
 
 
 def _strategy(mode: str):

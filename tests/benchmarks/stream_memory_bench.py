@@ -2,7 +2,7 @@
 
     python tests/benchmarks/stream_memory_bench.py --crops DIR [--records 1000000] [--identities 100000]
         [--work /tmp/edgeface_stream_mem] [--steps 150] [--arch mobilefacenet] [--batch-size 64]
-        [--pipeline-records 0] [--sample-rate 1.0] [--json]
+        [--pipeline-records 0] [--sample-rate 1.0] [--remat] [--resume-step 5000] [--phases pipeline,train] [--json]
 
 The pack (written once to WORK, never inside the repository: ~5 KB a record) repeats the crops of DIR (e.g. the
 stream benchmark's LFW crops), each encoded once as JPEG at quality 95, under new labels: record i has label
@@ -11,6 +11,8 @@ i * identities // records (10 photos a person for 1 M records and 100 k people),
 
 * pipeline: index the pack, then stream one whole epoch through the tf.data pipeline (no model), sampling the
   resident set size (RSS) every 10 k images: is it flat over the epoch?  ``--pipeline-records N`` stops after N.
+* resume (only when asked: ``--phases resume``): time to the first batch of the stream resumed at step
+  ``--resume-step`` of epoch 0, started there vs the batches before it dropped inside the pipeline.
 * train: `edgeface train PACK` (the real command's code, ArcFace head over all the identities, SGD) for
   ``--steps`` steps of the first epoch (Keras' max_steps_per_epoch), sampling RSS twice a second: peak, RSS
   over the steps, and the time to the first batch (from the start of `train`, indexing included).
@@ -99,7 +101,29 @@ def phase_pipeline(pack: Path, batch: int, limit: int) -> dict:
             "rss_over_epoch_min_max_mb": [min(tail), max(tail)], "rss_samples": samples, "peak_rss_mb": peak_mb()}
 
 
-def phase_train(pack: Path, out: Path, arch: str, batch: int, steps: int, sample_rate: float = 1.0) -> dict:
+def phase_resume(pack: Path, batch: int, step: int) -> dict:
+    """Time to the first batch of a stream resumed at ``step`` of epoch 0: started there (what a resume does) vs
+    the whole epoch's pipeline with its first ``step`` batches dropped (``dataset.skip``: read and decoded)."""
+    import tensorflow  # noqa: F401  (imported before the clocks start: both variants pay it no more)
+
+    from edgeface.data.records import open_records
+    from edgeface.train.stream import StreamInput
+
+    crops = open_records(pack)
+    out = {"resume_step": step, "images_skipped": step * batch}
+    for name, make in (("started_there", lambda s: s.at_epoch(0, start_step=step).dataset),
+                       ("skipped_in_pipeline", lambda s: s.dataset.skip(step))):
+        stream = StreamInput(crops, batch, input_size=112, seed=0)
+        t0 = time.perf_counter()
+        x, y = next(iter(make(stream).as_numpy_iterator()))
+        out[f"{name}_first_batch_seconds"] = round(time.perf_counter() - t0, 2)
+        expected = StreamInput(crops, batch, input_size=112, seed=0).epoch_positions(0)[step * batch:(step + 1) * batch]
+        out[f"{name}_is_batch_{step}"] = bool((y == crops.labels[expected]).all())
+    return out
+
+
+def phase_train(pack: Path, out: Path, arch: str, batch: int, steps: int, sample_rate: float = 1.0,
+                remat: bool = False) -> dict:
     import keras
 
     from edgeface.train.trainer import TrainConfig, train
@@ -124,7 +148,7 @@ def phase_train(pack: Path, out: Path, arch: str, batch: int, steps: int, sample
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     cfg = TrainConfig(data=pack, out=out, arch=arch, head="arcface", epochs=1, batch_size=batch, patience=0,
-                      sample_rate=sample_rate)
+                      sample_rate=sample_rate, remat=remat)
     result = train(cfg, progress=progress)
     stop.set()
     by_step = first.get("rss_at_step", {})
@@ -149,6 +173,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--pipeline-records", type=int, default=0, help="stop the pipeline pass after N images")
     ap.add_argument("--sample-rate", type=float, default=1.0, help="partial FC: classes sampled per step (train)")
+    ap.add_argument("--remat", action="store_true", help="train: recompute activations (train --remat)")
+    ap.add_argument("--resume-step", type=int, default=5000, help="resume: the step of epoch 0 to resume at")
     ap.add_argument("--phases", default="pipeline,train", help="which measurements to run (comma-separated)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--_phase", help=argparse.SUPPRESS)
@@ -157,12 +183,15 @@ def main() -> None:
     if args._phase == "pipeline":
         print("RESULT " + json.dumps(phase_pipeline(pack, args.batch_size, args.pipeline_records)), flush=True)
         return
+    if args._phase == "resume":
+        print("RESULT " + json.dumps(phase_resume(pack, args.batch_size, args.resume_step)), flush=True)
+        return
     if args._phase == "train":
         import shutil
 
         shutil.rmtree(args.work / "run", ignore_errors=True)
         print("RESULT " + json.dumps(phase_train(pack, args.work / "run", args.arch, args.batch_size, args.steps,
-                                                 args.sample_rate)),
+                                                 args.sample_rate, args.remat)),
               flush=True)
         return
     if args.crops is None:
@@ -174,7 +203,9 @@ def main() -> None:
     for phase in args.phases.split(","):
         cmd = [sys.executable, __file__, "--work", str(args.work), "--records", str(args.records), "--steps",
                str(args.steps), "--arch", args.arch, "--batch-size", str(args.batch_size), "--pipeline-records",
-               str(args.pipeline_records), "--sample-rate", str(args.sample_rate), "--_phase", phase]
+               str(args.pipeline_records), "--sample-rate", str(args.sample_rate), "--resume-step",
+               str(args.resume_step), "--_phase", phase,
+               *(["--remat"] if args.remat else [])]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:

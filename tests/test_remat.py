@@ -1,0 +1,109 @@
+"""Recomputed activations (``train --remat``): the same gradients, BatchNorm statistics and trained weights as a run
+that keeps its activations; only memory and time differ (figures: tests/benchmarks/remat_bench.py)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+
+from edgeface.errors import UserError
+
+
+def _faces(att_crops, n: int, size: int) -> np.ndarray:
+    import cv2
+
+    paths = sorted(att_crops.rglob("*.png"))[:n]
+    return np.stack([cv2.resize(cv2.imread(str(p)), (size, size), interpolation=cv2.INTER_AREA)
+                     for p in paths]).astype(np.float32)
+
+
+def test_cuts_are_where_one_tensor_carries_everything():
+    from edgeface.train.models import get_model
+    from edgeface.train.remat import articulation_layers, segment_cuts
+
+    net = get_model("mobilefacenet", input_size=32)
+    cuts = articulation_layers(net)
+    # a residual block's inside is no cut (its input is still needed by the add); its add is one
+    assert "block0_1_add" in cuts and "block0_2_expand_relu" not in cuts and "block0_0_expand_relu" in cuts
+    chosen = segment_cuts(net)
+    assert set(chosen) <= set(cuts) and 6 <= len(chosen) <= 14  # about sqrt(149 layers) segments
+    assert [n for n in cuts if n in chosen] == chosen  # in network order
+
+
+@pytest.mark.parametrize("arch", ["mobilefacenet", "seed-cnn"])
+def test_recomputed_gradients_and_batchnorm_updates_are_the_kept_ones(att_crops, arch):
+    import keras
+    import tensorflow as tf
+
+    from edgeface.train.models import get_model
+    from edgeface.train.remat import Recomputed
+
+    keras.utils.set_random_seed(1)
+    net = get_model(arch, input_size=48)
+    wrapped = Recomputed(net)
+    images = _faces(att_crops, 16, 48)
+    start = [v.numpy().copy() for v in net.variables]
+    start_stats = [v.numpy().copy() for v in net.non_trainable_variables]
+    weights = np.random.default_rng(0).normal(size=(128,)).astype(np.float32)
+
+    def step(model):
+        for v, w in zip(net.variables, start):  # Dropout's generator state too: the same masks
+            v.assign(w)
+
+        @tf.function
+        def run(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(model(x, training=True) * weights)
+            return loss, tape.gradient(loss, net.trainable_variables)
+
+        loss, grads = run(images)
+        return float(loss), [g.numpy() for g in grads], [v.numpy() for v in net.non_trainable_variables]
+
+    loss, grads, stats = step(net)
+    loss_r, grads_r, stats_r = step(wrapped)
+    assert wrapped.num_pieces >= (8 if arch == "mobilefacenet" else 2)
+    assert len(wrapped.trainable_variables) == len(net.trainable_variables)  # shared, not copied
+    assert loss_r == loss
+    for g, gr in zip(grads, grads_r):
+        np.testing.assert_allclose(gr, g, rtol=1e-5, atol=1e-6 * float(np.abs(g).max()))
+    for s, sr in zip(stats, stats_r):  # moving statistics moved once, not twice
+        np.testing.assert_array_equal(sr, s)
+    assert any(not np.array_equal(s, w) for s, w in zip(stats, start_stats))  # and they did move
+
+
+def _saved_weights(path) -> dict[str, np.ndarray]:
+    out = {}
+    with zipfile.ZipFile(path) as z, h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, np.asarray(obj)) if isinstance(obj, h5py.Dataset)
+                     else None)
+    return out
+
+
+def test_a_run_with_remat_trains_the_weights_of_one_without(att_crops, tmp_path):
+    from edgeface.train.augment import AugmentConfig
+    from edgeface.train.trainer import TrainConfig, train
+
+    people = tmp_path / "people.txt"
+    people.write_text("".join(f"s{i}\n" for i in range(5, 41)))  # 4 people, 40 crops
+
+    def config(name, **kw):
+        return TrainConfig(**{**dict(data=att_crops, out=tmp_path / name, arch="mobilefacenet", head="arcface",
+                                     epochs=1, batch_size=8, input_size=32, exclude_people=str(people), patience=0,
+                                     seed=5, augment=AugmentConfig()), **kw})
+
+    kept = train(config("kept"))
+    recomputed = train(config("recomputed", remat=True))
+    a, b = _saved_weights(kept.model_path), _saved_weights(recomputed.model_path)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    assert recomputed.metrics["loss"] == pytest.approx(kept.metrics["loss"], rel=1e-4)
+    # its checkpoint nests the network differently: resuming it without --remat is refused with one line
+    with pytest.raises(UserError, match="its remat was True, now False"):
+        train(config("recomputed", resume=True, epochs=2))
+    # with it, the checkpoint (weights and optimizer state under the wrapper) loads and training goes on
+    assert train(config("recomputed", resume=True, epochs=2, remat=True)).epochs_run == 2
