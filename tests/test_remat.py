@@ -107,3 +107,53 @@ def test_a_run_with_remat_trains_the_weights_of_one_without(att_crops, tmp_path)
         train(config("recomputed", resume=True, epochs=2))
     # with it, the checkpoint (weights and optimizer state under the wrapper) loads and training goes on
     assert train(config("recomputed", resume=True, epochs=2, remat=True)).epochs_run == 2
+
+
+def test_the_distillation_model_recomputes_with_the_same_outputs_and_gradients(att_crops):
+    import keras
+    import tensorflow as tf
+
+    from edgeface.distill.distill import DistillConfig, build_distill_model
+    from edgeface.train.augment import AugmentConfig
+    from edgeface.train.models import get_model
+
+    images = _faces(att_crops, 8, 48)
+    targets = np.random.default_rng(1).normal(size=(8, 128 + 64 + 5)).astype(np.float32)
+    results = []
+    for remat in (False, True):
+        keras.utils.set_random_seed(4)
+        backbone = get_model("mobilefacenet", embedding_dim=64, input_size=48)
+        cfg = DistillConfig(data=att_crops, out=att_crops, teacher="dlib", embedding_dim=64, input_size=48,
+                            labels=0.1, augment=AugmentConfig.off(), remat=remat)
+        model = build_distill_model(backbone, 128, 5, cfg)
+        assert any(type(la).__name__ == "Recomputed" for la in model.layers) == remat
+
+        @tf.function
+        def step(x, model=model):
+            with tf.GradientTape() as tape:
+                out = model(x, training=True)
+                loss = tf.reduce_sum(out * targets)
+            return out, tape.gradient(loss, model.trainable_variables)
+
+        out, grads = step(images)
+        results.append((out.numpy(), [g.numpy() for g in grads]))
+    (out, grads), (out_r, grads_r) = results
+    np.testing.assert_allclose(out_r, out, rtol=1e-5, atol=1e-6)
+    assert len(grads_r) == len(grads)
+    # Summed in another order, the features' three consumers give float noise; it shows on the gradients that are
+    # 0 in exact arithmetic (a BatchNorm beta whose shift the next BatchNorm removes), so the scale is the largest.
+    scale = max(float(np.abs(g).max()) for g in grads)
+    for g, gr in zip(grads, grads_r):
+        np.testing.assert_allclose(gr, g, rtol=1e-4, atol=1e-6 * scale)
+
+
+def test_remat_outside_tensorflow_is_refused_with_one_line(att_crops, tmp_path, monkeypatch):
+    import keras
+
+    from edgeface.train.trainer import TrainConfig
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    cfg = TrainConfig(data=att_crops, out=tmp_path / "run", remat=True)
+    with pytest.raises(UserError, match="recomputing activations needs the TensorFlow backend, KERAS_BACKEND is "
+                                        "'jax': train without --remat"):
+        cfg.check()

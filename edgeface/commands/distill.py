@@ -102,6 +102,7 @@ def distill_cmd(
                                 "accuracy on --val-bin NAME.bin)."),
     resume: bool = fo.RESUME,
     checkpoint_every: int = fo.CHECKPOINT_EVERY,
+    remat: bool = fo.REMAT,
     augment: bool = fo.AUGMENT,
     rotation: float = fo.ROTATION,
     shift: float = fo.SHIFT,
@@ -140,7 +141,7 @@ def distill_cmd(
         val_split=val_split, exclude_people=exclude_people, patience=patience, monitor=monitor, resume=resume,
         checkpoint_every=checkpoint_every,
         augment=aug, precision=precision, seed=seed, input_size=input_size, teacher_only=teacher_only,
-        workers=workers, threads=threads, val_bin=tuple(val_bin or ()), val_every=val_every,
+        workers=workers, threads=threads, val_bin=tuple(val_bin or ()), val_every=val_every, remat=remat,
     )
     advance, stop = _data_bar(disable=as_json)
     try:

@@ -34,6 +34,9 @@ RESUME = typer.Option(False, help="Continue the run in --out from its last check
 CHECKPOINT_EVERY = typer.Option(0, help="Also checkpoint every N optimizer steps (0 = at epoch ends only); --resume "
                                 "continues at that step with the batches and augmentation an uninterrupted run "
                                 "would have had.")
+REMAT = typer.Option(False, "--remat/--no-remat", help="Recompute the network's activations in the backward pass "
+                     "instead of keeping them: the same gradients in less memory (MobileFaceNet at batch 64 on a CPU: "
+                     "2.40 -> 1.39 GB) for ~35% more time a step. TensorFlow only.")
 AUGMENT = typer.Option(True, help="Augmentation on/off (each kind can also be set to 0 below).")
 ROTATION = typer.Option(10.0, help="Augment: max rotation, degrees.")
 SHIFT = typer.Option(0.08, help="Augment: max width/height shift, fraction.")

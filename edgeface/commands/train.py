@@ -89,9 +89,7 @@ def train_cmd(
     stream: Optional[bool] = typer.Option(None, "--stream/--no-stream", help="A folder of crops: stream it from disk "
                                           "instead of loading it (default: only when its decoded crops exceed 40% "
                                           "of the available memory; a line says so). Packs always stream."),
-    remat: bool = typer.Option(False, "--remat/--no-remat", help="Recompute the network's activations in the "
-                               "backward pass instead of keeping them: the same gradients in less memory (MobileFaceNet"
-                               " at batch 64 on a CPU: 2.40 -> 1.39 GB) for ~35% more time a step. TensorFlow only."),
+    remat: bool = fo.REMAT,
     seed: int = fo.SEED,
     as_json: bool = fo.AS_JSON,
 ) -> None:

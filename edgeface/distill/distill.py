@@ -261,8 +261,20 @@ def build_distill_model(backbone: keras.Model, teacher_dim: int, num_classes: in
     """
     inputs = keras.Input(backbone.input_shape[1:], name="image")
     x = apply_augmentation(inputs, cfg.augment, seed=cfg.seed)
-    net = keras.Model(backbone.input, [embedding_features(backbone), backbone.output], name="embedding_net")
-    features, emb = net(x)
+    if cfg.remat:
+        from edgeface.train.remat import Recomputed
+
+        # One output recomputed (the features); the embedding is the network's own normalisation of them.
+        normalize = backbone.layers[-1]
+        if not isinstance(normalize, L2Normalize):
+            raise SettingError("remat", f"{cfg.arch} does not end in an L2 normalisation of its features: distil it "
+                               "without --remat")
+        net = keras.Model(backbone.input, embedding_features(backbone), name="embedding_net")
+        features = Recomputed(net, name="embedding_net_recomputed")(x)
+        emb = normalize(features)
+    else:
+        net = keras.Model(backbone.input, [embedding_features(backbone), backbone.output], name="embedding_net")
+        features, emb = net(x)
     if cfg.embedding_dim != teacher_dim:
         projected = keras.layers.Dense(teacher_dim, use_bias=False, name="projection")(features)
         pred = L2Normalize(name="teacher_space")(projected)
@@ -413,7 +425,7 @@ def distill(config: DistillConfig, progress: Optional[loop.ProgressFn] = None,
                    "teacher_dim": teacher.dim, "loss": cfg.loss, "center_teacher": cfg.center_teacher,
                    "structure": cfg.structure, "labels": cfg.labels,
                    "head": cfg.head if cfg.labels else None, "num_classes": num_classes,
-                   "optimizer": cfg.optimizer, "precision": cfg.precision, "width": cfg.width}
+                   "optimizer": cfg.optimizer, "precision": cfg.precision, "width": cfg.width, "remat": cfg.remat}
     has_val = len(val_idx) > 0
     monitor = cfg.monitor if cfg.monitor != "auto" else ("val_teacher_cosine" if has_val else "loss")
     if monitor.startswith("val_") and not has_val:

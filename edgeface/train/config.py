@@ -55,7 +55,8 @@ class FitConfig:
     ends only), a resume continuing at that step; ``monitor`` may also be ``bin:NAME``, the accuracy on the
     ``val_bin`` file NAME.bin.  val_bin: InsightFace ``.bin`` verification sets scored during training, every
     ``val_every`` optimizer steps (None: once per epoch); see :mod:`edgeface.train.binval`.
-    precision: a Keras dtype policy.
+    precision: a Keras dtype policy.  remat: recompute the embedding network's activations in the backward
+    pass instead of keeping them (:mod:`edgeface.train.remat`; TensorFlow only).
     input_size other than 112 is for experiments and fast tests (exports expect
     112).  Subclasses name their optimizer and monitor choices and the smallest
     batch they can train on.
@@ -91,6 +92,7 @@ class FitConfig:
     input_size: int = 112
     val_bin: tuple[Path, ...] = ()
     val_every: Optional[int] = None
+    remat: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):  # read back from a train.json
@@ -128,5 +130,12 @@ class FitConfig:
             raise UserError(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0.0 <= self.val_split < 1.0:
             raise SettingError("val_split", f"must be in [0, 1), got {self.val_split}")
+        if self.remat:
+            import keras
+
+            if keras.backend.backend() != "tensorflow":
+                raise SettingError("remat", f"recomputing activations needs the TensorFlow backend, KERAS_BACKEND is "
+                                   f"{keras.backend.backend()!r}: train without --remat (or with a smaller "
+                                   "--batch-size)")
         self.augment.check()
         check_val_bin(self.val_bin, self.val_every, self.monitor, self.input_size)

@@ -77,8 +77,6 @@ class TrainConfig(FitConfig):
     "multi-worker" (MultiWorkerMirroredStrategy, cluster from TF_CONFIG; TensorFlow only).
     sample_rate: below 1, a margin head trains on that fraction of the classes each step (partial FC,
     :mod:`edgeface.train.partial_fc`); 1 is the full head.
-    remat: recompute the embedding network's activations in the backward pass instead of keeping them
-    (:mod:`edgeface.train.remat`): the same gradients with less memory per image, for more time; TensorFlow only.
     The other fields are :class:`edgeface.train.config.FitConfig`'s.
     """
 
@@ -93,7 +91,6 @@ class TrainConfig(FitConfig):
     shuffle_buffer: int = 0
     sample_rate: float = 1.0
     stream: Optional[bool] = None
-    remat: bool = False
     optimizer: str = field(default="auto", kw_only=True)
 
     def __post_init__(self) -> None:
@@ -137,9 +134,6 @@ class TrainConfig(FitConfig):
         if self.distribute == "mirrored" and backend not in ("tensorflow", "jax"):
             raise SettingError("distribute", f"mirrored needs the TensorFlow or JAX backend, KERAS_BACKEND is "
                                f"{backend!r}")
-        if self.remat and backend != "tensorflow":
-            raise SettingError("remat", f"recomputing activations needs the TensorFlow backend, KERAS_BACKEND is "
-                               f"{backend!r}: train without --remat (or with a smaller --batch-size)")
         resolve_margins(get_head_spec(self.head), self.scale, self.margin, self.margins)
         check_sample_rate(get_head_spec(self.head), self.sample_rate)
 
@@ -271,7 +265,7 @@ def build_training_model(backbone: keras.Model, num_classes: int, cfg: TrainConf
     inputs = keras.Input(backbone.input_shape[1:], name="image")
     x = apply_augmentation(inputs, cfg.augment, seed=cfg.seed)
     net = keras.Model(backbone.input, embedding_features(backbone), name="embedding_net")
-    if getattr(cfg, "remat", False):
+    if cfg.remat:
         from edgeface.train.remat import Recomputed
 
         per_replica_random(net)  # its layers sit inside the wrapper, where the call below does not look
@@ -318,7 +312,7 @@ def _fingerprint(cfg: TrainConfig, class_names: list[str]) -> dict:
             # the partial head stores its class weights as rows: its checkpoints load into no full head
             "sampled_head": is_sampled(get_head_spec(cfg.head), cfg.sample_rate),
             # the recomputing wrapper nests the network one level deeper in the checkpoint's weight paths
-            "remat": bool(getattr(cfg, "remat", False))}
+            "remat": cfg.remat}
 
 
 def _strategy(mode: str):
