@@ -154,6 +154,30 @@ def test_remat_outside_tensorflow_is_refused_with_one_line(att_crops, tmp_path, 
 
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     cfg = TrainConfig(data=att_crops, out=tmp_path / "run", remat=True)
-    with pytest.raises(UserError, match="recomputing activations needs the TensorFlow backend, KERAS_BACKEND is "
-                                        "'jax': train without --remat"):
+    with pytest.raises(UserError, match=r"^remat needs the TensorFlow backend \(tf.recompute_grad\), KERAS_BACKEND "
+                                        "is 'jax': train without --remat"):
         cfg.check()
+
+
+def test_remat_over_several_replicas_is_refused_with_one_line(att_crops, tmp_path):
+    import subprocess
+    import sys
+
+    people = tmp_path / "people.txt"
+    people.write_text("".join(f"s{i}\n" for i in range(5, 41)))
+    code = (
+        "import tensorflow as tf\n"
+        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+        "from edgeface.errors import UserError\n"
+        "from edgeface.train.trainer import TrainConfig, train\n"
+        "try:\n"
+        f"    train(TrainConfig(data={str(att_crops)!r}, out={str(tmp_path / 'run')!r}, arch='seed-cnn',\n"
+        f"        input_size=32, exclude_people={str(people)!r}, distribute='mirrored', remat=True))\n"
+        "except UserError as exc:\n"
+        "    print('REFUSED', exc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "REFUSED remat runs on one device; --distribute mirrored has 2 replicas: drop --remat" in proc.stdout, \
+        proc.stdout + proc.stderr[-2000:]
+    assert not (tmp_path / "run").exists()

@@ -134,7 +134,7 @@ class FitConfig:
             import keras
 
             if keras.backend.backend() != "tensorflow":
-                raise SettingError("remat", f"recomputing activations needs the TensorFlow backend, KERAS_BACKEND is "
+                raise SettingError("remat", f"needs the TensorFlow backend (tf.recompute_grad), KERAS_BACKEND is "
                                    f"{keras.backend.backend()!r}: train without --remat (or with a smaller "
                                    "--batch-size)")
         self.augment.check()

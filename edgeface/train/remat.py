@@ -10,8 +10,9 @@ gradients are the same: only where the memory goes, and the time, change.
 
 BatchNorm updates its moving statistics once per step, as without recomputation: the second forward pass runs
 with momentum 1 (the statistics assign themselves).  A segment with a random layer (Dropout) keeps its
-activations: run again it would draw another mask.  TensorFlow backend only (``tf.recompute_grad``); the saved
-network is the plain one (the segments share its layers and weights).
+activations: run again it would draw another mask.  TensorFlow backend only (``tf.recompute_grad``), one device
+(the trainer refuses several replicas); the saved network is the plain one (the segments share its layers and
+weights).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def articulation_layers(model: keras.Model) -> list[str]:
     every path from the input to the output goes through it).  The last layer is not listed."""
     layers = list(model.layers)  # a functional model's layers are in topological order, its inputs first
     order = {id(la): i for i, la in enumerate(layers)}
+    # Keras has no public view of a functional graph's edges: each layer's inbound nodes name the tensors it read.
     last_use = [i for i in range(len(layers))]  # position of the last layer reading each layer's output
     for i, la in enumerate(layers):
         for node in la._inbound_nodes:

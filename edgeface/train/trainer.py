@@ -466,6 +466,11 @@ def train(config: TrainConfig, progress: Optional[loop.ProgressFn] = None) -> Tr
 
     keras.utils.set_random_seed(cfg.seed)
     strategy = _strategy(cfg.distribute)
+    if cfg.remat and replicas(strategy) > 1:
+        # Replicas trace their steps in turns that switch at every all-reduce, SyncBatchNorm's inside the forward
+        # pass included: the recomputing pass could not tell its BatchNorm updates from another replica's.
+        raise SettingError("remat", f"runs on one device; --distribute {cfg.distribute} has {replicas(strategy)} "
+                           "replicas: drop --remat or train on one device")
     chief = strategy is None or _is_chief(strategy)
     if isinstance(d.train, StreamedCrops):
         from edgeface.train.stream import StreamInput
