@@ -3,12 +3,9 @@ that keeps its activations; only memory and time differ (figures: tests/benchmar
 
 from __future__ import annotations
 
-import io
-import zipfile
-
-import h5py
 import numpy as np
 import pytest
+from test_resume import keras_file_arrays
 
 from edgeface.errors import UserError
 
@@ -75,14 +72,6 @@ def test_recomputed_gradients_and_batchnorm_updates_are_the_kept_ones(att_crops,
     assert any(not np.array_equal(s, w) for s, w in zip(stats, start_stats))  # and they did move
 
 
-def _saved_weights(path) -> dict[str, np.ndarray]:
-    out = {}
-    with zipfile.ZipFile(path) as z, h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, np.asarray(obj)) if isinstance(obj, h5py.Dataset)
-                     else None)
-    return out
-
-
 def test_a_run_with_remat_trains_the_weights_of_one_without(att_crops, tmp_path):
     from edgeface.train.augment import AugmentConfig
     from edgeface.train.trainer import TrainConfig, train
@@ -97,7 +86,7 @@ def test_a_run_with_remat_trains_the_weights_of_one_without(att_crops, tmp_path)
 
     kept = train(config("kept"))
     recomputed = train(config("recomputed", remat=True))
-    a, b = _saved_weights(kept.model_path), _saved_weights(recomputed.model_path)
+    a, b = keras_file_arrays(kept.model_path), keras_file_arrays(recomputed.model_path)
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-5, err_msg=k)

@@ -29,16 +29,20 @@ class _Stop(Exception):
     """Stands for a crash (power cut, pre-emption) after a given step."""
 
 
-def _checkpoint_arrays(run_dir) -> dict[str, np.ndarray]:
-    """Every array of ``checkpoints/last.keras`` (weights, BatchNorm statistics, optimizer state), by h5 path.
-
-    Read from the archive's ``model.weights.h5``: ``keras.saving.load_model`` cannot rebuild RandomShear."""
+def keras_file_arrays(path) -> dict[str, np.ndarray]:
+    """Every array of a ``.keras`` file, by h5 path, read from the archive's ``model.weights.h5``
+    (``keras.saving.load_model`` cannot rebuild RandomShear)."""
     out = {}
-    with zipfile.ZipFile(run_dir / "checkpoints" / "last.keras") as z:
+    with zipfile.ZipFile(path) as z:
         with h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as f:
             f.visititems(lambda name, obj: out.__setitem__(name, np.asarray(obj)) if isinstance(obj, h5py.Dataset)
                          else None)
     return out
+
+
+def _checkpoint_arrays(run_dir) -> dict[str, np.ndarray]:
+    """Every array of ``checkpoints/last.keras`` (weights, BatchNorm statistics, optimizer state), by h5 path."""
+    return keras_file_arrays(run_dir / "checkpoints" / "last.keras")
 
 
 def _stop_after(step: int):

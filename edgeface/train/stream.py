@@ -89,10 +89,10 @@ class StreamInput:
         self.batch_size = int(batch_size)
         self.input_size = int(input_size)
         self.seed, self.epoch, self.epochs = int(seed), int(epoch), int(epochs)
-        if not 0 <= start_step <= max(0, len(crops) // max(1, batch_size)):
-            raise ValueError(f"start_step {start_step} is outside an epoch of {len(crops)} records")
-        self.start_step = int(start_step)  # batches of epoch `epoch` skipped before they are read (a resume)
         self.shuffle = shuffle
+        if not 0 <= start_step <= len(self):
+            raise ValueError(f"start_step {start_step} is outside an epoch of {len(self)} batches")
+        self.start_step = int(start_step)  # batches of epoch `epoch` skipped before they are read (a resume)
         self.shuffle_buffer = int(shuffle_buffer)
         self.read_chunk = int(read_chunk)
         # y of each record: its class label, or a float32 row per record (distillation's teacher targets)

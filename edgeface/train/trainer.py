@@ -449,6 +449,12 @@ def train(config: TrainConfig, progress: Optional[loop.ProgressFn] = None) -> Tr
         warnings.warn("mixed_float16 on a CPU is slower than float32: use it on a GPU, or mixed_bfloat16 on a "
                       "CPU with AVX512-BF16/AMX", stacklevel=2)
 
+    strategy = _strategy(cfg.distribute)  # before the data: a refusal below costs no loading
+    if cfg.remat and replicas(strategy) > 1:
+        # Replicas trace their steps in turns that switch at every all-reduce, SyncBatchNorm's inside the forward
+        # pass included: the recomputing pass could not tell its BatchNorm updates from another replica's.
+        raise SettingError("remat", f"runs on one device; --distribute {cfg.distribute} has {replicas(strategy)} "
+                           "replicas: drop --remat or train on one device")
     d = load_training_data(cfg)
     spec = get_head_spec(cfg.head)
     margins = resolve_margins(spec, cfg.scale, cfg.margin, cfg.margins) if spec.margin else None
@@ -465,12 +471,6 @@ def train(config: TrainConfig, progress: Optional[loop.ProgressFn] = None) -> Tr
         state = loop.new_state(fingerprint, monitor)
 
     keras.utils.set_random_seed(cfg.seed)
-    strategy = _strategy(cfg.distribute)
-    if cfg.remat and replicas(strategy) > 1:
-        # Replicas trace their steps in turns that switch at every all-reduce, SyncBatchNorm's inside the forward
-        # pass included: the recomputing pass could not tell its BatchNorm updates from another replica's.
-        raise SettingError("remat", f"runs on one device; --distribute {cfg.distribute} has {replicas(strategy)} "
-                           "replicas: drop --remat or train on one device")
     chief = strategy is None or _is_chief(strategy)
     if isinstance(d.train, StreamedCrops):
         from edgeface.train.stream import StreamInput

@@ -243,17 +243,9 @@ def att_closeups(every: int = 1) -> list[Frame]:
 
 def hamilton_frames(every: int = 1) -> list[np.ndarray]:
     """Frames of the Hamilton clip (RGB), every ``every``-th."""
-    cap = cv2.VideoCapture(str(CLIP))
-    frames, i = [], 0
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        if i % every == 0:
-            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        i += 1
-    cap.release()
-    return frames
+    from edgeface.importers.blazeface_int8 import video_frames
+
+    return video_frames(CLIP, every)
 
 
 def skimage_photos() -> Optional[list[tuple[str, np.ndarray]]]:

@@ -111,14 +111,15 @@ def phase_resume(pack: Path, batch: int, step: int) -> dict:
 
     crops = open_records(pack)
     out = {"resume_step": step, "images_skipped": step * batch}
+    expected = crops.labels[StreamInput(crops, batch, input_size=112, seed=0).epoch_positions(0)
+                            [step * batch:(step + 1) * batch]]
     for name, make in (("started_there", lambda s: s.at_epoch(0, start_step=step).dataset),
                        ("skipped_in_pipeline", lambda s: s.dataset.skip(step))):
         stream = StreamInput(crops, batch, input_size=112, seed=0)
         t0 = time.perf_counter()
         x, y = next(iter(make(stream).as_numpy_iterator()))
         out[f"{name}_first_batch_seconds"] = round(time.perf_counter() - t0, 2)
-        expected = StreamInput(crops, batch, input_size=112, seed=0).epoch_positions(0)[step * batch:(step + 1) * batch]
-        out[f"{name}_is_batch_{step}"] = bool((y == crops.labels[expected]).all())
+        out[f"{name}_is_batch_{step}"] = bool((y == expected).all())
     return out
 
 
